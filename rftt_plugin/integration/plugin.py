@@ -1,0 +1,28 @@
+"""Entry point of group ``verl.plugins``: imported by ``import verl`` in every verl process.
+
+verl imports this module from the end of ``verl/__init__.py`` and swallows any exception at DEBUG
+level, which would leave a run silently on verl's stock defaults. So every registration here is
+wrapped: a failure is logged at ERROR on logger ``rftt_plugin`` with its traceback, then re-raised.
+
+Keep this module to registrations. Anything heavy (torch models, math-verify pools, Ray, vLLM) is
+imported lazily by the registered objects themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("rftt_plugin")
+
+
+def _register_all() -> None:
+    from rftt_plugin.integration import hydra_searchpath
+
+    hydra_searchpath.register()
+
+
+try:
+    _register_all()
+except BaseException:
+    logger.error("rftt-plugin failed to register with verl; this run would NOT use RFTT", exc_info=True)
+    raise
