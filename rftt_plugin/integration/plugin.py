@@ -1,8 +1,9 @@
 """Entry point of group ``verl.plugins``: imported by ``import verl`` in every verl process.
 
 verl imports this module from the end of ``verl/__init__.py`` and swallows any exception at DEBUG
-level, which would leave a run silently on verl's stock defaults. So every registration here is
-wrapped: a failure is logged at ERROR on logger ``rftt_plugin`` with its traceback, then re-raised.
+level, which would leave a run silently on verl's stock defaults. So registration is wrapped: a
+failure is logged at ERROR on logger ``rftt_plugin`` with its traceback, then re-raised (and the
+recipes' guard, ``rftt_plugin.integration.guard``, stops the run before Ray starts).
 
 Keep this module to registrations. Anything heavy (torch models, math-verify pools, Ray, vLLM) is
 imported lazily by the registered objects themselves.
@@ -14,10 +15,13 @@ import logging
 
 logger = logging.getLogger("rftt_plugin")
 
+LOADED = False  # set last; guard.plugin_loaded() reads it
+
 
 def _register_all() -> None:
-    from rftt_plugin.integration import hydra_searchpath
+    from rftt_plugin.integration import guard, hydra_searchpath
 
+    guard.register_resolver()
     hydra_searchpath.register()
 
 
@@ -26,3 +30,5 @@ try:
 except BaseException:
     logger.error("rftt-plugin failed to register with verl; this run would NOT use RFTT", exc_info=True)
     raise
+else:
+    LOADED = True
