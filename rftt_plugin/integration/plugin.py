@@ -19,10 +19,11 @@ LOADED = False  # set last; guard.plugin_loaded() reads it
 
 
 def _register_all() -> None:
-    from rftt_plugin.integration import guard, hydra_searchpath
+    from rftt_plugin.integration import estimator, guard, hydra_searchpath, lazy
 
     guard.register_resolver()
     hydra_searchpath.register()
+    lazy.when_imported("verl.trainer.ppo.core_algos", estimator.register)
 
 
 try:
