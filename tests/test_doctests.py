@@ -1,0 +1,16 @@
+"""Run the doctested examples of the functional-token contract (and prepare's pure helpers)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module_name", ["rftt_plugin.tokens", "rftt_plugin.prepare"])
+def test_doctests(module_name):
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} doctest example(s) failed in {module_name}"
+    assert result.attempted > 0, f"no doctest examples ran in {module_name}"
