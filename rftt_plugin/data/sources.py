@@ -1,0 +1,106 @@
+"""Read records from a local file (jsonl / json / parquet) or a Hugging Face dataset id.
+
+Every record comes with its 1-based row number and a source label, so errors can name the exact
+bad row (``file.jsonl:17``). Local files are read lazily where the format allows; a dataset id
+goes through ``datasets.load_dataset`` (network, or the local HF cache when offline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class SourceError(ValueError):
+    """The source itself cannot be read (missing file, unknown format, unreachable dataset id)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    where: str           # "path:row" or "dataset_id[split]:row", for error messages
+    row: int             # 1-based
+    data: dict[str, Any]
+
+
+def is_local(source: str) -> bool:
+    return os.path.exists(source) or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/", "~"))
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield Record(f"{path}:{i}", i, {"__error__": f"invalid JSON ({exc.msg} at column {exc.colno})"})
+                continue
+            if not isinstance(data, dict):
+                yield Record(f"{path}:{i}", i, {"__error__": f"expected a JSON object, got {type(data).__name__}"})
+                continue
+            yield Record(f"{path}:{i}", i, data)
+
+
+def _read_json(path: Path) -> Iterator[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from exc
+    if isinstance(data, dict):
+        for key in ("data", "rows", "examples"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise SourceError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
+    for i, item in enumerate(data, start=1):
+        yield Record(f"{path}:{i}", i, item if isinstance(item, dict) else {"__error__": "not a JSON object"})
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:
+        raise SourceError(f"{path}: not a readable parquet file ({exc})") from exc
+    row = 0
+    for batch in table.iter_batches(batch_size=1024):
+        for data in batch.to_pylist():
+            row += 1
+            yield Record(f"{path}:{row}", row, data)
+
+
+def _read_hub(dataset_id: str, split: str, subset: str | None) -> Iterator[Record]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, subset, split=split)
+    except Exception as exc:
+        raise SourceError(f"cannot load dataset {dataset_id!r} (split {split!r}): {exc}. Offline? Pass a local "
+                          f"jsonl/parquet file instead.") from exc
+    for i, data in enumerate(ds, start=1):
+        yield Record(f"{dataset_id}[{split}]:{i}", i, dict(data))
+
+
+def read_records(source: str, *, split: str = "train", subset: str | None = None) -> Iterator[Record]:
+    """Yield the records of ``source`` (a local file or a dataset id)."""
+    if is_local(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise SourceError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".json":
+            return _read_json(path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        raise SourceError(f"{path}: unknown format {suffix!r}; use .jsonl, .json or .parquet")
+    return _read_hub(source, split, subset)
