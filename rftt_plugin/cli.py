@@ -13,6 +13,8 @@ import sys
 # name -> (module under rftt_plugin.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check that the plugin is wired into verl here (registrations, recipes, versions)"),
+    "data": ("data", "build verl RL parquet from the MATH training set or a local file (`rftt data rl`)"),
+    "prepare-model": ("prepare_model", "add the functional tokens to a Hugging Face checkpoint (new rows, manifest)"),
 }
 
 
