@@ -11,6 +11,7 @@ imported lazily by the registered objects themselves.
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 logger = logging.getLogger("rftt_plugin")
@@ -24,6 +25,9 @@ def _register_all() -> None:
     guard.register_resolver()
     hydra_searchpath.register()
     lazy.when_imported("verl.trainer.ppo.core_algos", estimator.register)
+    # importing our agent-loop module registers `rftt_tree` with verl's public @register
+    lazy.when_imported("verl.experimental.agent_loop.agent_loop",
+                       lambda _module: importlib.import_module("rftt_plugin.integration.agent_loop"))
 
 
 try:
