@@ -44,3 +44,24 @@ def shared_data_dir():
     if not os.path.isdir(path):
         pytest.fail(f"../shared/data not found at {path}: tests need the shared benchmark files")
     return path
+
+
+@pytest.fixture(scope="session")
+def prepared_model_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny Qwen2 model with the 16 functional tokens added (`rftt prepare-model`)."""
+    from rftt_plugin.prepare import prepare_model
+
+    out = tmp_path_factory.mktemp("tiny_prepared")
+    prepare_model(str(tiny_model_dir), str(out), overwrite=True, progress=False, log=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def warm_model_dir(tmp_path_factory, prepared_model_dir):
+    """The prepared tiny model after a short CPU warm-up on synthetic tagged arithmetic: it writes
+    well-formed tagged solutions with (mostly wrong) boxed answers, so rewards vary."""
+    from rftt_plugin.warmup import warmed_arithmetic_model
+
+    out = tmp_path_factory.mktemp("tiny_warm")
+    warmed_arithmetic_model(str(prepared_model_dir), str(out), steps=300, log=None)
+    return out

@@ -224,6 +224,10 @@ class RfttTreeAgentLoop(AgentLoopBase):
             **tree_info,
             "rftt_terminal_reason": leaf.terminal_reason if not cut_by_length else "response_length",
             "rftt_tags": list(leaf.tags),
+            # what the dense rewards were built from (analysis, and tests recompute them)
+            "rftt_step_ends": [int(e) for e in leaf.step_ends if e < len(response_ids)],
+            "rftt_node_values": [float(v) for v in leaf.node_values],
+            "rftt_root_value": float(result.tree.root.value),
             "reward_extra_info": reward_info,
             "turn_scores": [], "tool_rewards": [],
             "min_global_steps": backend.min_global_steps, "max_global_steps": backend.max_global_steps,

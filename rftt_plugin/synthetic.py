@@ -1,0 +1,105 @@
+"""A synthetic task a tiny model can learn on CPU: multi-step integer arithmetic in functional tags.
+
+Questions are generated from a seed (``make_problems``); each has an exact integer answer and a
+reference solution written as RFTT steps (``tagged_solution``): an ``<analyze>`` step that names
+the order of operations, one ``<next_step>`` per operation, and an ``<output>`` with
+``\\boxed{answer}``. With ``self_correct=True`` a solution first makes an arithmetic slip, then
+``<verify>`` spots it and ``<refine>`` redoes the step -- the shape of RFTT's phase-1 samples.
+
+Used by the CPU quickstart and by tests that need a model whose rewards vary (a random model
+never boxes a right answer). Train and held-out problems never overlap (``split_problems``).
+
+>>> p = make_problems(1, seed=0)[0]
+>>> p.answer == eval(p.expression)
+True
+>>> from rftt_plugin.tokens import validate
+>>> validate(tagged_solution(p)).ok and validate(tagged_solution(p, self_correct=True)).ok
+True
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rftt_plugin.tokens import FunctionalTag as T
+from rftt_plugin.tokens import Step, render
+
+DATA_SOURCE = "rftt_synthetic_arith"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    expression: str
+    answer: int
+    ops: tuple[tuple[str, int, str, int, int], ...]  # (left text, left value, op, right value, result)
+
+
+def _problem(rng: random.Random, index: int, max_operand: int) -> Problem:
+    a, b, c = (rng.randint(1, max_operand) for _ in range(3))
+    form = rng.choice(("a+b*c", "a*b+c", "a+b+c", "a*b-c"))
+    if form == "a+b*c":
+        bc = b * c
+        ops = ((f"{b} * {c}", b, "*", c, bc), (f"{a} + {bc}", a, "+", bc, a + bc))
+        expr, ans = f"{a} + {b} * {c}", a + bc
+    elif form == "a*b+c":
+        ab = a * b
+        ops = ((f"{a} * {b}", a, "*", b, ab), (f"{ab} + {c}", ab, "+", c, ab + c))
+        expr, ans = f"{a} * {b} + {c}", ab + c
+    elif form == "a+b+c":
+        ab = a + b
+        ops = ((f"{a} + {b}", a, "+", b, ab), (f"{ab} + {c}", ab, "+", c, ab + c))
+        expr, ans = f"{a} + {b} + {c}", ab + c
+    else:
+        ab = a * b
+        ops = ((f"{a} * {b}", a, "*", b, ab), (f"{ab} - {c}", ab, "-", c, ab - c))
+        expr, ans = f"{a} * {b} - {c}", ab - c
+    return Problem(f"arith-{index}", f"What is {expr}?", expr, ans, ops)
+
+
+def make_problems(n: int, seed: int = 0, max_operand: int = 9) -> list[Problem]:
+    """``n`` distinct problems (by expression), deterministic for a seed."""
+    rng = random.Random(seed)
+    out: list[Problem] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        p = _problem(rng, len(out), max_operand)
+        if p.expression not in seen:
+            seen.add(p.expression)
+            out.append(p)
+    return out
+
+
+def split_problems(n_train: int, n_test: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+    problems = make_problems(n_train + n_test, seed=seed)
+    return problems[:n_train], problems[n_train:]
+
+
+def tagged_solution(p: Problem, self_correct: bool = False, rng: random.Random | None = None) -> str:
+    plan = "Multiply first, then add or subtract." if "*" in p.expression else "Add from left to right."
+    steps = [Step(T.ANALYZE, plan)]
+    for i, (text, _l, _op, _r, result) in enumerate(p.ops):
+        if self_correct and i == len(p.ops) - 1:
+            slip = result + (rng or random.Random(p.id)).choice((-2, -1, 1, 2))
+            steps.append(Step(T.NEXT_STEP, f"{text} = {slip}"))
+            steps.append(Step(T.VERIFY, f"Check: {text} is not {slip}."))
+            steps.append(Step(T.REFINE, f"{text} = {result}"))
+        else:
+            steps.append(Step(T.NEXT_STEP, f"{text} = {result}"))
+    steps.append(Step(T.OUTPUT, f"The answer is \\boxed{{{p.answer}}}."))
+    return render(steps)
+
+
+def rl_row(p: Problem, index: int, split: str) -> dict:
+    """A verl RL parquet row (same schema as ``rftt data rl``)."""
+    return {"prompt": [{"role": "user", "content": p.question}], "data_source": DATA_SOURCE, "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(p.answer)},
+            "extra_info": {"index": index, "split": split, "source": p.id}}
+
+
+def sft_row(p: Problem, self_correct: bool = False) -> dict:
+    """A verl SFT parquet row (``messages``: the question, then the tagged solution)."""
+    return {"messages": [{"role": "user", "content": p.question},
+                         {"role": "assistant", "content": tagged_solution(p, self_correct=self_correct)}]}

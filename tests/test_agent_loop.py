@@ -1,0 +1,213 @@
+"""The `rftt_tree` agent loop through verl's own classes (no Ray, no vLLM).
+
+A prepared tiny model serves through :class:`tests.verl_fakes.TinyServerManager`; sessions are
+instantiated exactly as verl's agent-loop worker does; outputs go through verl's
+``AgentLoopWorkerTQ._agent_loop_postprocess`` with the TransferQueue put captured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from rftt_plugin.tokens import validate
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(warm_model_dir):
+    return warm_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(prepared_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(prepared_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(prepared_dir)
+
+
+def _config(prepared_dir, recipe="rftt", extra=()):
+    import verl  # noqa: F401
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    overrides = [f"+recipe={recipe}", f"actor_rollout_ref.model.path={prepared_dir}", "data.max_prompt_length=64",
+                 "data.max_response_length=160", "actor_rollout_ref.rollout.n=4", "rftt.search.step_max_tokens=48",
+                 "rftt.search.direct_answer_max_tokens=48", "rftt.search.max_depth=6", *extra]
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name="ppo_trainer", overrides=overrides)
+
+
+def _make_loop(config, server, tok):
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    import hydra
+
+    return hydra.utils.instantiate(_agent_loop_registry["rftt_tree"], trainer_config=DictConfigWrap(config),
+                                   server_manager=server, tokenizer=tok, processor=None, hf_model_type="qwen2",
+                                   dataset_cls=RLHFDataset, data_config=DictConfigWrap(config.data))
+
+
+def _kwargs(uid, session, question="What is 7 * 7 + 4?", gold="53"):  # in the warm-up distribution
+    return {"raw_prompt": [{"role": "user", "content": question}], "uid": uid, "session_id": session,
+            "global_steps": 1, "data_source": "rftt_math", "reward_model": {"style": "rule", "ground_truth": gold},
+            "extra_info": {"index": 0}, "index": 0}
+
+
+async def _run_sessions(config, server, tok, uid, n, sampling=None, order=None):
+    order = list(range(n)) if order is None else order
+    tasks = {s: asyncio.create_task(_make_loop(config, server, tok).run(dict(sampling or {"temperature": 1.0}),
+                                                                         **_kwargs(uid, s)))
+             for s in order}
+    done = await asyncio.wait_for(asyncio.gather(*tasks.values(), return_exceptions=True), timeout=240)
+    return dict(zip(tasks.keys(), done))
+
+
+@pytest.fixture
+def server(model_and_tok):
+    from rftt_plugin.backends.hf import HFBackend
+
+    model, tok = model_and_tok
+    return TinyServerManager(model, HFBackend(model, tok, max_batch_size=8))
+
+
+from tests.verl_fakes import TinyServerManager  # noqa: E402
+
+
+async def test_sessions_in_any_order_get_distinct_leaves_of_one_tree(prepared_dir, model_and_tok, server):
+    from rftt_plugin.integration.agent_loop import RfttTreeAgentLoop
+
+    model, tok = model_and_tok
+    config = _config(prepared_dir)
+    order = [2, 0, 3, 1]
+    outs = await _run_sessions(config, server, tok, "uid-A", 4, order=order)
+    assert not [o for o in outs.values() if isinstance(o, BaseException)], outs
+    assert RfttTreeAgentLoop._jobs == {}  # shared state cleaned up
+    assert {c["request_id"] for c in server.calls} == {"rftt-uid-A"}  # one sticky id per tree
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 7 * 7 + 4?"}], add_generation_prompt=True,
+                                     tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    nodes_seen = {o.extra_fields["rftt_tree_nodes"] for o in outs.values()}
+    assert len(nodes_seen) == 1  # every session read the same tree
+    for s, out in outs.items():
+        assert out.prompt_ids == prompt
+        assert len(out.response_ids) == len(out.response_mask) == len(out.response_logprobs) > 0
+        assert out.reward_score is not None and out.extra_fields["min_global_steps"] == 3
+        report = validate(tok.decode(out.response_ids, skip_special_tokens=False))
+        assert report.ok or out.extra_fields["rftt_leaf_truncated"] == 1
+
+
+async def test_leaf_ids_and_logprobs_match_a_direct_forward_pass(prepared_dir, model_and_tok, server):
+    from rftt_plugin.tokens import TAGS
+
+    model, tok = model_and_tok
+    config = _config(prepared_dir)
+    out = (await _run_sessions(config, server, tok, "uid-B", 2))[1]
+    ids = out.prompt_ids + out.response_ids
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    open_ids = {tok.convert_tokens_to_ids(t.open) for t in TAGS}
+    temp = config.rftt.search.step_temperature
+    checked = 0
+    for i, token in enumerate(out.response_ids):
+        pos = len(out.prompt_ids) + i - 1
+        if token in open_ids:  # tag chosen by the search: log-prob at temperature 1
+            expected = torch.log_softmax(logits[pos], -1)[token]
+        elif out.response_logprobs[i] != 0.0:  # sampled text: the temperature-scaled distribution
+            expected = torch.log_softmax(logits[pos] / temp, -1)[token]
+        else:
+            continue
+        assert abs(float(expected) - out.response_logprobs[i]) < 2e-3, (i, token)
+        checked += 1
+    assert checked >= 2
+
+
+async def test_failed_search_fails_every_session_and_cleans_up(prepared_dir, model_and_tok):
+    from rftt_plugin.backends.hf import HFBackend
+    from rftt_plugin.integration.agent_loop import RfttTreeAgentLoop
+
+    model, tok = model_and_tok
+    failing = TinyServerManager(model, HFBackend(model, tok), fail=True)
+    outs = await _run_sessions(_config(prepared_dir), failing, tok, "uid-C", 3)
+    assert all(isinstance(o, RuntimeError) for o in outs.values()), outs
+    assert "produced no leaf" in str(outs[0])
+    assert RfttTreeAgentLoop._jobs == {}
+
+
+async def test_missing_rftt_section_is_a_clear_error(prepared_dir, model_and_tok, server):
+    from omegaconf import OmegaConf, open_dict
+
+    model, tok = model_and_tok
+    config = _config(prepared_dir)
+    with open_dict(config):
+        del config["rftt"]
+    with pytest.raises(Exception, match=r"\+recipe=rftt"):  # hydra wraps it in InstantiationException
+        _make_loop(config, server, tok)
+    assert OmegaConf.is_config(config)
+
+
+async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_dir, model_and_tok, server,
+                                                                       monkeypatch):
+    """Through verl's AgentLoopWorkerTQ._agent_loop_postprocess: keys, dense rm_scores, masks, extras."""
+    import verl.trainer.ppo.v1.agent_loop_tq as tq_mod
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+
+    import rftt_plugin.reward.score as score_mod
+    from rftt_plugin.credit import dense_rewards, step_credit
+
+    real = score_mod.score_response_async
+
+    async def varied(text, gold, **kw):  # a random tiny model never answers: make rewards vary by path
+        result = await real(text, gold, **kw)
+        return result.__class__(**{**result.to_dict(), "score": (zlib.crc32(text.encode()) % 5) / 4})
+
+    monkeypatch.setattr(score_mod, "score_response_async", varied)
+    model, tok = model_and_tok
+    config = _config(prepared_dir, recipe="rftt_tree", extra=["rftt.credit.step_weight=1.0"])
+    outs = await _run_sessions(config, server, tok, "uid-D", 4)
+    assert not [o for o in outs.values() if isinstance(o, BaseException)], outs
+
+    captured = []
+
+    async def fake_put(keys, fields, tags, partition_id):
+        captured.append((keys, fields, tags, partition_id))
+
+    monkeypatch.setattr(tq_mod.tq, "async_kv_batch_put", fake_put)
+    worker_cls = getattr(AgentLoopWorkerTQ, "__ray_actor_class__", AgentLoopWorkerTQ)  # the class behind @ray.remote
+    worker = object.__new__(worker_cls)
+    worker.reward_loop_worker_handles = None
+    worker.distillation_enabled = False
+    worker.processor = None
+
+    async def no_teacher(*a, **k):
+        return None
+
+    worker._compute_teacher_logprobs = no_teacher
+    any_dense = False
+    weight = config.rftt.credit.step_weight
+    for s, out in outs.items():
+        await worker._agent_loop_postprocess(out, False, **_kwargs("uid-D", s))
+        keys, fields, tags, partition = captured[-1]
+        assert keys == [f"uid-D_{s}_0"] and partition == "train"
+        rm = fields["rm_scores"][0]
+        extra = fields["extra_fields"][0]
+        credit = step_credit(extra["rftt_node_values"], extra["rftt_root_value"], weight)
+        expected = dense_rewards(len(out.response_ids), extra["rftt_step_ends"], credit, outcome=out.reward_score)
+        torch.testing.assert_close(rm, torch.tensor(expected, dtype=torch.float32))
+        # the step credits telescope: sum = w * (V(leaf) - V(root)), plus the outcome
+        telescoped = weight * (extra["rftt_node_values"][-1] - extra["rftt_root_value"]) + out.reward_score
+        assert float(rm.sum()) == pytest.approx(telescoped, abs=1e-5)
+        any_dense |= bool((rm[:-1] != 0).any())
+        assert torch.equal(fields["response_mask"][0], torch.tensor(out.response_mask))
+        assert extra["rftt_tree_nodes"] >= 1 and "rftt_tree_token_ratio" in extra["reward_extra_info"]
+        assert tags[0]["min_global_steps"] == 3
+    assert any_dense, "step credit never placed before the last token"
+    # greedy (validation-style) sampling writes the outcome only
+    outs_val = await _run_sessions(config, server, tok, "uid-E", 2, sampling={"temperature": 0})
+    assert all(o.token_rewards is None for o in outs_val.values())
