@@ -13,8 +13,13 @@ import sys
 # name -> (module under rftt_plugin.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check that the plugin is wired into verl here (registrations, recipes, versions)"),
+    "dry-run": ("dry_run", "run a recipe's main_ppo unchanged on CPU for a few real steps (tiny model clone)"),
     "data": ("data", "build verl RL parquet from the MATH training set or a local file (`rftt data rl`)"),
     "prepare-model": ("prepare_model", "add the functional tokens to a Hugging Face checkpoint (new rows, manifest)"),
+    "gen-sft": ("gen_sft", "phase 1: prompted tree search + branch merging -> verl SFT parquet (resumable)"),
+    "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench: greedy chain or tree search, resumable"),
+    "search": ("search", "functional tree search over questions (hf, OpenAI-compatible server); one JSON per tree"),
+    "show": ("show", "render a search tree in the terminal, or as an interactive HTML page (--html)"),
 }
 
 

@@ -24,6 +24,7 @@ def _register_all() -> None:
 
     guard.register_resolver()
     hydra_searchpath.register()
+    from rftt_plugin import cpu; cpu.install()  # CPU platform + hfcpu rollout (only acts on hosts without CUDA/NPU)
     lazy.when_imported("verl.trainer.ppo.core_algos", estimator.register)
     # importing our agent-loop module registers `rftt_tree` with verl's public @register
     lazy.when_imported("verl.experimental.agent_loop.agent_loop",

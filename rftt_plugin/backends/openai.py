@@ -1,0 +1,237 @@
+"""Backend for an OpenAI-compatible ``/v1/completions`` server, written for ``vllm serve``.
+
+Token ids go in and come out; no text is ever re-tokenised. What is relied on (vLLM's
+completions API; every item marked GPU-check must be confirmed against the vLLM version in use):
+
+* ``prompt`` as a list of token ids, or a list of such lists (one choice per prompt, matched
+  back by ``choice.index``).
+* Generation: ``logprobs=1`` + ``return_tokens_as_token_ids=true`` -> ``logprobs.tokens`` are
+  ``"token_id:<id>"`` strings and ``logprobs.token_logprobs`` their log-probs. Sent as well:
+  ``stop_token_ids``, ``stop``, ``top_k``, ``seed``, ``skip_special_tokens=false``,
+  ``include_stop_str_in_output=true`` (affects the text only). Finish: ``length`` -> length;
+  ``stop`` with ``stop_reason`` an int -> stop on that id, a string -> stop string, ``null`` ->
+  EOS. [GPU-check] that the stop/EOS id is the last entry of ``tokens`` (vLLM keeps the stop
+  token in ``token_ids``; it only hides it from the text), and which distribution the
+  log-probs come from: vLLM V1 returns ``raw_logprobs`` (temperature 1) by default; start it
+  with ``--logprobs-mode processed_logprobs`` to match the hf backend's temperature-scaled
+  values.
+* Tag probabilities, ``logprob_method``:
+
+  ``prompt_logprobs`` (default, exact): one request whose prompts are ``context + [candidate]``
+  for every candidate, with ``prompt_logprobs=0`` and ``max_tokens=1``; the log-prob of the last
+  prompt id is read from ``choice.prompt_logprobs[-1][str(id)]``. This is the full-vocabulary,
+  temperature-1 log-prob, so it is exact; multi-token candidates (text mode) read the last
+  ``len(candidate)`` entries. [GPU-check] cost: vLLM may skip its prefix cache for requests
+  that ask for prompt log-probs, i.e. one full prefill per candidate.
+
+  ``top_logprobs`` (approximate, cheap): one request ``prompt=context, max_tokens=1,
+  logprobs=k`` (k <= the server's ``--max-logprobs``, 20 by default); candidates outside the
+  top k get ``-inf`` (ranked last, in grammar order). [GPU-check] that the top-k log-probs are
+  the raw distribution.
+
+* Robustness: at most ``max_concurrency`` requests in flight (semaphore), per-request
+  ``timeout_s``, retries with exponential backoff on transport errors, timeouts, 408/409/425/429
+  and 5xx; other 4xx fail at once. A generation that still fails returns
+  ``finish_reason="error"``; scoring raises :class:`OpenAIBackendError`.
+* No address is built in: ``base_url`` (e.g. ``http://localhost:8000/v1``) and ``model`` (the
+  served model name) are required; ``api_key`` defaults to ``$OPENAI_API_KEY`` if set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from typing import Any, Sequence
+
+from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
+
+LOGPROB_METHODS = ("prompt_logprobs", "top_logprobs")
+RETRY_STATUS = frozenset({408, 409, 425, 429})
+
+
+class OpenAIBackendError(RuntimeError):
+    """The server refused or kept failing a request."""
+
+
+def parse_token(token: str) -> int:
+    """``"token_id:123"`` -> 123 (the ``return_tokens_as_token_ids`` format)."""
+    if isinstance(token, int):
+        return token
+    if not token.startswith("token_id:"):
+        raise OpenAIBackendError(f"token {token!r} is not 'token_id:<id>'; the server must honour "
+                                 "return_tokens_as_token_ids (vLLM does)")
+    return int(token.split(":", 1)[1])
+
+
+def _entry_logprob(entry: Any) -> float:
+    # vLLM serialises a prompt log-prob as {"logprob": x, "rank": r, "decoded_token": s}.
+    if isinstance(entry, dict):
+        return float(entry["logprob"])
+    return float(entry)
+
+
+class OpenAIBackend(BaseBackend):
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, max_concurrency: int = 64,
+                 timeout_s: float = 300.0, max_retries: int = 3, backoff_s: float = 0.5, backoff_max_s: float = 10.0,
+                 logprob_method: str = "prompt_logprobs", top_logprobs: int = 20,
+                 extra_body: dict[str, Any] | None = None):
+        if not base_url:
+            raise ValueError("base_url is required, e.g. http://localhost:8000/v1")
+        if logprob_method not in LOGPROB_METHODS:
+            raise ValueError(f"logprob_method must be one of {LOGPROB_METHODS}")
+        self.url = base_url.rstrip("/") + "/completions"
+        self.model = model
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.logprob_method = logprob_method
+        self.top_k_logprobs = top_logprobs
+        self.extra_body = dict(extra_body or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client = None
+        self._gate: asyncio.Semaphore | None = None
+        self.requests = 0  # HTTP requests sent, retries included
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        # httpx clients and semaphores belong to one event loop; rebuild them for a new one.
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._client is not None:
+            return
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), headers=headers, limits=limits)
+        self._gate = asyncio.Semaphore(self.max_concurrency)
+        self._loop = loop
+
+    async def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        self._bind()
+        body = {"model": self.model, **self.extra_body, **payload}
+        last: str = ""
+        async with self._gate:  # type: ignore[union-attr]
+            for attempt in range(self.max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+                self.requests += 1
+                try:
+                    resp = await self._client.post(self.url, json=body)  # type: ignore[union-attr]
+                except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                    continue
+                if resp.status_code == 200:
+                    return resp.json()
+                last = f"HTTP {resp.status_code}: {resp.text[:500]}"
+                if resp.status_code not in RETRY_STATUS and resp.status_code < 500:
+                    break
+        raise OpenAIBackendError(f"{self.url}: {last}")
+
+    # -- protocol --------------------------------------------------------------------------------
+    async def generate(self, context_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if params.max_tokens == 0:
+            return Generation([], [], "length")
+        payload: dict[str, Any] = {
+            "prompt": [int(t) for t in context_ids],
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "logprobs": 1,
+            "return_tokens_as_token_ids": True,
+            "skip_special_tokens": False,
+            "spaces_between_special_tokens": False,
+            "include_stop_str_in_output": True,
+        }
+        if params.top_k and params.top_k > 0:
+            payload["top_k"] = params.top_k
+        if params.seed is not None:
+            payload["seed"] = params.seed
+        if params.stop:
+            payload["stop"] = list(params.stop)
+        if params.stop_token_ids:
+            payload["stop_token_ids"] = list(params.stop_token_ids)
+        try:
+            data = await self._post(payload)
+            return self._parse_generation(data["choices"][0], params)
+        except (OpenAIBackendError, KeyError, IndexError, TypeError, ValueError) as exc:
+            return Generation.failed(f"{type(exc).__name__}: {exc}")
+
+    def _parse_generation(self, choice: dict[str, Any], params: SamplingParams) -> Generation:
+        lp = choice.get("logprobs") or {}
+        tokens = lp.get("tokens")
+        if tokens is None:
+            raise OpenAIBackendError("the response has no logprobs.tokens")
+        ids = [parse_token(t) for t in tokens]
+        lps = [float(x) if x is not None else 0.0 for x in lp.get("token_logprobs") or []]
+        reason, stop = choice.get("finish_reason"), choice.get("stop_reason")
+        if reason == "length":
+            return Generation(ids, lps, "length")
+        if reason != "stop":
+            return Generation(ids, lps, "error", f"finish_reason {reason!r}")
+        if isinstance(stop, int):
+            return Generation(ids, lps, "stop", stop)
+        if isinstance(stop, str):
+            return Generation(ids, lps, "stop", stop)
+        # stop_reason null: EOS. A server that reports stop ids only through finish_reason
+        # still gets classified by the last id.
+        if ids and ids[-1] in params.stop_token_ids:
+            return Generation(ids, lps, "stop", ids[-1])
+        return Generation(ids, lps, "eos")
+
+    async def next_token_logprobs(self, context_ids: Sequence[int], candidate_ids: Sequence[int]) -> list[float]:
+        ctx = [int(t) for t in context_ids]
+        cands = [int(c) for c in candidate_ids]
+        if not cands:
+            return []
+        if self.logprob_method == "top_logprobs":
+            top = await self.top_logprobs(ctx, self.top_k_logprobs)
+            return [top.get(c, -math.inf) for c in cands]
+        return await self.sequence_logprobs(ctx, [[c] for c in cands])
+
+    async def sequence_logprobs(self, context_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[float]:
+        if self.logprob_method == "top_logprobs":
+            return await super().sequence_logprobs(context_ids, candidates)
+        ctx = [int(t) for t in context_ids]
+        cands = [[int(t) for t in c] for c in candidates]
+        if any(not c for c in cands):
+            raise ValueError("empty candidate continuation")
+        if not cands:
+            return []
+        data = await self._post({"prompt": [ctx + c for c in cands], "max_tokens": 1, "temperature": 0.0,
+                                 "prompt_logprobs": 0})
+        choices = sorted(data["choices"], key=lambda ch: ch.get("index", 0))
+        if len(choices) != len(cands):
+            raise OpenAIBackendError(f"{len(choices)} choices for {len(cands)} prompts")
+        out = []
+        for choice, cand in zip(choices, cands):
+            plp = choice.get("prompt_logprobs")
+            if not plp or len(plp) < len(ctx) + len(cand):
+                raise OpenAIBackendError("the server returned no prompt_logprobs (vLLM supports them)")
+            total = 0.0
+            for k, tok in enumerate(cand):
+                entry = plp[len(ctx) + k]
+                if entry is None or str(tok) not in entry:
+                    raise OpenAIBackendError(f"prompt log-prob of id {tok} missing")
+                total += _entry_logprob(entry[str(tok)])
+            out.append(total)
+        return out
+
+    async def top_logprobs(self, context_ids: Sequence[int], k: int) -> dict[int, float]:
+        data = await self._post({"prompt": [int(t) for t in context_ids], "max_tokens": 1, "temperature": 0.0,
+                                 "logprobs": k, "return_tokens_as_token_ids": True})
+        top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        if not top:
+            raise OpenAIBackendError("the server returned no top_logprobs")
+        return {parse_token(t): float(v) for t, v in top.items()}
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None
+        self._loop = None

@@ -1,0 +1,115 @@
+"""``rftt eval``: chain (greedy pass@1) or tree (test-time search) evaluation, resumable."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def _sources(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        name, sep, src = v.partition("=")
+        if not sep or not name.strip() or not src.strip():
+            raise ValueError(f"--source {v!r}: expected NAME=FILE_OR_DATASET_ID, e.g. math500=data/math500.jsonl")
+        out[name.strip()] = src.strip()
+    return out
+
+
+def _command_line() -> str | None:
+    """The command as typed, for results.md (only when this process is `rftt eval ...`)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "eval":
+        return "rftt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return None
+
+
+def add_arguments(parser) -> None:
+    from rftt_plugin.data.benchmarks import BENCHMARKS
+
+    parser.description = (
+        "Evaluate a model on math benchmarks and write results.json, results.md, records.jsonl,\n"
+        "accuracy_vs_rollouts.png (and trees/ in tree mode) to --out.\n\n"
+        "chain: greedy decoding, the question alone as the user turn of the chat template (pass@1).\n"
+        "tree:  one functional MCTS per question with max(--rollouts) iterations; budget k is scored on\n"
+        "       the first k leaves (iterations are sequential, so they are a k-iteration search).\n\n"
+        "Rerunning with the same --out resumes: finished questions are never redone. Data: --data-dir\n"
+        "(default: ./data/eval or ../shared/data/eval when present) or the public dataset ids."
+    )
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", required=True, help="checkpoint directory or hub id (hf); served model name or path (openai)")
+    g.add_argument("--backend", choices=("hf", "openai"), default="hf",
+                   help="hf: transformers in this process; openai: an OpenAI-compatible completions server (vllm serve)")
+    g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://localhost:8000/v1")
+    g.add_argument("--served-model-name", default=None, help="openai: model name on the server (default: --model)")
+    g.add_argument("--tokenizer", default=None, help="tokenizer for the chat template and decoding (default: --model)")
+    g.add_argument("--device", default="cpu", help="hf: torch device (cpu, cuda, cuda:1)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"), help="hf: weights dtype")
+    d = parser.add_argument_group("data")
+    d.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
+    d.add_argument("--data-dir", default=None, help="directory with local benchmark files (math500.jsonl, ...)")
+    d.add_argument("--source", action="append", metavar="NAME=SRC",
+                   help="read one benchmark from a file or dataset id (repeatable)")
+    d.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
+    m = parser.add_argument_group("protocol")
+    m.add_argument("--mode", choices=("chain", "tree"), default="chain")
+    m.add_argument("--max-tokens", type=int, default=4096, help="chain: max new tokens (default 4096, the paper's)")
+    m.add_argument("--temperature", type=float, default=0.0, help="chain: 0 = greedy (default)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--rollouts", default="1,2,4,8,16", help="tree: rollout budgets (default 1,2,4,8,16)")
+    m.add_argument("--selection", choices=("majority", "value"), default="majority",
+                   help="tree: majority vote over valid <output> leaves (ties: summed leaf value), or value")
+    m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
+                   help="tree: reward the search backs up; answered (gold-free, default), none, or oracle "
+                        "(uses the gold answer: an upper bound, not a result)")
+    m.add_argument("--token-mode", choices=("added", "text"), default="added",
+                   help="tree: added (prepared model, single-id tags) or text")
+    m.add_argument("--step-max-tokens", type=int, default=512, help="tree: max tokens of one step")
+    m.add_argument("--direct-answer-max-tokens", type=int, default=1024)
+    m.add_argument("--max-response-tokens", type=int, default=8192, help="tree: token budget of one path")
+    m.add_argument("--max-depth", type=int, default=18, help="tree: depth cap in steps")
+    m.add_argument("--uct-c", type=float, default=2.0)
+    m.add_argument("--step-temperature", type=float, default=0.1)
+    m.add_argument("--step-top-p", type=float, default=0.95)
+    r = parser.add_argument_group("run")
+    r.add_argument("--out", required=True, help="output directory (resumable)")
+    r.add_argument("--overwrite", action="store_true", help="discard an existing run in --out made with other settings")
+    r.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default 8)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
+    from rftt_plugin.data.rl import RowError
+    from rftt_plugin.evaluate import EvalConfig, EvalError, evaluate
+    from rftt_plugin.evaluation.selection import parse_budgets
+    from rftt_plugin.evaluation.store import RunLocked, RunMismatch
+
+    try:
+        cfg = EvalConfig(
+            model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
+            served_model=args.served_model_name, tokenizer=args.tokenizer,
+            benchmarks=parse_benchmark_list(args.benchmarks), data_dir=args.data_dir, sources=_sources(args.source),
+            limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
+            search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
+            seed=args.seed, token_mode=args.token_mode, step_max_tokens=args.step_max_tokens,
+            direct_answer_max_tokens=args.direct_answer_max_tokens, max_response_tokens=args.max_response_tokens,
+            max_depth=args.max_depth, uct_c=args.uct_c, step_temperature=args.step_temperature,
+            step_top_p=args.step_top_p, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
+            overwrite=args.overwrite, progress=not args.quiet,
+            command=_command_line())
+        result = evaluate(cfg)
+    except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked, ValueError) as exc:
+        print(f"rftt eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Every finished question is already on disk (records.jsonl is flushed per question).
+        print(f"\nrftt eval: interrupted; rerun the same command to continue in {args.out}", file=sys.stderr)
+        return 130
+    from rftt_plugin.evaluation.report import markdown
+
+    print(markdown(result.payload))
+    print(f"wrote {result.out}/results.json, results.md, records.jsonl, accuracy_vs_rollouts.png"
+          + (", trees/" if cfg.mode == "tree" else "")
+          + f" ({result.ran} answered now, {result.resumed} resumed, {len(result.failed)} failed, "
+            f"{result.wall_s:.1f} s)")
+    return 1 if result.failed else 0

@@ -1,0 +1,159 @@
+"""``rftt gen-sft``: phase-1 SFT data (prompted tree search + branch merging) as verl SFT parquet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+DESCRIPTION = """\
+Phase 1 of RFTT: search solution paths of every question with an instruct model driven by
+prompts (clarify / analyze / subquestion / next_step / direct_answer), then merge the best correct
+path with the worst wrong path that shares a prefix into one tagged, self-correcting response:
+prefix -> wrong tail -> <verify> -> <refine> -> <output>. Questions with only correct paths give a
+plain tagged path; questions without a correct path are dropped and counted.
+
+Writes to --out: trees.jsonl and samples.jsonl (append-only journals; a killed run resumes where
+it stopped: rerun the same command), train.parquet (verl SFT format, column `messages`) and
+report.json. Train on it with:
+  torchrun --nproc_per_node=N -m verl.trainer.sft_trainer +recipe=rftt_sft \\
+      model.path=<rftt prepare-model output> data.train_files=<out>/train.parquet
+"""
+
+
+def add_arguments(parser) -> None:
+    from rftt_plugin.search.prompted import PromptedConfig
+
+    d = PromptedConfig()
+    parser.description = DESCRIPTION
+    g = parser.add_argument_group("model")
+    g.add_argument("--backend", choices=("openai", "hf"), required=True,
+                   help="openai: an OpenAI-compatible /v1/completions server (vllm serve); hf: transformers in-process")
+    g.add_argument("--model", required=True, help="hf: checkpoint dir or hub id; openai: the served model name")
+    g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://localhost:8000/v1")
+    g.add_argument("--tokenizer", default=None,
+                   help="tokenizer (chat template) to render prompts with; default: --model (openai needs it locally)")
+    g.add_argument("--device", default="cpu", help="hf: torch device (default cpu)")
+    g.add_argument("--dtype", default="float32", help="hf: weights dtype (default float32)")
+    g.add_argument("--prm-url", default=None,
+                   help="Math-Shepherd-style PRM service; when given, paths are chosen by mean PRM step score")
+    g = parser.add_argument_group("data")
+    g.add_argument("--source", required=True, help="dataset id or a local .jsonl/.json/.parquet file")
+    g.add_argument("--split", default="train", help="split of a dataset id (default train)")
+    g.add_argument("--subset", default=None, help="dataset config name, if the dataset id needs one")
+    g.add_argument("--limit", type=int, default=None, help="use the first N usable questions")
+    g.add_argument("--out", required=True, help="output directory (created; reused to resume)")
+    g.add_argument("--max-length", type=int, default=8192,
+                   help="drop samples whose chat-templated conversation is longer (tokens; the SFT recipe's max_length)")
+    g = parser.add_argument_group("search")
+    g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"questions searched at once (default {d.concurrency})")
+    g.add_argument("--iterations", type=int, default=d.iterations, help=f"MCTS iterations per question (default {d.iterations})")
+    g.add_argument("--samples", default=None,
+                   help="replies per action, e.g. clarify=2,analyze=2,subquestion=2,next_step=2,direct_answer=1 (the default)")
+    g.add_argument("--temperature", type=float, default=d.temperature, help=f"default {d.temperature}")
+    g.add_argument("--top-p", type=float, default=d.top_p)
+    g.add_argument("--max-tokens", type=int, default=None,
+                   help="one reply budget for every action (default: 512; sub-question 256; direct answer 4096)")
+    g.add_argument("--max-depth", type=int, default=d.max_depth, help=f"depth cap in steps (default {d.max_depth})")
+    g.add_argument("--uct-c", type=float, default=d.uct_c, help=f"UCT exploration constant (default {d.uct_c})")
+    g.add_argument("--no-root-direct-answer", action="store_true", help="do not ask for a direct answer at the root")
+    g.add_argument("--no-root-fork", action="store_true",
+                   help="never merge with a wrong path that shares only the question (plain sample instead)")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_samples(text: str | None) -> dict[str, int] | None:
+    if text is None:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--samples: {item!r} is not NAME=COUNT")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _build_model(args):
+    """(chat model, tokenizer, backend) for the chosen backend."""
+    from rftt_plugin.backends import make_backend
+    from rftt_plugin.search.chat import BackendChat
+
+    if args.backend == "hf":
+        backend = make_backend("hf", model=args.model, device=args.device, dtype=args.dtype)
+        tokenizer = backend.tokenizer
+        if args.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        return BackendChat(backend, tokenizer, backend.eos_ids), tokenizer, backend
+    if not args.base_url:
+        raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    backend = make_backend("openai", base_url=args.base_url, model=args.model)
+    return BackendChat(backend, tokenizer, eos), tokenizer, backend
+
+
+def run(args) -> int:
+    from rftt_plugin.data.gen_sft import GenSftJob, JobError, load_questions
+    from rftt_plugin.data.journal import JournalError
+    from rftt_plugin.data.sft import SampleConfig
+    from rftt_plugin.data.sources import SourceError
+    from rftt_plugin.search.prompted import PromptedConfig
+
+    try:
+        knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
+                     max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,
+                     root_direct_answer=not args.no_root_direct_answer)
+        if (samples := _parse_samples(args.samples)) is not None:
+            knobs["samples"] = samples
+        if args.max_tokens is not None:
+            knobs["max_tokens"] = {k: args.max_tokens for k in PromptedConfig().max_tokens}
+        search_cfg = PromptedConfig(**knobs)
+        sample_cfg = SampleConfig(allow_root_fork=not args.no_root_fork, max_length=args.max_length,
+                                  verify_temperature=args.temperature, seed=args.seed)
+        loaded = load_questions(args.source, args.split, args.subset, args.limit)
+    except (ValueError, SourceError) as exc:
+        print(f"rftt gen-sft: error: {exc}", file=sys.stderr)
+        return 2
+    for row in loaded.bad_rows[:20]:
+        print(f"rftt gen-sft: skipping bad row {row['where']}: field {row['field']!r}: {row['reason']}", file=sys.stderr)
+    if len(loaded.bad_rows) > 20:
+        print(f"rftt gen-sft: ... and {len(loaded.bad_rows) - 20} more bad rows (listed in report.json)", file=sys.stderr)
+    if not loaded.questions:
+        print(f"rftt gen-sft: error: no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
+              file=sys.stderr)
+        return 2
+    try:
+        chat, tokenizer, backend = _build_model(args)
+    except (ValueError, OSError) as exc:
+        print(f"rftt gen-sft: error: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    scorer = None
+    if args.prm_url:
+        from rftt_plugin.reward.prm import HttpStepScorer
+
+        scorer = HttpStepScorer(args.prm_url)
+    settings = {"backend": args.backend, "model": args.model, "tokenizer": args.tokenizer or args.model}
+    job = GenSftJob(args.out, chat, search=search_cfg, sample=sample_cfg, scorer=scorer, tokenizer=tokenizer,
+                    settings=settings, progress=not args.quiet)
+
+    async def main() -> dict:
+        try:
+            return await job.run(loaded, source=args.source)
+        finally:
+            await backend.aclose()
+
+    try:
+        report = asyncio.run(main())
+    except (JobError, JournalError) as exc:
+        print(f"rftt gen-sft: error: {exc}", file=sys.stderr)
+        return 2
+    print(report["summary"])
+    print(f"report: {job.out / 'report.json'}")
+    print(json.dumps({"samples": report["samples"], "drops": report["drops"], "failed": len(report["failed"])}))
+    return 1 if report["failed"] else 0

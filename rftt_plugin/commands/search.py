@@ -1,0 +1,264 @@
+"""``rftt search``: functional tree search over a set of questions; one JSON per tree + a summary.
+
+    rftt search --model ckpt/qwen-rftt --backend hf --benchmark-file ../shared/data/eval/math500.jsonl \\
+        --limit 8 --out runs/search
+    rftt search --model ckpt/qwen-rftt --backend openai --base-url http://localhost:8000/v1 \\
+        --questions my.jsonl --out runs/search
+    rftt search --backend fake --questions my.jsonl --out /tmp/demo   # scripted demo, no model
+
+Questions: a jsonl/json/parquet file with ``question`` (or ``problem``) and optionally ``answer``
+(or ``final_answer``, or a ``solution`` with ``\\boxed{}``; GSM8K's ``####`` works too). Leaves
+are graded with ``rftt_plugin.reward`` (rule ``--reward-rule``, the paper's 1 / 0.1 / 0 by
+default); questions without a gold answer get reward 0. ``--benchmark NAME`` is a hook for the
+benchmark loaders of ``rftt_plugin.data`` (``load_benchmark(name) -> records``); until they
+exist, pass the file with ``--benchmark-file``.
+
+Output: ``OUT/trees/<index>.json`` (render with ``rftt show``) and ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rftt_plugin.search.config import SearchConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("model and backend")
+    src.add_argument("--model", help="checkpoint (hf backend) or tokenizer path (openai backend)")
+    src.add_argument("--backend", choices=("hf", "openai", "fake"), default="hf")
+    src.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    src.add_argument("--served-model-name", help="model name on the server (default: --model)")
+    src.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
+    src.add_argument("--logprob-method", choices=("prompt_logprobs", "top_logprobs"), default="prompt_logprobs")
+    src.add_argument("--device", default="cpu", help="hf backend device (cpu, cuda, cuda:1)")
+    src.add_argument("--dtype", default="float32", help="hf backend dtype (float32, bfloat16, auto)")
+    src.add_argument("--max-batch-size", type=int, default=16, help="hf backend micro-batch size")
+
+    data = parser.add_argument_group("questions")
+    which = data.add_mutually_exclusive_group(required=True)
+    which.add_argument("--questions", help="jsonl/json/parquet with question[, answer]")
+    which.add_argument("--benchmark-file", help="a benchmark file (e.g. math500.jsonl)")
+    which.add_argument("--benchmark", help="benchmark name (needs rftt_plugin.data.load_benchmark)")
+    data.add_argument("--limit", type=int, default=0, help="first N questions only (0 = all)")
+    data.add_argument("--out", required=True, help="output directory")
+
+    s = parser.add_argument_group("search (mirrors rftt.search)")
+    d = SearchConfig()
+    s.add_argument("--token-mode", choices=("added", "text"), default=d.token_mode)
+    s.add_argument("--iterations", type=int, default=d.iterations)
+    s.add_argument("--uct-c", type=float, default=d.uct_c)
+    s.add_argument("--max-depth", type=int, default=d.max_depth)
+    s.add_argument("--temperature", type=float, default=d.step_temperature, help="step temperature")
+    s.add_argument("--top-p", type=float, default=d.step_top_p)
+    s.add_argument("--step-max-tokens", type=int, default=d.step_max_tokens)
+    s.add_argument("--direct-answer-max-tokens", type=int, default=d.direct_answer_max_tokens)
+    s.add_argument("--max-response-tokens", type=int, default=d.max_response_tokens)
+    s.add_argument("--distinct-leaves", action="store_true")
+    s.add_argument("--max-iterations", type=int, default=d.max_iterations)
+    s.add_argument("--min-tag-prior", type=float, default=d.min_tag_prior,
+                   help="drop tags below this renormalised prior (0 = every allowed tag, faithful)")
+    s.add_argument("--cut-reward", type=float, default=d.cut_reward)
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--concurrency", type=int, default=16, help="trees searched at the same time")
+    s.add_argument("--reward-rule", default="rftt", help="reward rule for <output> leaves (rftt, binary)")
+    s.add_argument("--no-grade", action="store_true", help="do not grade (all rewards 0)")
+    s.add_argument("--no-progress", action="store_true")
+
+
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    return SearchConfig(
+        iterations=args.iterations, uct_c=args.uct_c, max_depth=args.max_depth, step_temperature=args.temperature,
+        step_top_p=args.top_p, step_max_tokens=args.step_max_tokens,
+        direct_answer_max_tokens=args.direct_answer_max_tokens, max_response_tokens=args.max_response_tokens,
+        distinct_leaves=args.distinct_leaves, max_iterations=args.max_iterations,
+        min_tag_prior=args.min_tag_prior, cut_reward=args.cut_reward,
+        seed=args.seed, token_mode=args.token_mode)
+
+
+# -- questions ------------------------------------------------------------------------------------
+
+def load_requests(args: argparse.Namespace) -> list:
+    """SearchRequests from the chosen source; rows without a question are skipped with a note."""
+    from rftt_plugin.search.many import SearchRequest
+
+    if args.benchmark:
+        try:
+            from rftt_plugin.data import load_benchmark  # hook: provided by the benchmark loaders
+        except ImportError:
+            raise SystemExit(f"--benchmark {args.benchmark}: benchmark loaders are not available in this "
+                             f"version; pass the file with --benchmark-file") from None
+        records = load_benchmark(args.benchmark)
+    else:
+        from rftt_plugin.data.sources import read_records
+
+        records = read_records(args.questions or args.benchmark_file)
+    from rftt_plugin.data.rl import RowError, gold_of, question_of
+
+    out = []
+    for record in records:
+        data = getattr(record, "data", record)
+        where = getattr(record, "where", f"row {len(out) + 1}")
+        try:
+            question = question_of(record)
+        except RowError as exc:
+            print(f"skipping {exc}", file=sys.stderr)
+            continue
+        try:
+            gold = gold_of(record)
+        except (RowError, ImportError):
+            gold = None
+        rid = next((str(data[k]) for k in ("unique_id", "id", "idx") if data.get(k) is not None), None)
+        out.append(SearchRequest(question, gold, rid, {"source": where}))
+        if args.limit and len(out) >= args.limit:
+            break
+    return out
+
+
+# -- backend + layout -----------------------------------------------------------------------------
+
+def build_engine(args: argparse.Namespace, config: SearchConfig):
+    """(backend, layout, grade_fn or None) for the chosen backend."""
+    from rftt_plugin.search.layout import TokenLayout
+
+    if args.backend == "fake":
+        from rftt_plugin.backends.fake import FakeBackend, TagScript
+
+        script = TagScript()
+        return FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab, config.token_mode), script.grade
+    if not args.model:
+        raise SystemExit(f"--model is required with --backend {args.backend}")
+    from transformers import AutoTokenizer
+
+    from rftt_plugin.tokens import TagVocabularyError
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    try:
+        layout = TokenLayout.from_tokenizer(tokenizer, mode=config.token_mode)
+    except TagVocabularyError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.backend == "hf":
+        from rftt_plugin.backends.hf import HFBackend
+
+        backend = HFBackend.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                            max_batch_size=args.max_batch_size, seed=config.seed)
+    else:
+        if not args.base_url:
+            raise SystemExit("--base-url is required with --backend openai")
+        from rftt_plugin.backends.openai import OpenAIBackend
+
+        backend = OpenAIBackend(args.base_url, args.served_model_name or args.model, api_key=args.api_key,
+                                max_concurrency=max(4, 4 * args.concurrency),
+                                logprob_method=args.logprob_method)
+    return backend, layout, None
+
+
+def make_grader(args: argparse.Namespace, fake_grade):
+    """grade(text, gold) for search_many, or None."""
+    if args.no_grade:
+        return None
+    if fake_grade is not None:
+        return lambda text, gold: fake_grade(text)
+    from rftt_plugin.reward.score import score_response_async
+
+    async def grade(text: str, gold: Any) -> float:
+        if gold is None:
+            return 0.0
+        return (await score_response_async(text, gold, rule=args.reward_rule)).score
+
+    return grade
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+def tree_summary(index: int, result, file: str) -> dict[str, Any]:
+    s = result.stats
+    leaves = result.leaves
+    return {
+        "index": index, "id": result.tree.meta.get("id"), "file": file,
+        "question": result.tree.question[:120], "gold": result.tree.gold,
+        "leaves": s.leaves, "unique_leaves": s.unique_leaves, "nodes": s.nodes, "max_depth": s.max_depth,
+        "first_leaf_reward": leaves[0].reward if leaves else None,
+        "mean_reward": s.mean_reward, "max_reward": s.max_reward,
+        "solved": bool(leaves) and s.max_reward >= 1.0,
+        "generated_tokens": s.generated_tokens, "independent_tokens": s.independent_tokens,
+        "token_ratio": s.token_ratio, "llm_calls": s.llm_calls, "wall_s": result.wall_s,
+        "terminal_reasons": s.terminal_reasons, "error": result.tree.meta.get("error"),
+    }
+
+
+def totals(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    n = len(rows) or 1
+    gen = sum(r["generated_tokens"] for r in rows)
+    ind = sum(r["independent_tokens"] for r in rows)
+    return {
+        "questions": len(rows),
+        "first_leaf_accuracy": sum((r["first_leaf_reward"] or 0) >= 1.0 for r in rows) / n,
+        "any_leaf_accuracy": sum(r["solved"] for r in rows) / n,
+        "mean_reward": sum(r["mean_reward"] for r in rows) / n,
+        "generated_tokens": gen, "independent_tokens": ind, "token_ratio": gen / ind if ind else 0.0,
+        "llm_calls": sum(r["llm_calls"] for r in rows), "wall_s": wall_s,
+        "errors": sum(1 for r in rows if r["error"]),
+    }
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+async def _search_all(args, requests, config) -> list[dict[str, Any]]:
+    from rftt_plugin.search.mcts import FunctionalMCTS
+    from rftt_plugin.search.many import search_many
+
+    backend, layout, fake_grade = build_engine(args, config)
+    out = Path(args.out)
+    (out / "trees").mkdir(parents=True, exist_ok=True)
+    rows: dict[int, dict[str, Any]] = {}
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(requests), desc="trees", unit="tree")
+
+    def done(index: int, result) -> None:
+        name = f"trees/{index:05d}.json"
+        result.tree.meta.setdefault("model", args.model)
+        result.tree.meta.setdefault("backend", args.backend)
+        result.tree.save(out / name)
+        rows[index] = tree_summary(index, result, name)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{rows[index]['mean_reward']:.2f}", nodes=rows[index]["nodes"])
+
+    mcts = FunctionalMCTS(backend, layout, config)
+    try:
+        await search_many(requests, mcts, grade=make_grader(args, fake_grade),
+                          max_concurrent_trees=args.concurrency, on_result=done)
+    finally:
+        if bar is not None:
+            bar.close()
+        await backend.aclose()
+    return [rows[i] for i in sorted(rows)]
+
+
+def run(args: argparse.Namespace) -> int:
+    config = search_config(args)
+    requests = load_requests(args)
+    if not requests:
+        print("no questions to search", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    rows = asyncio.run(_search_all(args, requests, config))
+    summary = {"config": asdict(config), "backend": args.backend, "model": args.model,
+               "totals": totals(rows, time.perf_counter() - t0), "trees": rows}
+    Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    t = summary["totals"]
+    print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
+          f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
+          f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    return 0

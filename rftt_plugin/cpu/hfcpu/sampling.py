@@ -1,0 +1,253 @@
+"""vLLM-style sampling parameters for the hfcpu server: parsing (with verl's defaults) and logits processing.
+
+Parsing mirrors what verl 0.9.1's vLLM server does before it builds ``vllm.SamplingParams``
+(verl/workers/rollout/vllm_rollout/vllm_async_server.py:589-621):
+
+* ``max_tokens`` (or SGLang-style ``max_new_tokens``) if given, else
+  ``min(response_length, prompt_length + response_length - len(prompt))``; then clamped to
+  ``[1, max_model_len - len(prompt)]``; a prompt with no room left is a ``ValueError``.
+* ``logprobs``: any truthy value means "the log-prob of each sampled token" (verl passes
+  ``logprobs=0`` to vLLM, i.e. no top-k alternatives); falsy means no log-probs.
+* ``repetition_penalty`` and ``ignore_eos`` default to the rollout config's values; with
+  ``full_determinism`` a ``seed`` defaults to ``replica_rank + config.seed``.
+
+Logits processing mirrors vLLM's V1 sampler with ``logprobs_mode=processed_logprobs`` (verl's
+default, rollout.yaml ``logprobs_mode``): ``allowed_token_ids`` mask -> repetition penalty ->
+greedy (``temperature < 1e-5``: argmax, log-probs of the masked/penalised logits) or
+temperature -> top-k -> top-p -> sample, log-probs of that final distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import torch
+
+GREEDY_EPS = 1e-5  # vLLM's _SAMPLING_EPS: temperatures below this are greedy
+MAX_PROMPT_LOGPROBS = 20  # vLLM's default max_logprobs; larger requests fail there, so here too
+
+# vLLM parameters that only shape the *text* vLLM would return. verl's server reads token ids,
+# so they cannot change anything here; accepted and ignored.
+TEXT_ONLY_PARAMS = frozenset(
+    {"include_stop_str_in_output", "skip_special_tokens", "spaces_between_special_tokens", "detokenize", "output_kind"}
+)
+
+# vLLM parameters hfcpu does not implement: accepted only at their neutral value.
+NEUTRAL_ONLY_PARAMS: Mapping[str, tuple[Any, ...]] = {
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "min_p": (0, 0.0),
+    "min_tokens": (0,),
+    "best_of": (None, 1),
+    "bad_words": (None, []),
+    "logit_bias": (None, {}),
+    "truncate_prompt_tokens": (None,),
+    "structured_outputs": (None,),
+    "guided_decoding": (None,),
+    "logits_processors": (None, []),
+    "extra_args": (None, {}),
+}
+
+SUPPORTED_PARAMS = frozenset(
+    {
+        "n", "temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "stop", "stop_token_ids",
+        "ignore_eos", "allowed_token_ids", "logprobs", "prompt_logprobs", "repetition_penalty", "seed",
+    }
+)
+
+
+class UnsupportedRequest(ValueError):
+    """A request hfcpu cannot serve faithfully (it would silently differ from vLLM)."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server knows that shapes a request's defaults (from RolloutConfig + the model)."""
+
+    max_model_len: int
+    prompt_length: int
+    response_length: int
+    vocab_size: int
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+    default_seed: Optional[int] = None  # set when full_determinism is on
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # <= 0 disables
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    allowed_token_ids: Optional[tuple[int, ...]] = None
+    logprobs: bool = False
+    prompt_logprobs: Optional[int] = None
+    repetition_penalty: float = 1.0
+    seed: Optional[int] = None
+    ignored: tuple[str, ...] = field(default=())  # text-only params that were present
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_EPS
+
+
+def _get(params: Mapping[str, Any], key: str, default):
+    """``params[key]``, with ``None`` meaning "not given" (as vLLM's dataclass defaults do)."""
+    value = params.get(key)
+    return default if value is None else value
+
+
+def _as_tuple_of_str(value, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    values = tuple(value)
+    if not all(isinstance(v, str) for v in values):
+        raise UnsupportedRequest(f"sampling param {name!r} must be a string or a list of strings, got {value!r}")
+    return tuple(v for v in values if v)
+
+
+def _as_tuple_of_int(value, name: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    try:
+        return tuple(int(v) for v in value)
+    except TypeError as exc:
+        raise UnsupportedRequest(f"sampling param {name!r} must be a list of token ids, got {value!r}") from exc
+
+
+def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: ServerLimits) -> SamplingSpec:
+    """Validate a verl/vLLM ``sampling_params`` dict and resolve it against verl's defaults."""
+    params = dict(params)  # never mutate the caller's dict (agent loops reuse theirs)
+    unknown = set(params) - SUPPORTED_PARAMS - TEXT_ONLY_PARAMS - set(NEUTRAL_ONLY_PARAMS)
+    if unknown:
+        raise UnsupportedRequest(
+            f"hfcpu does not know the sampling params {sorted(unknown)}; supported: {sorted(SUPPORTED_PARAMS)} "
+            f"(text-only, ignored: {sorted(TEXT_ONLY_PARAMS)})"
+        )
+    for name, neutral in NEUTRAL_ONLY_PARAMS.items():
+        if name in params and params[name] not in neutral:
+            raise UnsupportedRequest(
+                f"hfcpu does not implement sampling param {name}={params[name]!r} (only {neutral[0]!r} is accepted)"
+            )
+
+    n = params.get("n", 1)
+    if n not in (None, 1):
+        raise UnsupportedRequest(
+            f"hfcpu returns one sequence per request (n=1), got n={n}. verl's agent loops sample "
+            f"rollout.n responses as separate requests; do the same."
+        )
+
+    max_possible = limits.max_model_len - prompt_len
+    if max_possible < 1:
+        raise ValueError(
+            f"Prompt length ({prompt_len}) leaves no room to generate within the model's maximum context "
+            f"length ({limits.max_model_len}); need at least 1 token of headroom."
+        )
+    if params.get("max_tokens") is not None:
+        max_tokens = int(params["max_tokens"])
+    elif params.get("max_new_tokens") is not None:
+        max_tokens = int(params["max_new_tokens"])
+    else:
+        max_tokens = min(limits.response_length, limits.prompt_length + limits.response_length - prompt_len)
+    max_tokens = max(1, min(max_tokens, max_possible))
+
+    temperature = float(_get(params, "temperature", 1.0))
+    top_p = float(_get(params, "top_p", 1.0))
+    top_k = int(_get(params, "top_k", -1))
+    if temperature < 0:
+        raise UnsupportedRequest(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise UnsupportedRequest(f"top_p must be in (0, 1], got {top_p}")
+
+    allowed = params.get("allowed_token_ids")
+    if allowed is not None:
+        allowed = _as_tuple_of_int(allowed, "allowed_token_ids")
+        if not allowed:
+            raise UnsupportedRequest("allowed_token_ids must not be empty")
+        bad = [t for t in allowed if not 0 <= t < limits.vocab_size]
+        if bad:
+            raise UnsupportedRequest(f"allowed_token_ids out of vocabulary (size {limits.vocab_size}): {bad[:5]}")
+
+    prompt_logprobs = params.get("prompt_logprobs")
+    if prompt_logprobs is not None:
+        prompt_logprobs = int(prompt_logprobs)
+        if not 0 <= prompt_logprobs <= MAX_PROMPT_LOGPROBS:
+            raise UnsupportedRequest(
+                f"prompt_logprobs must be in [0, {MAX_PROMPT_LOGPROBS}] (vLLM's default max_logprobs), "
+                f"got {prompt_logprobs}"
+            )
+
+    seed = _get(params, "seed", limits.default_seed)
+    return SamplingSpec(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop=_as_tuple_of_str(params.get("stop"), "stop"),
+        stop_token_ids=_as_tuple_of_int(params.get("stop_token_ids"), "stop_token_ids"),
+        ignore_eos=bool(_get(params, "ignore_eos", limits.ignore_eos)),
+        allowed_token_ids=allowed,
+        logprobs=bool(params.get("logprobs", False)),
+        prompt_logprobs=prompt_logprobs,
+        repetition_penalty=float(_get(params, "repetition_penalty", limits.repetition_penalty)),
+        seed=None if seed is None else int(seed),
+        ignored=tuple(sorted(set(params) & TEXT_ONLY_PARAMS)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Logits processing (one row at a time: requests in a batch have their own parameters)
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_allowed_and_penalty(logits: torch.Tensor, spec: SamplingSpec, seen_ids: torch.Tensor) -> torch.Tensor:
+    """vLLM steps before sampling: allowed-token whitelist, then repetition penalty. 1-D fp32 in/out."""
+    logits = logits.float().clone()
+    if spec.allowed_token_ids is not None:
+        mask = torch.full_like(logits, float("-inf"))
+        idx = torch.tensor(spec.allowed_token_ids, dtype=torch.long)
+        mask[idx] = 0.0
+        logits = logits + mask
+    if spec.repetition_penalty != 1.0 and seen_ids.numel():
+        ids = torch.unique(seen_ids)
+        vals = logits[ids]
+        logits[ids] = torch.where(vals > 0, vals / spec.repetition_penalty, vals * spec.repetition_penalty)
+    return logits
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) what top-k, then top-p, exclude. Always keeps the most likely token."""
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
+        drop_sorted = before >= top_p
+        drop_sorted[0] = False
+        drop = torch.zeros_like(drop_sorted)
+        drop[order] = drop_sorted
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def choose_token(
+    logits: torch.Tensor, spec: SamplingSpec, seen_ids: torch.Tensor, generator: Optional[torch.Generator]
+) -> tuple[int, float]:
+    """Pick the next token for one row; return (token_id, processed log-prob of that token)."""
+    logits = apply_allowed_and_penalty(logits, spec, seen_ids)
+    if spec.greedy:
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token = int(torch.argmax(logits))
+        return token, float(logprobs[token])
+    logits = apply_top_k_top_p(logits / spec.temperature, spec.top_k, spec.top_p)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
+    return token, float(logprobs[token])

@@ -1,0 +1,398 @@
+"""Loaders for the five math benchmarks of the RFTT evaluation, from a local copy or a dataset id.
+
+Every benchmark becomes a list of :class:`BenchmarkItem` (``id``, ``question``, ``gold``,
+``metadata``). Sources, in the order they are tried (:func:`resolve_source`):
+
+1. an explicit ``source``: a local ``.jsonl``/``.json``/``.parquet`` file, a directory holding
+   one of the benchmark's file names, or a Hugging Face dataset id;
+2. the benchmark's file in ``data_dir`` (or its ``eval/`` subdirectory);
+3. the public dataset id below (needs the network, or the local HF cache when offline).
+
+======================  ==================================  ==========================  =====
+benchmark               public dataset id (subset / split)  local file names            rows
+======================  ==================================  ==========================  =====
+``math500``             ``HuggingFaceH4/MATH-500`` (test)   math500.jsonl               500
+``gsm8k``               ``openai/gsm8k`` (main / test)      gsm8k_test.jsonl, gsm8k.*   1319
+``aime24``              ``HuggingFaceH4/aime_2024`` (train) aime24.jsonl, aime_2024.*   30
+``amc23``               ``math-ai/amc23`` (test)            amc23.jsonl                 40
+``olympiadbench``       ``Hothan/OlympiadBench``            olympiadbench.jsonl         675
+                        (OE_TO_maths_en_COMP / train)
+======================  ==================================  ==========================  =====
+
+(The hub copy of OlympiadBench's English text-only open-ended maths subset lists 674 rows; the
+file distributed with the RFTT evaluation code has 675.)
+
+Gold answers follow the reward's :func:`rftt_plugin.reward.extract.normalize_gold` rules, so what
+the loader stores is exactly what the grader will compare against: MATH-500 ``answer`` (else the
+last ``\\boxed{}`` of ``solution``), GSM8K the number after ``####`` without thousands separators,
+AIME ``"025"`` -> ``"25"``, AMC ``27.0`` -> ``"27"``, OlympiadBench ``final_answer`` lists (every
+item must be matched; ``"$a$,$b$"`` entries split into items). ``BenchmarkItem.gold`` is the single
+item as text, or a JSON list of the items when there are several; ``normalize_gold(item.gold)``
+gives the same items back.
+
+A broken row (bad JSON, no question, no usable gold) raises :class:`~rftt_plugin.data.rl.RowError`
+naming ``file:row`` and the field; ``on_error="skip"`` collects it in ``Benchmark.rejected``
+instead (the caller must then report that the benchmark is incomplete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from rftt_plugin.data.rl import RowError
+from rftt_plugin.data.sources import LOCAL_SUFFIXES, Record, SourceError, read_records
+
+__all__ = [
+    "BENCHMARKS", "Benchmark", "BenchmarkError", "BenchmarkItem", "BenchmarkSpec", "ResolvedSource",
+    "default_data_dir", "load_benchmark", "load_benchmarks", "parse_benchmark_list", "resolve_source",
+]
+
+DATA_DIR_ENV = "RFTT_DATA_DIR"
+
+
+class BenchmarkError(ValueError):
+    """A benchmark cannot be loaded at all (unknown name, missing file, unreachable dataset id)."""
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """One evaluation question.
+
+    ``id`` is ``"<benchmark>-<position>"`` (0-based position in the benchmark, stable for a given
+    source; the source's own id is ``metadata["native_id"]``). ``gold`` is a string the reward
+    understands (see the module docstring). ``metadata`` holds what breakdowns need (MATH-500
+    ``level``/``subject``, OlympiadBench ``answer_type``/``unit``/``is_multiple_answer``...) and
+    ``source`` (``file:row``).
+    """
+
+    id: str
+    question: str
+    gold: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def benchmark(self) -> str:
+        return self.id.rsplit("-", 1)[0]
+
+    @property
+    def question_sha(self) -> str:
+        """Short hash of the question text: lets a resumed run notice that the data changed."""
+        return hashlib.sha256(self.question.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives and which fields hold what (field names are matched exactly
+    first, then case-insensitively, so ``Problem``/``Answer`` style copies load too)."""
+
+    name: str
+    title: str
+    files: tuple[str, ...]                 # local file names (stems tried with every suffix)
+    hub_id: str
+    hub_split: str
+    hub_subset: str | None = None
+    question_fields: tuple[str, ...] = ("problem", "question")
+    gold_fields: tuple[str, ...] = ("answer",)
+    solution_fields: tuple[str, ...] = ()  # fall back to the last \boxed{} of these
+    context_field: str | None = None       # text printed before the question when present
+    meta_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    native_id_fields: tuple[str, ...] = ("id",)
+    expected_rows: int | None = None       # size of the reference copy (documentation, tests)
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in (
+        BenchmarkSpec(
+            "math500", "MATH-500", ("math500", "math_500", "MATH-500"), "HuggingFaceH4/MATH-500", "test",
+            question_fields=("problem",), gold_fields=("answer",), solution_fields=("solution",),
+            meta_fields=(("level", ("level",)), ("subject", ("subject", "type"))),
+            native_id_fields=("unique_id",), expected_rows=500),
+        BenchmarkSpec(
+            "gsm8k", "GSM8K", ("gsm8k_test", "gsm8k"), "openai/gsm8k", "test", hub_subset="main",
+            question_fields=("question",), gold_fields=("answer",),
+            native_id_fields=("idx", "id"), expected_rows=1319),
+        BenchmarkSpec(
+            "aime24", "AIME 2024", ("aime24", "aime_2024", "aime2024"), "HuggingFaceH4/aime_2024", "train",
+            question_fields=("problem", "question"), gold_fields=("answer",),
+            meta_fields=(("url", ("url",)), ("year", ("year",))), native_id_fields=("id",), expected_rows=30),
+        BenchmarkSpec(
+            "amc23", "AMC 2023", ("amc23", "amc_2023", "amc2023"), "math-ai/amc23", "test",
+            question_fields=("problem", "question"), gold_fields=("answer",),
+            meta_fields=(("url", ("url",)),), native_id_fields=("id",), expected_rows=40),
+        BenchmarkSpec(
+            "olympiadbench", "OlympiadBench", ("olympiadbench", "olympiad_bench", "OlympiadBench"),
+            "Hothan/OlympiadBench", "train", hub_subset="OE_TO_maths_en_COMP",
+            question_fields=("question", "problem"), gold_fields=("final_answer", "answer"),
+            context_field="context",
+            meta_fields=(("subfield", ("subfield",)), ("answer_type", ("answer_type",)), ("unit", ("unit",)),
+                         ("is_multiple_answer", ("is_multiple_answer",)), ("tolerance", ("error",))),
+            native_id_fields=("id",), expected_rows=675),
+    )
+}
+
+# Names people type for the same benchmark.
+_ALIASES = {"math-500": "math500", "math_500": "math500", "gsm8k_test": "gsm8k", "aime": "aime24",
+            "aime2024": "aime24", "aime_2024": "aime24", "amc": "amc23", "amc2023": "amc23",
+            "olympiad": "olympiadbench", "olympiad_bench": "olympiadbench"}
+
+
+def spec_for(name: str) -> BenchmarkSpec:
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BENCHMARKS:
+        raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[key]
+
+
+def parse_benchmark_list(text: str | Iterable[str]) -> list[str]:
+    """``"math500,gsm8k"`` (or a list) -> canonical names, in order, without repeats."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    names = [spec_for(p).name for p in parts if p and p.strip()]
+    if not names:
+        raise BenchmarkError("no benchmark given; choose from " + ", ".join(BENCHMARKS))
+    return list(dict.fromkeys(names))
+
+
+# ----------------------------------------------------------------------------------------------
+# Where the data is
+# ----------------------------------------------------------------------------------------------
+
+def default_data_dir() -> Path | None:
+    """The first existing of: ``$RFTT_DATA_DIR``, ``./data/eval``, ``../shared/data/eval`` (from
+    the current directory) and ``../shared/data/eval`` next to a source checkout of this package.
+    None when there is no local copy (then dataset ids are used)."""
+    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install
+    candidates = [os.environ.get(DATA_DIR_ENV), "data/eval", "../shared/data/eval",
+                  str(here.parent / "shared" / "data" / "eval")]
+    for cand in candidates:
+        if cand and Path(cand).expanduser().is_dir():
+            return Path(cand).expanduser().resolve()
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    kind: str                 # "local" | "hub"
+    location: str             # file path or dataset id
+    split: str = "test"
+    subset: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "local":
+            return self.location
+        sub = f"/{self.subset}" if self.subset else ""
+        return f"{self.location}{sub}[{self.split}]"
+
+
+def _local_file_in(directory: Path, spec: BenchmarkSpec) -> Path | None:
+    for sub in (directory, directory / "eval"):
+        for stem in spec.files:
+            for suffix in LOCAL_SUFFIXES:
+                path = sub / f"{stem}{suffix}"
+                if path.is_file():
+                    return path
+    return None
+
+
+def resolve_source(name: str, source: str | None = None, data_dir: str | os.PathLike | None = None) -> ResolvedSource:
+    """Decide where benchmark ``name`` is read from (see the module docstring)."""
+    spec = spec_for(name)
+    if source:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            found = _local_file_in(path, spec)
+            if found is None:
+                raise BenchmarkError(f"{path}: no {spec.name} file in this directory (looked for "
+                                     f"{', '.join(s + '.jsonl' for s in spec.files)} and .json/.parquet)")
+            return ResolvedSource("local", str(found))
+        if path.is_file() or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/", "~")):
+            if not path.is_file():
+                raise BenchmarkError(f"{path}: no such file (source of {spec.name})")
+            return ResolvedSource("local", str(path))
+        if source == spec.hub_id:
+            return ResolvedSource("hub", source, spec.hub_split, spec.hub_subset)
+        return ResolvedSource("hub", source, "test", None)  # another copy: its test split
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+        if not directory.is_dir():
+            raise BenchmarkError(f"--data-dir {directory}: not a directory")
+        found = _local_file_in(directory, spec)
+        if found is not None:
+            return ResolvedSource("local", str(found))
+    return ResolvedSource("hub", spec.hub_id, spec.hub_split, spec.hub_subset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows -> items
+# ----------------------------------------------------------------------------------------------
+
+def _get(data: dict, names: Iterable[str]) -> tuple[str | None, Any]:
+    """First present, non-None field among ``names`` (exact match first, then case-insensitive)."""
+    names = tuple(names)
+    for n in names:
+        if data.get(n) is not None:
+            return n, data[n]
+    lowered = {k.lower(): k for k in data if isinstance(k, str)}
+    for n in names:
+        key = lowered.get(n.lower())
+        if key is not None and data[key] is not None:
+            return key, data[key]
+    return None, None
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pyarrow scalars and arrays -> plain Python (hub rows come through pandas/arrow)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    return value
+
+
+def _question(record: Record, spec: BenchmarkSpec) -> str:
+    name, value = _get(record.data, spec.question_fields)
+    if name is None:
+        raise RowError(record.where, "/".join(spec.question_fields), "missing")
+    if not isinstance(value, str):
+        raise RowError(record.where, name, f"expected text, got {type(value).__name__}")
+    text = value.replace("\x00", "").strip()
+    if not text:
+        raise RowError(record.where, name, "empty")
+    if spec.context_field:
+        _, context = _get(record.data, (spec.context_field,))
+        if isinstance(context, str) and context.strip():
+            text = f"{context.strip()}\n\n{text}"
+    return text
+
+
+def _gold(record: Record, spec: BenchmarkSpec) -> tuple[str, int]:
+    """(gold string, number of items) under the reward's normalisation rules."""
+    from rftt_plugin.reward.extract import last_boxed, normalize_gold
+
+    name, value = _get(record.data, spec.gold_fields)
+    if name is None and spec.solution_fields:
+        name, solution = _get(record.data, spec.solution_fields)
+        if name is not None:
+            value = last_boxed(str(solution))
+            if value is None:
+                raise RowError(record.where, name, "no answer field and no \\boxed{} in the solution")
+    if name is None:
+        raise RowError(record.where, "/".join(spec.gold_fields + spec.solution_fields), "missing")
+    value = _plain(value)
+    if isinstance(value, str) and not value.strip():
+        raise RowError(record.where, name, "empty")
+    gold = normalize_gold(value, spec.name)
+    if not gold.usable:
+        raise RowError(record.where, name, f"no usable gold answer in {str(value)[:80]!r}")
+    text = gold.items[0] if len(gold.items) == 1 else json.dumps(list(gold.items), ensure_ascii=False)
+    return text, len(gold.items)
+
+
+_LEVEL_RE = re.compile(r"^\s*(?:level\s*)?(\d+)\s*$", re.IGNORECASE)
+
+
+def _meta_value(key: str, value: Any) -> Any:
+    value = _plain(value)
+    if key == "level" and isinstance(value, str):  # "Level 3" (MATH-lighteval) -> 3
+        m = _LEVEL_RE.match(value)
+        if m:
+            return int(m.group(1))
+    return value
+
+
+def item_from_record(record: Record, spec: BenchmarkSpec, position: int) -> BenchmarkItem:
+    """Normalise one source row; raises :class:`RowError` naming the row and field."""
+    if "__error__" in record.data:
+        raise RowError(record.where, "*", record.data["__error__"])
+    question = _question(record, spec)
+    gold, n_items = _gold(record, spec)
+    meta: dict[str, Any] = {"source": record.where}
+    _, native = _get(record.data, spec.native_id_fields)
+    if native is not None:
+        meta["native_id"] = _plain(native)
+    for key, names in spec.meta_fields:
+        _, value = _get(record.data, names)
+        if value is not None:
+            meta[key] = _meta_value(key, value)
+    if n_items > 1:
+        meta["gold_items"] = n_items
+    return BenchmarkItem(f"{spec.name}-{position}", question, gold, meta)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    source: ResolvedSource
+    items: list[BenchmarkItem]
+    rejected: list[RowError] = field(default_factory=list)
+
+    @property
+    def spec(self) -> BenchmarkSpec:
+        return BENCHMARKS[self.name]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[BenchmarkItem]:
+        return iter(self.items)
+
+
+def _records(src: ResolvedSource) -> Iterator[Record]:
+    if src.kind == "local":
+        return read_records(src.location)
+    try:
+        return iter(list(read_records(src.location, split=src.split, subset=src.subset)))
+    except SourceError:
+        if src.split == "test":  # copies of small competitions often ship only a train split
+            return read_records(src.location, split="train", subset=src.subset)
+        raise
+
+
+def load_benchmark(name: str, *, source: str | None = None, data_dir: str | os.PathLike | None = None,
+                   limit: int | None = None, on_error: str = "raise") -> Benchmark:
+    """Load one benchmark (see the module docstring for sources and gold rules).
+
+    ``limit`` keeps the first ``limit`` items. ``on_error="raise"`` (default) stops at the first
+    broken row with a :class:`RowError` (``file:row: field 'x': reason``); ``"skip"`` keeps
+    going and lists the broken rows in ``Benchmark.rejected``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    spec = spec_for(name)
+    src = resolve_source(spec.name, source, data_dir)
+    items: list[BenchmarkItem] = []
+    rejected: list[RowError] = []
+    try:
+        for record in _records(src):
+            if limit is not None and len(items) >= limit:
+                break
+            try:
+                items.append(item_from_record(record, spec, len(items)))
+            except RowError as exc:
+                if on_error == "raise":
+                    raise
+                rejected.append(exc)
+    except SourceError as exc:
+        hint = "" if src.kind == "local" else (f" Local copy: --data-dir DIR (holding {spec.files[0]}.jsonl) "
+                                               f"or --source {spec.name}=FILE.")
+        raise BenchmarkError(f"{spec.name}: {exc}{hint}") from exc
+    if not items and not rejected and limit != 0:
+        raise BenchmarkError(f"{spec.name}: {src.label} has no rows")
+    return Benchmark(spec.name, src, items, rejected)
+
+
+def load_benchmarks(names: Iterable[str], *, sources: dict[str, str] | None = None,
+                    data_dir: str | os.PathLike | None = None, limit: int | None = None,
+                    on_error: str = "raise") -> list[Benchmark]:
+    """Load several benchmarks; ``sources`` maps a benchmark name to its own source."""
+    sources = {spec_for(k).name: v for k, v in (sources or {}).items()}
+    return [load_benchmark(n, source=sources.get(spec_for(n).name), data_dir=data_dir, limit=limit,
+                           on_error=on_error) for n in names]

@@ -1,0 +1,340 @@
+"""The resumable phase-1 job behind ``rftt gen-sft``: questions -> trees -> samples -> parquet.
+
+Pipeline per question (``concurrency`` questions at a time, tqdm progress bar):
+
+1. search (:class:`~rftt_plugin.search.prompted.PromptedSearch`) -> one line in ``trees.jsonl``;
+2. build the sample (:func:`rftt_plugin.data.sft.build_sample`, incl. the cross-verification
+   call) -> one line in ``samples.jsonl`` (a sample or the reason it was dropped);
+
+and once every question is through: ``train.parquet`` (verl SFT format) and ``report.json``,
+both written atomically from ``samples.jsonl``.
+
+Resumability (the job can be killed at any moment and restarted with the same command):
+
+* both journals are append-only, one line per finished question, flushed and fsync'ed
+  (:class:`~rftt_plugin.data.journal.Journal`); a torn last line is cut off on restart;
+* a question with a line in ``samples.jsonl`` is done and skipped; one with a tree but no sample
+  line (killed during the cross-verification) reuses its stored tree, so a search is never run
+  twice; anything else is searched;
+* a question is identified by a hash of its text and gold answer (:func:`question_key`), not by
+  its row number, so a reordered or extended source resumes correctly; exact duplicates in the
+  source are searched once (counted in the report);
+* ``run.json`` records the search and sample settings and the model of the first run; a restart
+  with different settings is refused (mixing trees from two settings would be silent), naming the
+  fields that differ; use a new ``--out`` instead;
+* a question that fails with an unexpected ``Exception`` is reported (``failed`` in the report,
+  on stderr) and written nowhere, so the next run retries it; the exit status says so.
+  Interrupts (any ``BaseException``) stop the job at once, with everything finished so far
+  on disk.
+
+Bad input rows (no question, no usable gold, not JSON) are reported by ``file:row`` with the
+field and reason (reusing :mod:`rftt_plugin.data.rl`'s field heuristics) and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rftt_plugin.data.journal import Journal
+from rftt_plugin.data.sft import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample, sft_row, write_sft_parquet
+from rftt_plugin.search.chat import ChatModel
+from rftt_plugin.search.prompted import PromptedConfig, PromptedSearch
+from rftt_plugin.search.tree import Tree
+
+__all__ = ["GenSftJob", "JobError", "LoadResult", "Question", "load_questions", "question_key"]
+
+logger = logging.getLogger("rftt_plugin.gen_sft")
+
+TREES_FILE = "trees.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+RUN_FILE = "run.json"
+PARQUET_FILE = "train.parquet"
+REPORT_FILE = "report.json"
+
+
+class JobError(RuntimeError):
+    """The job cannot start or continue (settings differ from the output's, bad journal, ...)."""
+
+
+@dataclass(frozen=True)
+class Question:
+    key: str
+    where: str          # "file:row" of its first occurrence
+    question: str
+    gold: str
+
+
+@dataclass
+class LoadResult:
+    questions: list[Question] = field(default_factory=list)
+    bad_rows: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    read: int = 0
+
+
+def question_key(question: str, gold: str) -> str:
+    """Stable id of a question: sha256 of the text and the gold answer (16 hex digits).
+
+    >>> question_key("What is 1 + 1?", "2") == question_key("What is 1 + 1?", "2")
+    True
+    """
+    return hashlib.sha256(f"{question}\x00{gold}".encode("utf-8")).hexdigest()[:16]
+
+
+def load_questions(source: str, split: str = "train", subset: str | None = None,
+                   limit: int | None = None) -> LoadResult:
+    """Usable questions of ``source`` in order (first ``limit`` of them), bad rows by ``file:row``."""
+    from rftt_plugin.data.rl import RowError, gold_of, question_of
+    from rftt_plugin.data.sources import read_records
+
+    out = LoadResult()
+    seen: set[str] = set()
+    for record in read_records(source, split=split, subset=subset):
+        if limit is not None and len(out.questions) >= limit:
+            break
+        out.read += 1
+        if "__error__" in record.data:
+            out.bad_rows.append({"where": record.where, "field": "*", "reason": record.data["__error__"]})
+            continue
+        try:
+            question, gold = question_of(record), gold_of(record)
+        except RowError as exc:
+            out.bad_rows.append({"where": exc.where, "field": exc.field, "reason": exc.reason})
+            continue
+        key = question_key(question, gold)
+        if key in seen:
+            out.duplicates += 1
+            continue
+        seen.add(key)
+        out.questions.append(Question(key, record.where, question, gold))
+    return out
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+class GenSftJob:
+    """Search questions, build samples, write the parquet and the report, resumably (see the
+    module docstring)."""
+
+    def __init__(self, out_dir: str | os.PathLike, chat: ChatModel, *, search: PromptedConfig | None = None,
+                 sample: SampleConfig | None = None, scorer: Any = None, tokenizer: Any = None,
+                 grade: Callable | None = None, settings: dict[str, Any] | None = None, progress: bool = True):
+        self.out = Path(out_dir)
+        self.search_cfg = search or PromptedConfig()
+        self.sample_cfg = sample or SampleConfig()
+        self.scorer = scorer
+        self.tokenizer = tokenizer
+        self.grade = grade
+        self.settings = dict(settings or {})
+        self.progress = progress
+        self._on_call: Callable[[], None] | None = None  # set while run() shows a progress bar
+        self.chat = _CountingChat(chat, lambda: self._on_call and self._on_call())
+        self.searcher = PromptedSearch(self.chat, self.search_cfg, grade=grade)
+
+    # -- settings --------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        search = self.search_cfg.to_dict()
+        search.pop("concurrency")  # how fast, not what: may change between runs
+        return {"search": search, "sample": asdict(self.sample_cfg), "prm": self.scorer is not None,
+                **self.settings}
+
+    def _check_run_file(self) -> None:
+        path = self.out / RUN_FILE
+        new = self.fingerprint()
+        if path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if differences := _diff(old, new):
+                raise JobError(f"{self.out} holds results of a run with other settings ({'; '.join(differences)}). "
+                               f"Rerun with the original settings to resume, or use a new --out.")
+        else:
+            _write_json_atomic(path, new)
+
+    # -- the job ---------------------------------------------------------------------------------
+    async def run(self, loaded: LoadResult, source: str = "") -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_run_file()
+        with Journal(self.out / TREES_FILE) as trees, Journal(self.out / SAMPLES_FILE) as samples:
+            tree_records = {r["key"]: r for r in trees.records}
+            sample_records = {r["key"]: r for r in samples.records}
+            wanted = {q.key for q in loaded.questions}
+            todo = [q for q in loaded.questions if q.key not in sample_records]
+            counters = {"searched": 0, "reused_trees": 0, "built": 0}
+            failed: list[dict[str, str]] = []
+            bar = _progress(len(loaded.questions), len(loaded.questions) - len(todo), self.progress)
+            gate = asyncio.Semaphore(self.search_cfg.concurrency)
+            calls = [0]
+
+            def show() -> None:
+                # One question can take minutes; the model-call count shows the job is alive.
+                bar.set_postfix({**_postfix(sample_records, wanted, failed), "calls": calls[0]}, refresh=False)
+
+            def on_call() -> None:
+                calls[0] += 1
+                show()
+                bar.update(0)  # redraws at most every tqdm mininterval
+
+            async def one(q) -> None:
+                async with gate:
+                    try:
+                        record = tree_records.get(q.key)
+                        if record is None:
+                            result = await self.searcher.search(q.question, q.gold, {"key": q.key, "where": q.where})
+                            record = {"key": q.key, "where": q.where, "tree": result.tree.to_dict()}
+                            trees.append(record)
+                            tree_records[q.key] = record
+                            counters["searched"] += 1
+                        else:
+                            counters["reused_trees"] += 1
+                        tree = Tree.from_dict(record["tree"])
+                        outcome = await build_sample(tree, self.chat, scorer=self.scorer, cfg=self.sample_cfg,
+                                                     tokenizer=self.tokenizer, grade=self.grade)
+                        line = {"key": q.key, "where": q.where, "outcome": outcome.to_dict()}
+                        samples.append(line)
+                        sample_records[q.key] = line
+                        counters["built"] += 1
+                    except Exception as exc:  # noqa: BLE001 - reported; the next run retries it
+                        logger.error("gen-sft: %s failed: %s: %s", q.where, type(exc).__name__, exc)
+                        failed.append({"key": q.key, "where": q.where, "error": f"{type(exc).__name__}: {exc}"})
+                show()
+                bar.update(1)
+
+            self._on_call = on_call
+            tasks = [asyncio.ensure_future(one(q)) for q in todo]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            finally:
+                bar.close()
+                self._on_call = None
+            repaired = {TREES_FILE: trees.repaired_bytes, SAMPLES_FILE: samples.repaired_bytes}
+
+        rows, report = self._assemble(loaded, tree_records, sample_records, failed, counters, repaired, source)
+        write_sft_parquet(rows, self.out / PARQUET_FILE)
+        report["wall_s"] = round(time.perf_counter() - t0, 3)
+        _write_json_atomic(self.out / REPORT_FILE, report)
+        return report
+
+    # -- report ----------------------------------------------------------------------------------
+    def _assemble(self, loaded: LoadResult, tree_records: dict, sample_records: dict, failed: list, counters: dict,
+                  repaired: dict, source: str) -> tuple[list[dict], dict[str, Any]]:
+        rows: list[dict] = []
+        kinds: Counter[str] = Counter()
+        drops: Counter[str] = Counter()
+        fallbacks: Counter[str] = Counter()
+        search: Counter[str] = Counter()
+        dropped_replies: Counter[str] = Counter()
+        for q in loaded.questions:
+            if q.key in tree_records:
+                tree = tree_records[q.key]["tree"]
+                stats = tree.get("stats", {})
+                search["trees"] += 1
+                search["nodes"] += int(stats.get("nodes", 0))
+                search["llm_calls"] += int(tree.get("llm_calls", 0))
+                dropped_replies.update(tree.get("meta", {}).get("dropped", {}))
+            line = sample_records.get(q.key)
+            if line is None:
+                continue
+            outcome = SampleOutcome.from_dict(line["outcome"])
+            search["answer_paths"] += int(outcome.details.get("paths", 0))
+            search["correct_paths"] += int(outcome.details.get("correct", 0))
+            if outcome.ok:
+                kinds[outcome.kind] += 1
+                if "fallback" in outcome.details:
+                    fallbacks[outcome.details["fallback"]] += 1
+                rows.append(sft_row(q.question, outcome.response, key=q.key, source=q.where, kind=outcome.kind))
+            else:
+                drops[outcome.drop] += 1
+        done = sum(1 for q in loaded.questions if q.key in sample_records)
+        report: dict[str, Any] = {
+            "source": source,
+            "out": str(self.out),
+            "parquet": str(self.out / PARQUET_FILE),
+            "rows": len(rows),
+            "questions": {"read_rows": loaded.read, "usable": len(loaded.questions), "bad_rows": len(loaded.bad_rows),
+                          "duplicates": loaded.duplicates, "done": done, "pending": len(loaded.questions) - done},
+            "this_run": dict(counters),
+            "samples": {**{k: kinds.get(k, 0) for k in SAMPLE_KINDS}, "total": len(rows)},
+            "drops": dict(sorted(drops.items())),
+            "fallbacks": dict(fallbacks),
+            "failed": failed,
+            "search": {**dict(search), "dropped_replies": dict(sorted(dropped_replies.items()))},
+            "journal_repaired_bytes": repaired,
+            "bad_rows": loaded.bad_rows,
+            "settings": self.fingerprint(),
+        }
+        report["summary"] = _summary(report)
+        return rows, report
+
+
+class _CountingChat:
+    """Passes calls through to a chat model and reports each finished call (progress display)."""
+
+    def __init__(self, chat: ChatModel, on_call: Callable[[], Any]):
+        self.inner = chat
+        self.on_call = on_call
+
+    async def complete(self, messages, params):
+        try:
+            return await self.inner.complete(messages, params)
+        finally:
+            self.on_call()
+
+
+def _postfix(sample_records: dict, wanted: set, failed: list) -> dict[str, int]:
+    ok = sum(1 for k, r in sample_records.items() if k in wanted and r["outcome"].get("kind"))
+    return {"samples": ok, "dropped": sum(1 for k in wanted if k in sample_records) - ok, "failed": len(failed)}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="gen-sft", unit="question", disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def _summary(report: dict[str, Any]) -> str:
+    """One honest paragraph for the terminal and the report."""
+    q = report["questions"]
+    parts = [f"{report['rows']} samples written to {report['parquet']} "
+             f"({', '.join(f'{k} {v}' for k, v in report['samples'].items() if k != 'total')})"
+             f" from {q['done']} of {q['usable']} questions"]
+    if report["drops"]:
+        parts.append("dropped: " + ", ".join(f"{k} {v}" for k, v in report["drops"].items()))
+    if q["bad_rows"]:
+        parts.append(f"{q['bad_rows']} bad input rows skipped")
+    if report["failed"]:
+        parts.append(f"{len(report['failed'])} questions FAILED and were not written; rerun the same command to retry them")
+    text = "; ".join(parts) + "."
+    if report["rows"] == 0:
+        text += (" The parquet is EMPTY: no question produced a usable sample, so it cannot be trained on."
+                 " This is expected with a random or very weak model (it never answers correctly);"
+                 " look at 'drops' and 'search.dropped_replies' in report.json for why.")
+    return text

@@ -1,0 +1,453 @@
+"""Chain and tree evaluation on the math benchmarks, resumable, with scaling curves.
+
+Example::
+
+    from rftt_plugin.evaluate import EvalConfig, evaluate
+    res = evaluate(EvalConfig(model="ckpt/rl", out="runs/eval", mode="tree", rollouts=[1, 2, 4, 8, 16],
+                              benchmarks=["math500", "amc23"]))
+    res.summary["benchmarks"]["math500"]["accuracy"]["k=16"]
+
+**Chain mode** (the paper's protocol): greedy decoding, the question alone as the user turn of
+the chat template, ``max_tokens`` 4096; pass@1.
+
+**Tree mode** (test-time scaling): one functional MCTS per question with ``max(rollouts)``
+iterations; budget *k* is scored on the first *k* leaves. The faithful search runs its
+iterations sequentially and iteration *i* depends only on the back-ups before it, so the first
+*k* leaves of a *K*-iteration search are exactly the leaves of a *k*-iteration search: one search
+serves every budget. The answer at a budget is chosen by
+:func:`rftt_plugin.evaluation.selection.select_answer` (majority vote over leaves ending in a
+valid ``<output>``; ties by summed leaf value; or ``value``: highest summed leaf value). The search
+backs up a gold-free reward (``search_reward``, see :mod:`rftt_plugin.evaluation.runners`).
+
+**Outputs** in ``out``: ``records.jsonl`` (one line per question, flushed as it finishes),
+``trees/<id>.json`` (tree mode), ``results.json``, ``results.md``, ``accuracy_vs_rollouts.png``,
+``run.json`` (the settings fingerprint). A rerun with the same ``out`` resumes: finished questions
+are never redone; different settings are refused unless ``overwrite``
+(:mod:`rftt_plugin.evaluation.store`). Selection and the budget list are not part of the
+fingerprint: results are recomputed from the stored leaves, so they can change on a rerun
+(budgets up to the searched maximum) without generating anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_dir, load_benchmarks
+from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
+from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
+from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
+from rftt_plugin.evaluation.store import RunMismatch, RunStore
+
+logger = logging.getLogger("rftt_plugin.evaluate")
+
+MODES = ("chain", "tree")
+BACKENDS = ("hf", "openai")
+RESULT_FORMAT = "rftt-eval/1"
+MAX_CONSECUTIVE_FAILURES = 20  # a dead server must not grind through 2,500 questions
+
+
+class EvalError(RuntimeError):
+    """The evaluation cannot run as configured (message says which setting and why)."""
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``rftt eval`` takes. Only the fields in :meth:`fingerprint` decide answers."""
+
+    model: str
+    out: str
+    backend: str = "hf"
+    base_url: str | None = None           # openai: e.g. http://localhost:8000/v1
+    served_model: str | None = None       # openai: the model name the server serves (default: model)
+    tokenizer: str | None = None          # chat template + decoding (default: model)
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
+    data_dir: str | None = None           # None: rftt_plugin.data.benchmarks.default_data_dir()
+    sources: dict[str, str] = field(default_factory=dict)   # benchmark -> file / dataset id
+    limit: int | None = None              # first N questions of each benchmark
+    mode: str = "chain"
+    rollouts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    selection: str = "majority"
+    search_reward: str = "answered"
+    # chain decoding
+    max_tokens: int = 4096
+    temperature: float = 0.0
+    seed: int = 0
+    # tree search (see rftt_plugin.search.config.SearchConfig)
+    token_mode: str = "added"
+    step_max_tokens: int = 512
+    direct_answer_max_tokens: int = 1024
+    max_response_tokens: int = 8192
+    max_depth: int = 18
+    uct_c: float = 2.0
+    step_temperature: float = 0.1
+    step_top_p: float = 0.95
+    # execution (do not change answers)
+    concurrency: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    overwrite: bool = False
+    progress: bool = True
+    command: str | None = None            # recorded in results (the CLI fills it in)
+
+    def validate(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {MODES} (got {self.mode!r})")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {BACKENDS} (got {self.backend!r})")
+        if self.backend == "openai" and not self.base_url:
+            problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+        if self.selection not in SELECTION_RULES:
+            problems.append(f"selection must be one of {SELECTION_RULES} (got {self.selection!r})")
+        if self.search_reward not in SEARCH_REWARDS:
+            problems.append(f"search_reward must be one of {SEARCH_REWARDS} (got {self.search_reward!r})")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be >= 1 (got {self.max_tokens})")
+        if self.concurrency < 1:
+            problems.append(f"concurrency must be >= 1 (got {self.concurrency})")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be >= 1 (got {self.limit})")
+        try:
+            self.rollouts = parse_budgets(self.rollouts)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise EvalError("invalid evaluation settings: " + "; ".join(problems))
+        if self.mode == "tree":
+            self.search_config()  # raises ValueError naming the bad search knob
+
+    def search_config(self):
+        from rftt_plugin.search import SearchConfig
+
+        try:
+            return SearchConfig(iterations=max(self.rollouts), uct_c=self.uct_c, max_depth=self.max_depth,
+                                step_temperature=self.step_temperature, step_top_p=self.step_top_p,
+                                step_max_tokens=self.step_max_tokens,
+                                direct_answer_max_tokens=self.direct_answer_max_tokens,
+                                max_response_tokens=self.max_response_tokens, distinct_leaves=False,
+                                seed=self.seed, token_mode=self.token_mode)
+        except ValueError as exc:
+            raise EvalError(str(exc)) from exc
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that decide the answers; a resumed run must match them exactly."""
+        model = self.model
+        if os.path.isdir(os.path.expanduser(model)):
+            model = os.path.abspath(os.path.expanduser(model))
+        fp: dict[str, Any] = {"mode": self.mode, "model": model, "backend": self.backend,
+                              "served_model": self.served_model, "tokenizer": self.tokenizer, "dtype": self.dtype,
+                              "seed": self.seed}
+        if self.mode == "chain":
+            fp.update(max_tokens=self.max_tokens, temperature=self.temperature)
+        else:
+            fp.update(search=self.search_config().to_dict(), search_reward=self.search_reward)
+        return fp
+
+    @property
+    def columns(self):
+        return columns_for(self.mode, self.rollouts)
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    summary: dict[str, Any]
+    payload: dict[str, Any]
+    ran: int                  # questions answered by this invocation
+    resumed: int              # questions found finished in records.jsonl
+    failed: list[str]
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ----------------------------------------------------------------------------------------------
+# Model side
+# ----------------------------------------------------------------------------------------------
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001 - name the setting, keep the cause
+        raise EvalError(f"cannot load the tokenizer from {name!r} ({type(exc).__name__}: {exc}). With "
+                        f"--backend openai, pass --tokenizer with a local copy of the served model's tokenizer.") from exc
+
+
+def build_backend(cfg: EvalConfig):
+    from rftt_plugin.backends import make_backend
+
+    if cfg.backend == "hf":
+        try:
+            return make_backend("hf", model=cfg.model, device=cfg.device, dtype=cfg.dtype,
+                                max_batch_size=max(1, cfg.concurrency), seed=cfg.seed)
+        except Exception as exc:  # noqa: BLE001
+            raise EvalError(f"cannot load model {cfg.model!r} with transformers ({type(exc).__name__}: {exc})") from exc
+    return make_backend("openai", base_url=cfg.base_url, model=cfg.served_model or cfg.model,
+                        max_concurrency=max(1, cfg.concurrency) * 2)
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were measured on (recorded in results.json)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count()}
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    desc = f"{info.get('cpus_usable', info['cpu_count'])} CPU cores"
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            desc = ", ".join(info["gpus"]) + f" + {desc}"
+    except ImportError:
+        pass
+    info["description"] = desc
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------
+
+def _check_done(items: list[BenchmarkItem], records: dict[str, dict], store: RunStore, mode: str) -> None:
+    for item in items:
+        rec = records.get(item.id)
+        if rec is None:
+            continue
+        if rec.get("mode") != mode:
+            raise RunMismatch(f"{store.records_path}: record {item.id} is {rec.get('mode')!r} mode, this run is "
+                              f"{mode!r}; use another --out or --overwrite")
+        if rec.get("question_sha") != item.question_sha:
+            raise RunMismatch(f"{store.records_path}: record {item.id} was made for another question text than "
+                              f"{item.metadata.get('source', item.id)}: the benchmark data changed; use another "
+                              f"--out or --overwrite")
+
+
+class _Progress:
+    """tqdm bar over the pending questions, postfix = running accuracy per benchmark."""
+
+    def __init__(self, total: int, initial_scores: list, label: str, enabled: bool):
+        self.scores = list(initial_scores)
+        self.label = label
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="rftt eval", unit="q", dynamic_ncols=True)
+            self._postfix()
+
+    def _postfix(self) -> None:
+        acc = running_accuracy(self.scores, self.label)
+        text = " ".join(f"{b} {c}/{n}={100 * c / n:.1f}%" for b, (c, n) in acc.items() if n)
+        self.bar.set_postfix_str(f"[{self.label}] {text}", refresh=False)
+
+    def add(self, score) -> None:
+        self.scores.append(score)
+        if self.bar is not None:
+            self._postfix()
+            self.bar.update(1)
+
+    def fail(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: RunStore, progress: _Progress,
+                       backend: Any, tokenizer: Any, layout: Any = None) -> tuple[int, list[str]]:
+    """Answer ``pending`` with at most ``cfg.concurrency`` questions in flight; append records.
+    The backend is closed on the way out, whatever happens."""
+    try:
+        return await _answer_all(cfg, pending, store, progress, backend, tokenizer, layout)
+    finally:
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: RunStore, progress: _Progress,
+                      backend: Any, tokenizer: Any, layout: Any) -> tuple[int, list[str]]:
+    from rftt_plugin.search.layout import chat_prompt_ids
+
+    columns = cfg.columns
+    if cfg.mode == "tree":
+        from rftt_plugin.search import FunctionalMCTS, TokenLayout
+        from rftt_plugin.tokens import TagVocabularyError
+
+        if layout is None:
+            try:
+                layout = TokenLayout.from_tokenizer(tokenizer, mode=cfg.token_mode)
+            except TagVocabularyError as exc:
+                raise EvalError(f"{cfg.model}: {exc}") from exc
+        mcts = FunctionalMCTS(backend, layout, cfg.search_config())
+        store.trees_dir.mkdir(parents=True, exist_ok=True)
+
+        async def answer(item: BenchmarkItem) -> dict:
+            rel = f"trees/{item.id}.json"
+            return await run_tree(item, mcts, cfg.rollouts, cfg.selection, cfg.search_reward,
+                                  tree_path=store.tree_path(item.id), tree_file=rel)
+    else:
+        settings = ChainSettings(cfg.max_tokens, cfg.temperature, cfg.seed)
+
+        def decode(ids):
+            # Tags are normal (not special) tokens: skipping special tokens drops only EOS/pad.
+            return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+        async def answer(item: BenchmarkItem) -> dict:
+            return await run_chain(item, backend, lambda q: chat_prompt_ids(tokenizer, q), decode, settings)
+
+    gate = asyncio.Semaphore(cfg.concurrency)
+    failed: list[str] = []
+    done = 0
+    consecutive = 0
+
+    async def one(item: BenchmarkItem):
+        async with gate:
+            try:
+                return item, await answer(item), None
+            except QuestionFailed as exc:
+                return item, None, str(exc)
+            except Exception as exc:  # noqa: BLE001 - one question must not end the run
+                logger.exception("question %s failed", item.id)
+                return item, None, f"{item.id}: {type(exc).__name__}: {exc}"
+
+    tasks = [asyncio.ensure_future(one(item)) for item in pending]
+    try:
+        for fut in asyncio.as_completed(tasks):
+            item, record, error = await fut
+            if error is not None:
+                failed.append(error)
+                consecutive += 1
+                progress.fail()
+                progress.write(f"rftt eval: {error} (no record; a rerun retries it)")
+                if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                    raise EvalError(f"{consecutive} questions in a row failed; stopping. Last error: {error}")
+                continue
+            consecutive = 0
+            store.append(record)
+            done += 1
+            progress.add(score_record(record, columns, cfg.selection))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return done, failed
+
+
+def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str, dict], *, wall_s: float,
+                  failed: list[str], sources: dict[str, str], ran: int, resumed: int = 0) -> dict[str, Any]:
+    """results.json content for the questions of this run (records of other questions are ignored)."""
+    columns = cfg.columns
+    scores = [score_record(records[i.id], columns, cfg.selection) for i in items if i.id in records]
+    expected: dict[str, int] = {}
+    for item in items:
+        expected[item.benchmark] = expected.get(item.benchmark, 0) + 1
+    summary = summarize(scores, columns, expected)
+    hw = hardware()
+    if cfg.backend == "openai":  # the model runs elsewhere: say so next to this machine's cores
+        hw["description"] += f" (client; the model is served at {cfg.base_url})"
+    if cfg.mode == "chain":
+        protocol = (f"greedy decoding (temperature {cfg.temperature:g}), question alone as the user turn of the chat "
+                    f"template, max {cfg.max_tokens} new tokens; pass@1")
+        selection_note = None
+    else:
+        protocol = (f"functional MCTS, {max(cfg.rollouts)} iterations per question, budget k scored on the first k "
+                    f"leaves; step max {cfg.step_max_tokens} tokens, temperature {cfg.step_temperature:g}, "
+                    f"token mode {cfg.token_mode}")
+        selection_note = {"majority": "majority vote over leaves with a valid <output> answer, ties by summed leaf value",
+                          "value": "highest summed leaf value (mean node value along the path), ties by votes"}[cfg.selection]
+    return {
+        "format": RESULT_FORMAT,
+        "mode": cfg.mode,
+        "model": cfg.model,
+        "backend": cfg.backend if cfg.backend == "hf" else f"openai ({cfg.base_url})",
+        "protocol": protocol,
+        "selection": cfg.selection if cfg.mode == "tree" else None,
+        "selection_note": selection_note,
+        "search_reward": cfg.search_reward if cfg.mode == "tree" else None,
+        "rollouts": cfg.rollouts if cfg.mode == "tree" else None,
+        "sources": sources,
+        "fingerprint": cfg.fingerprint(),
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")},
+        "command": cfg.command,
+        "hardware": hw,
+        "wall_s": wall_s,
+        "ran": ran,
+        "resumed": resumed,
+        "failed": failed,
+        "summary": summary,
+    }
+
+
+def write_reports(out: Path, payload: dict[str, Any], warn: Callable[[str], None] = print) -> None:
+    from rftt_plugin.evaluation.report import PLOT_FILE, write_json, write_markdown, write_plot
+
+    write_json(out / "results.json", payload)
+    write_markdown(out / "results.md", payload)
+    write_plot(out / PLOT_FILE, payload, warn=warn)
+
+
+def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, layout: Any = None,
+             warn: Callable[[str], None] | None = None) -> EvalResult:
+    """Run (or resume) an evaluation and write every output file; see the module docstring.
+
+    ``backend`` / ``tokenizer`` may be passed in (an already loaded model, a test double);
+    otherwise they are built from ``cfg`` -- and only if some question still needs an answer.
+    Tree mode takes a ready :class:`~rftt_plugin.search.TokenLayout` as ``layout`` (then no
+    tokenizer is needed).
+    """
+    warn = warn or (lambda msg: print(f"rftt eval: {msg}", file=sys.stderr))
+    cfg.validate()
+    t0 = time.perf_counter()
+    data_dir = cfg.data_dir if cfg.data_dir is not None else default_data_dir()
+    benches = load_benchmarks(cfg.benchmarks, sources=cfg.sources, data_dir=data_dir, limit=cfg.limit)
+    items = [item for b in benches for item in b.items]
+    sources = {b.name: b.source.label for b in benches}
+    with RunStore(cfg.out, cfg.fingerprint(), overwrite=cfg.overwrite, warn=warn) as store:
+        records = store.loaded.records
+        _check_done(items, records, store, cfg.mode)
+        pending = [item for item in items if item.id not in records]
+        resumed = len(items) - len(pending)
+        if resumed and pending:
+            warn(f"resuming {store.out}: {resumed} question(s) already done, {len(pending)} to go")
+        ran, failed = 0, []
+        if pending:
+            tok = tokenizer
+            if tok is None and not (cfg.mode == "tree" and layout is not None):
+                tok = load_tokenizer(cfg.tokenizer or cfg.model)
+            be = backend if backend is not None else build_backend(cfg)
+            initial = [score_record(records[i.id], cfg.columns, cfg.selection) for i in items if i.id in records]
+            progress = _Progress(len(pending), initial, cfg.columns[-1].label, cfg.progress)
+            try:
+                ran, failed = asyncio.run(_run_pending(cfg, pending, store, progress, be, tok, layout))
+            finally:
+                progress.close()
+        wall = time.perf_counter() - t0
+        payload = build_payload(cfg, items, store.loaded.records, wall_s=wall, failed=failed, sources=sources,
+                                ran=ran, resumed=resumed)
+        write_reports(store.out, payload, warn=warn)
+    return EvalResult(Path(cfg.out), payload["summary"], payload, ran, resumed, failed, wall)

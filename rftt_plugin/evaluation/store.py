@@ -1,0 +1,232 @@
+"""The run directory of ``rftt eval``: what makes a run resumable.
+
+Layout of ``--out``::
+
+    run.json            the settings that decide the answers (fingerprint); written first
+    records.jsonl       one JSON line per finished question, appended and flushed (fsync) as each
+                        question finishes; never rewritten except to cut a torn last line
+    trees/<id>.json     tree mode: the search tree of each question (written before its record)
+    results.json / results.md / accuracy_vs_rollouts.png   rebuilt from the records at the end
+    .lock               pid of the process writing here (a second writer is refused)
+
+Resume: a new run with the same ``--out`` reads ``records.jsonl``, skips every question that has
+a record and appends the rest. If the process died mid-write, the last line may be torn: it is
+cut off (with a warning) and that question runs again; an unreadable line in the middle is
+skipped with a warning. A run whose fingerprint differs from ``run.json`` is refused with the
+differing settings listed, unless ``overwrite`` (then the old records, trees and results go).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+RUN_FILE = "run.json"
+RECORDS_FILE = "records.jsonl"
+TREES_DIR = "trees"
+LOCK_FILE = ".lock"
+RESULT_FILES = ("results.json", "results.md", "accuracy_vs_rollouts.png")
+RUN_FORMAT = "rftt-eval-run/1"
+
+
+class RunMismatch(RuntimeError):
+    """``--out`` holds a run made with other settings."""
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing to this ``--out``."""
+
+
+def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two fingerprints (empty list = same run).
+
+    >>> fingerprint_diff({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4})
+    ['b: the run has 2, this command has 3', 'c: the run has (unset), this command has 4']
+    """
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{line}" for line in fingerprint_diff(a, b)]
+        elif a != b:
+            out.append(f"{key}: the run has {a}, this command has {b}")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class LoadReport:
+    records: dict[str, dict] = field(default_factory=dict)
+    cut_tail: bool = False            # a torn last line was removed
+    skipped: list[str] = field(default_factory=list)  # "records.jsonl:LINE: why"
+
+
+class RunStore:
+    """Owns ``--out`` for one run (use as a context manager: it holds the lock)."""
+
+    def __init__(self, out: str | os.PathLike, fingerprint: dict[str, Any], *, overwrite: bool = False,
+                 warn: Callable[[str], None] | None = None):
+        self.out = Path(out).expanduser()
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # JSON-normalised (tuples -> lists)
+        self.overwrite = overwrite
+        self.warn = warn or (lambda msg: None)
+        self._fh = None
+        self._locked = False
+        self.loaded = LoadReport()
+
+    @property
+    def records_path(self) -> Path:
+        return self.out / RECORDS_FILE
+
+    @property
+    def trees_dir(self) -> Path:
+        return self.out / TREES_DIR
+
+    def tree_path(self, item_id: str) -> Path:
+        return self.trees_dir / f"{item_id}.json"
+
+    # -- open / close ---------------------------------------------------------------------------
+    def __enter__(self) -> "RunStore":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> LoadReport:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._check_or_write_fingerprint()
+            self.loaded = self._load_records()
+            self._fh = self.records_path.open("a", encoding="utf-8")
+        except BaseException:
+            self.close()
+            raise
+        return self.loaded
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._locked:
+            try:
+                (self.out / LOCK_FILE).unlink()
+            except FileNotFoundError:
+                pass
+            self._locked = False
+
+    def _lock(self) -> None:
+        path = self.out / LOCK_FILE
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise RunLocked(f"{self.out}: another rftt eval (pid {pid}) is writing here; wait for it "
+                                    f"or remove {path} if that process is gone") from None
+                path.unlink(missing_ok=True)  # stale lock of a dead process
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self._locked = True
+            return
+        raise RunLocked(f"{self.out}: could not take {path}")
+
+    def _check_or_write_fingerprint(self) -> None:
+        run_file = self.out / RUN_FILE
+        if run_file.exists() and not self.overwrite:
+            try:
+                old = json.loads(run_file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise RunMismatch(f"{run_file}: unreadable ({exc.msg}); pass --overwrite to start afresh") from exc
+            diff = fingerprint_diff(old.get("fingerprint", {}), self.fingerprint)
+            if not diff:
+                return
+            if self.records_path.exists() and self.records_path.stat().st_size > 0:
+                raise RunMismatch(
+                    f"{self.out} holds a run with other settings; resuming would mix answers of two "
+                    f"configurations:\n  " + "\n  ".join(diff)
+                    + "\nUse another --out, or --overwrite to discard the old run.")
+            # A run that never finished a question (e.g. the model failed to load) has nothing
+            # that could be mixed up: take the new settings.
+            self.warn(f"{run_file}: no finished question in this run yet; replacing its settings")
+        if self.overwrite:
+            self._clear()
+        elif self.records_path.exists() and self.records_path.stat().st_size:
+            raise RunMismatch(f"{self.out} has {RECORDS_FILE} but no {RUN_FILE}: not a run this tool can "
+                              f"resume; use another --out or --overwrite")
+        tmp = run_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": self.fingerprint}, indent=2),
+                       encoding="utf-8")
+        tmp.replace(run_file)
+
+    def _clear(self) -> None:
+        for name in (RECORDS_FILE, RUN_FILE, *RESULT_FILES):
+            (self.out / name).unlink(missing_ok=True)
+        if self.trees_dir.exists():
+            shutil.rmtree(self.trees_dir)
+
+    # -- records ----------------------------------------------------------------------------------
+    def _load_records(self) -> LoadReport:
+        report = LoadReport()
+        path = self.records_path
+        if not path.exists():
+            return report
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        # After a clean write the file ends with "\n" and the last split part is empty.
+        offset = 0
+        good_end = 0  # byte offset just after the last line that parsed
+        for number, raw in enumerate(lines, start=1):
+            start, offset = offset, offset + len(raw) + 1
+            if not raw.strip():
+                continue
+            is_last = all(not rest.strip() for rest in lines[number:])
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                if not isinstance(record, dict) or "id" not in record:
+                    raise ValueError("not a record object with an 'id'")
+            except (ValueError, UnicodeDecodeError) as exc:
+                if is_last:
+                    # A torn final write: cut it so the next append starts on a clean line.
+                    with path.open("r+b") as fh:
+                        fh.truncate(good_end)
+                    report.cut_tail = True
+                    self.warn(f"{path}:{number}: incomplete last line removed ({exc}); that question runs again")
+                    break
+                report.skipped.append(f"{path}:{number}: {exc}")
+                self.warn(f"{path}:{number}: unreadable line skipped ({exc}); that question runs again")
+                continue
+            good_end = min(offset, len(data))
+            report.records[str(record["id"])] = record
+        if good_end and not data[:good_end].endswith(b"\n") and not report.cut_tail:
+            with path.open("ab") as fh:  # the last good line lacks its newline: add it
+                fh.write(b"\n")
+        return report
+
+    def append(self, record: dict) -> None:
+        """Write one finished question; on return it is on disk."""
+        if self._fh is None:
+            raise RuntimeError("RunStore is not open")
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.loaded.records[str(record["id"])] = record

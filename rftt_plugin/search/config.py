@@ -1,0 +1,110 @@
+"""Every knob of the functional tree search, in one dataclass.
+
+The field names are mirrored one-to-one by the ``rftt.search`` section of the Hydra recipe, so
+``SearchConfig.from_mapping(cfg.rftt.search)`` is the whole binding. Defaults reproduce the
+reference implementation (rftt-method.md 3.2) except where a flag says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from rftt_plugin.tokens import DEFAULT_MAX_DEPTH, TOKEN_MODES
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Parameters of :class:`rftt_plugin.search.mcts.FunctionalMCTS`.
+
+    iterations                MCTS iterations per question = root-to-leaf paths emitted (16).
+                              With ``distinct_leaves`` it is the number of *distinct* leaves wanted.
+    uct_c                     exploration constant c of UCT = Q/N + c*sqrt(ln N_parent / N_child).
+    max_depth                 depth cap in steps (root = 0); a path has at most this many steps.
+    step_temperature/top_p/top_k  sampling of each step's text (0.1 / 0.95 / off, as the reference).
+    step_max_tokens           max sampled tokens of one step (512) ...
+    direct_answer_max_tokens  ... and of a ``direct_answer`` step (1024).
+    max_response_tokens       total budget of one path's response ids (inserted ids included); a
+                              path that reaches it ends with terminal reason ``budget``.
+    distinct_leaves           False (faithful): ``iterations`` iterations, a terminal leaf that
+                              selection reaches again is re-emitted (duplicates kept). True:
+                              search until ``iterations`` distinct leaves, or ``max_iterations``.
+    max_iterations            guard for ``distinct_leaves`` (0 = 4 x iterations).
+    min_tag_prior             0 (faithful): every allowed tag becomes a child. > 0: tags whose
+                              renormalised prior is below it get no child (the most probable tag
+                              is always kept), so low-entropy nodes branch little -- like the
+                              reference's wired-in read-out, which drops tags outside the top 12.
+    cut_reward                reward backed up from a leaf that is not an ``<output>`` step (depth
+                              or budget cut, failed generation).
+    loss_on_inserted          loss mask of ids inserted by the search (opening tags, newlines,
+                              EOS): 1 trains the tag choice as an action (the RFTT idea), 0 trains
+                              only the sampled text.
+    seed                      base seed; each step's sampling seed is derived from it, the
+                              question and the node id, so a search is reproducible.
+    token_mode                ``added`` (tags are single added tokens, exact tag probabilities
+                              from one next-token distribution) or ``text`` (tags are plain text).
+    """
+
+    iterations: int = 16
+    uct_c: float = 2.0
+    max_depth: int = DEFAULT_MAX_DEPTH
+    step_temperature: float = 0.1
+    step_top_p: float = 0.95
+    step_top_k: int = -1
+    step_max_tokens: int = 512
+    direct_answer_max_tokens: int = 1024
+    max_response_tokens: int = 8192
+    distinct_leaves: bool = False
+    max_iterations: int = 0
+    min_tag_prior: float = 0.0
+    cut_reward: float = 0.0
+    loss_on_inserted: bool = True
+    seed: int = 0
+    token_mode: str = "added"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.iterations < 1:
+            problems.append(f"iterations must be >= 1 (got {self.iterations})")
+        if self.uct_c < 0:
+            problems.append(f"uct_c must be >= 0 (got {self.uct_c})")
+        if self.max_depth < 1:
+            problems.append(f"max_depth must be >= 1 (got {self.max_depth})")
+        if self.step_temperature < 0:
+            problems.append(f"step_temperature must be >= 0 (got {self.step_temperature})")
+        if not 0 < self.step_top_p <= 1:
+            problems.append(f"step_top_p must be in (0, 1] (got {self.step_top_p})")
+        for name in ("step_max_tokens", "direct_answer_max_tokens", "max_response_tokens"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_iterations < 0:
+            problems.append(f"max_iterations must be >= 0 (got {self.max_iterations})")
+        if not 0 <= self.min_tag_prior < 1:
+            problems.append(f"min_tag_prior must be in [0, 1) (got {self.min_tag_prior})")
+        if self.token_mode not in TOKEN_MODES:
+            problems.append(f"token_mode must be one of {TOKEN_MODES} (got {self.token_mode!r})")
+        if problems:
+            raise ValueError("invalid SearchConfig: " + "; ".join(problems))
+
+    @property
+    def iteration_limit(self) -> int:
+        """How many iterations may run at most."""
+        if not self.distinct_leaves:
+            return self.iterations
+        return self.max_iterations or 4 * self.iterations
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> "SearchConfig":
+        """Build from a dict or an OmegaConf node; unknown keys are an error (typos must not
+        silently fall back to defaults)."""
+        if data is None:
+            return cls()
+        items = dict(data.items())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise ValueError(f"unknown rftt.search keys {unknown}; known keys: {sorted(known)}")
+        return cls(**items)

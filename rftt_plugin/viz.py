@@ -1,0 +1,194 @@
+"""Render a search tree: an indented terminal view and a self-contained interactive HTML page.
+
+Both show, per step: id, tag, prior P(tag) among its siblings, visits N, mean value Q/N, the
+terminal reason and reward of leaves, the iterations that emitted a leaf, and the step text
+(shortened in the terminal). Children that were ranked but never generated are summarised as
+"+k unexplored" (their tags and priors are listed in the HTML).
+
+The HTML page has no external resources: nested ``<details>`` elements (collapsible), tags
+coloured by kind, the value bar coloured from red (0) to green (1), and two buttons to open or
+close everything.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from rftt_plugin.search.tree import Node, Tree
+
+TAG_COLOURS = {  # one hue per functional tag (HTML) ...
+    "clarify": "#8e6bbf", "analyze": "#4f7fc0", "subquestion": "#2a9d8f", "next_step": "#5b8c3a",
+    "direct_answer": "#c08a2e", "verify": "#c0592e", "refine": "#b8417a", "output": "#333333",
+}
+_ANSI = {  # ... and the nearest terminal colour
+    "clarify": "35", "analyze": "34", "subquestion": "36", "next_step": "32", "direct_answer": "33",
+    "verify": "31", "refine": "95", "output": "1",
+}
+
+
+def as_tree(obj: Tree | dict[str, Any]) -> Tree:
+    return obj if isinstance(obj, Tree) else Tree.from_dict(obj)
+
+
+def _short(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
+
+
+def _leaf_iterations(tree: Tree) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, it in enumerate(tree.iterations):
+        if it.emitted:
+            out.setdefault(it.leaf, []).append(i)
+    return out
+
+
+def _value_rgb(v: float) -> str:
+    """Red (0) -> yellow -> green (1); values outside [0, 1] are clipped."""
+    v = 0.0 if math.isnan(v) else min(1.0, max(0.0, v))
+    return f"hsl({int(120 * v)}, 65%, 45%)"
+
+
+def summary_line(tree: Tree) -> str:
+    s = tree.stats()
+    return (f"{s.iterations} iterations · {s.leaves} leaves ({s.unique_leaves} unique) · {s.nodes} nodes · "
+            f"depth {s.max_depth} · {s.generated_tokens} generated / {s.independent_tokens} independent tokens "
+            f"({s.token_ratio:.2f}) · {s.llm_calls} LLM calls · mean reward {s.mean_reward:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal
+# --------------------------------------------------------------------------------------------
+
+def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int | None = None,
+                color: bool = False) -> str:
+    """An indented tree, one line per generated step."""
+    tree = as_tree(obj)
+    leaves = _leaf_iterations(tree)
+
+    def paint(s: str, code: str) -> str:
+        return f"\x1b[{code}m{s}\x1b[0m" if color else s
+
+    def value(v: float) -> str:
+        code = "32" if v >= 0.5 else "33" if v > 0 else "31"
+        return paint(f"{v:.2f}", code)
+
+    lines = [f"Q: {_short(tree.question, 200)}" + (f"   (gold: {tree.gold})" if tree.gold is not None else ""),
+             summary_line(tree), f"root  N={tree.root.N} Q/N={value(tree.root.value)}"]
+    if tree.meta.get("error"):
+        lines.append(paint(f"error: {tree.meta['error']}", "31"))
+
+    def describe(n: Node) -> str:
+        tag = n.tag.value if n.tag else "root"
+        parts = [f"#{n.id}", paint(f"<{tag}>", _ANSI.get(tag, "0")), f"p={n.prior:.2f}", f"N={n.N}",
+                 f"Q/N={value(n.value)}"]
+        if n.terminal:
+            mark = "✓" if n.terminal_reason == "output" and (n.reward or 0) >= 1 else "•"
+            parts.append(paint(f"{mark} {n.terminal_reason} r={n.reward if n.reward is not None else 0:.2f}",
+                               "1" if n.terminal_reason == "output" else "2"))
+        if n.id in leaves:
+            parts.append(f"it={','.join(map(str, leaves[n.id]))}")
+        if n.error:
+            parts.append(paint(f"[{_short(n.error, 40)}]", "31"))
+        return " ".join(parts) + f'  "{_short(n.text, width)}"'
+
+    def walk(n: Node, prefix: str) -> None:
+        kids = [tree[c] for c in n.children]
+        shown = [k for k in kids if k.generated]
+        hidden = len(kids) - len(shown)
+        if max_depth is not None and n.depth >= max_depth:
+            if shown:
+                lines.append(f"{prefix}└─ … {len(shown)} more below")
+            return
+        for i, k in enumerate(shown):
+            last = i == len(shown) - 1 and not hidden
+            lines.append(prefix + ("└─ " if last else "├─ ") + describe(k))
+            walk(k, prefix + ("   " if last else "│  "))
+        if hidden:
+            tags = ", ".join(f"{k.tag.value}" for k in kids if not k.generated)
+            lines.append(prefix + paint(f"└─ +{hidden} unexplored ({tags})", "2"))
+
+    walk(tree.root, "")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.2em;margin:0 0 .3em} .q{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.6em;border-radius:6px}
+.stats{color:#555;margin:.5em 0 1em} .legend span{display:inline-block;margin:0 .4em .3em 0}
+details{margin-left:1.2em;border-left:2px solid #e3e3e3;padding-left:.5em}
+summary{cursor:pointer;list-style:none;padding:2px 0} summary::-webkit-details-marker{display:none}
+summary:before{content:"▸";color:#999;display:inline-block;width:1em} details[open]>summary:before{content:"▾"}
+details.leaf>summary:before{content:"•"}
+.tag{color:#fff;border-radius:4px;padding:0 .45em;font-family:ui-monospace,monospace;font-size:.92em}
+.bar{display:inline-block;width:60px;height:.7em;background:#eee;border-radius:3px;vertical-align:middle;margin:0 .3em}
+.bar i{display:block;height:100%;border-radius:3px}
+.meta{color:#666;font-size:.9em} .term{font-weight:600} .err{color:#b00020}
+pre{white-space:pre-wrap;background:#fff;border:1px solid #eee;border-radius:4px;padding:.4em .6em;margin:.2em 0 .4em;max-height:22em;overflow:auto}
+.unexplored{color:#999;font-size:.9em;margin:.1em 0 .2em} button{margin-right:.5em}
+"""
+
+_JS = """
+function setAll(open){document.querySelectorAll('details').forEach(d=>d.open=open)}
+"""
+
+
+def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: int) -> str:
+    tag = n.tag.value if n.tag else "root"
+    colour = TAG_COLOURS.get(tag, "#666")
+    v = n.value
+    bits = [f'<span class="tag" style="background:{colour}">&lt;{tag}&gt;</span>',
+            f'<span class="bar" title="Q/N = {v:.3f}"><i style="width:{int(100 * min(1, max(0, v)))}%;'
+            f'background:{_value_rgb(v)}"></i></span>',
+            f'<span class="meta">#{n.id} · Q/N {v:.2f} · N {n.N} · p {n.prior:.2f}</span>']
+    if n.terminal:
+        bits.append(f'<span class="term" style="color:{_value_rgb(n.reward or 0.0)}">'
+                    f'{html.escape(n.terminal_reason or "")} r={n.reward if n.reward is not None else 0:.2f}</span>')
+    if n.id in leaves:
+        bits.append(f'<span class="meta">iterations {", ".join(map(str, leaves[n.id]))}</span>')
+    kids = [tree[c] for c in n.children]
+    shown = [k for k in kids if k.generated]
+    body = [f"<pre>{html.escape(n.text)}</pre>"] if n.text else []
+    details = (f"log P(tag)={n.prior_logprob:.3f} · {len(n.token_ids)} ids ({n.n_sampled} sampled)"
+               + (f" · finish {n.finish_reason}" if n.finish_reason else ""))
+    body.append(f'<div class="meta">{html.escape(details)}</div>')
+    if n.error:
+        body.append(f'<div class="err">{html.escape(n.error)}</div>')
+    rest = [k for k in kids if not k.generated]
+    if rest:  # ranked but never generated: listed before the children they compete with
+        listing = ", ".join(f"{k.tag.value} ({k.prior:.2f})" for k in rest)
+        body.append(f'<div class="unexplored">unexplored next tags: {html.escape(listing)}</div>')
+    body += [_html_node(tree, k, leaves, open_depth) for k in shown]
+    cls = ' class="leaf"' if not kids else ""
+    opened = " open" if n.depth <= open_depth else ""
+    return f"<details{cls}{opened}><summary>{' '.join(bits)}</summary>{''.join(body)}</details>"
+
+
+def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_depth: int = 99) -> str:
+    """A self-contained HTML page for one tree; steps down to depth ``open_depth`` start open."""
+    tree = as_tree(obj)
+    leaves = _leaf_iterations(tree)
+    legend = "".join(f'<span class="tag" style="background:{c}">&lt;{t}&gt;</span>' for t, c in TAG_COLOURS.items())
+    gold = f"<div class='meta'>gold: {html.escape(str(tree.gold))}</div>" if tree.gold is not None else ""
+    error = f"<div class='err'>error: {html.escape(str(tree.meta['error']))}</div>" if tree.meta.get("error") else ""
+    root = tree.root
+    roots = "".join(_html_node(tree, tree[c], leaves, open_depth) for c in root.children if tree[c].generated)
+    head = title or "RFTT search tree"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(head)}</title>
+<style>{_CSS}</style><script>{_JS}</script></head><body>
+<h1>{html.escape(head)}</h1>
+<div class="q">{html.escape(tree.question)}</div>{gold}{error}
+<div class="stats">{html.escape(summary_line(tree))}</div>
+<div class="legend">{legend} <span class="meta">value: <span class="bar"><i style="width:100%;background:linear-gradient(90deg,{_value_rgb(0)},{_value_rgb(0.5)},{_value_rgb(1)})"></i></span> 0 → 1</span></div>
+<p><button onclick="setAll(true)">expand all</button><button onclick="setAll(false)">collapse all</button>
+<span class="meta">root: N {root.N} · Q/N {root.value:.3f}</span></p>
+<div class="tree">{roots}</div>
+</body></html>
+"""

@@ -1,0 +1,90 @@
+"""`rftt search` / `rftt show` and the renderers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rftt_plugin import cli
+from rftt_plugin.search.tree import Tree
+from rftt_plugin.viz import render_html, render_text
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [{"question": "What is 3 + 4? <script>alert(1)</script>", "answer": "7", "id": "a"},
+            {"problem": "Compute 2 * 5.", "solution": "It is \\boxed{10}."},
+            {"nothing": "here"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_search_fake_backend_writes_trees_and_summary(questions, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["search", "--backend", "fake", "--questions", str(questions), "--out", str(out),
+                   "--iterations", "6", "--no-progress", "--seed", "3"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["questions"] == 2 and summary["config"]["iterations"] == 6
+    first, second = summary["trees"]
+    assert first["id"] == "a" and first["gold"] == "7" and second["gold"] == "10"
+    assert first["leaves"] == 6 and 0 < first["token_ratio"] <= 1
+    tree = Tree.load(out / first["file"])
+    assert len(tree.paths()) == 6 and tree.meta["backend"] == "fake"
+    assert "skipping" in capsys.readouterr().err  # the row without a question is named, not fatal
+
+    html_path = tmp_path / "t.html"
+    assert cli.main(["show", str(out / first["file"]), "--html", str(html_path), "--color", "never"]) == 0
+    printed = capsys.readouterr().out
+    assert "Q: What is 3 + 4?" in printed and "<output>" in printed and "Q/N=" in printed
+    page = html_path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<details") == tree.stats().nodes - sum(
+        1 for n in tree.nodes[1:] if not n.generated)
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page  # question text is escaped
+    assert "http" not in page.replace("http://www.w3.org", "")  # self-contained: nothing fetched
+
+
+def test_show_reports_unreadable_files(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"format\": \"other\"}")
+    assert cli.main(["show", str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "hf"
+    q = tmp_path / "one.jsonl"
+    q.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}))
+    rc = cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q),
+                   "--out", str(out), "--token-mode", "text", "--iterations", "3", "--step-max-tokens", "4",
+                   "--no-grade", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trees"][0]["leaves"] == 3 and summary["trees"][0]["llm_calls"] >= 2
+
+
+def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questions):
+    with pytest.raises(SystemExit, match="prepare-model"):
+        cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(questions),
+                  "--out", str(tmp_path / "x"), "--no-progress"])
+
+
+def test_text_rendering_marks_leaves_and_limits_depth():
+    from rftt_plugin.backends.fake import FakeBackend, TagScript
+    from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout
+    import asyncio
+
+    script = TagScript()
+    mcts = FunctionalMCTS(FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab),
+                          SearchConfig(iterations=5), grade=script.grade)
+    tree = asyncio.run(mcts.search("q")).tree
+    full = render_text(tree)
+    assert full.count("it=") == len({it.leaf for it in tree.iterations})
+    assert "unexplored" in full and "\x1b[" not in full
+    short = render_text(tree, max_depth=1, color=True)
+    assert "more below" in short and "\x1b[" in short
+    assert len(short.splitlines()) < len(full.splitlines())
+    page = render_html(tree.to_dict(), open_depth=1)
+    assert "<details open>" in page and "<details>" in page
