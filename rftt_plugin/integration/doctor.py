@@ -54,19 +54,32 @@ def _check(name: str, fix: str, fn) -> Check:
         return Check(name, False, f"{type(exc).__name__}: {exc}", fix)
 
 
-def _compose_recipe(recipe: str):
+# Which verl entry point composes a recipe: `rftt.trainer` in the recipe (default: main_ppo).
+TRAINER_CONFIGS = {"ppo": "ppo_trainer", "sft": "sft_trainer_engine"}
+
+
+def _recipe_trainer(recipe: str) -> str:
+    """Read `rftt.trainer` from the recipe file itself (no composition needed)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.load(RECIPE_DIR / f"{recipe}.yaml")
+    return str(OmegaConf.select(raw, "rftt.trainer", default="ppo"))
+
+
+def _compose_recipe(recipe: str, trainer: str = "ppo"):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        return compose(config_name="ppo_trainer", overrides=[f"+recipe={recipe}"])
+        return compose(config_name=TRAINER_CONFIGS[trainer], overrides=[f"+recipe={recipe}"])
 
 
 def _recipe_checks(recipe: str) -> list[Check]:
     checks: list[Check] = []
     try:
-        cfg = _compose_recipe(recipe)
+        trainer = _recipe_trainer(recipe)
+        cfg = _compose_recipe(recipe, trainer)
     except Exception as exc:
         return [Check(f"recipe {recipe}: resolvable", False, f"{type(exc).__name__}: {exc}",
                       "the recipe group is not on Hydra's search path: reinstall rftt-plugin (pip install rftt-plugin) "
@@ -75,8 +88,8 @@ def _recipe_checks(recipe: str) -> list[Check]:
     checks.append(Check(f"recipe {recipe}: resolvable", section is not None,
                         f"rftt.recipe={section.get('recipe') if section is not None else None}",
                         "" if section is not None else "+recipe did not apply the recipe: Hydra found another `recipe` group"))
-    if section is None:
-        return checks
+    if section is None or trainer != "ppo":
+        return checks  # SFT recipes: no estimator, agent loop or reward function to check
 
     estimator = cfg.algorithm.adv_estimator
 
