@@ -75,7 +75,8 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
         code = "32" if v >= 0.5 else "33" if v > 0 else "31"
         return paint(f"{v:.2f}", code)
 
-    lines = [f"Q: {_short(tree.question, 200)}" + (f"   (gold: {tree.gold})" if tree.gold is not None else ""),
+    gold = f"   (gold: {_short(str(tree.gold), 60)})" if tree.gold is not None else ""
+    lines = [f"Q: {_short(tree.question, 200)}{gold}",
              summary_line(tree), f"root  N={tree.root.N} Q/N={value(tree.root.value)}"]
     if tree.meta.get("error"):
         lines.append(paint(f"error: {tree.meta['error']}", "31"))

@@ -491,6 +491,8 @@ def test_server_rejects_what_it_does_not_support(server_cfgs, tiny):
             await server.generate(prompt_ids=prompt, sampling_params={"n": 4}, request_id="z")
         with pytest.raises(UnsupportedRequest, match="lora_request"):
             await server.generate(prompt_ids=prompt, sampling_params={}, request_id="w", lora_request=1)
+        with pytest.raises(UnsupportedRequest, match="skip_tokenizer_init"):  # verl's default config
+            await server.generate(prompt_ids=prompt, sampling_params={"stop": ["</step>"]}, request_id="v")
 
     asyncio.run(scenario())
 

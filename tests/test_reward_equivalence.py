@@ -271,8 +271,9 @@ async def test_asyncio_does_not_block_the_loop():
 
 
 def _child_check(queue) -> None:
-    from rftt_plugin.reward.equivalence import check_equivalence as check, grader_stats
+    from rftt_plugin.reward.equivalence import check_equivalence as check, configure, grader_stats
 
+    configure(workers=1)  # keep the test within two busy grader processes on a shared machine
     verdict = check("\\sqrt{2.25}", GoldAnswer(("1.5",), "number"))
     queue.put((verdict.equivalent, verdict.method, grader_stats()["worker_starts"], os.getpid()))
 
@@ -292,7 +293,8 @@ def test_fork_child_builds_its_own_pool():
     assert check_equivalence("\\sqrt{1/4}", gold("0.5")).equivalent
 
 
-def test_many_processes_at_once():
+def test_many_processes_at_once(monkeypatch):
+    monkeypatch.setenv("RFTT_GRADER_WORKERS", "1")   # each spawned process owns a one-worker pool
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
         results = pool.map(_spawned_check, [("\\sqrt{0.25}", "0.5"), ("\\sqrt{9}", "3"), ("\\sqrt{5}", "3")])
@@ -318,12 +320,13 @@ def test_interpreter_exit_does_not_hang_and_kills_workers():
         time.sleep(0.5)   # exit while a worker is stuck in sympy
     """)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    env = {**os.environ, "RFTT_GRADER_WORKERS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 15, elapsed
     pids = [int(p) for p in proc.stdout.split()]
-    assert len(pids) == eq.get_config().workers + 1          # the workers and their fork server
+    assert len(pids) == 1 + 1                                # the worker and its fork server
     time.sleep(0.5)
     for pid in pids:
         assert not _alive(pid), f"grader process {pid} outlived its parent"

@@ -22,7 +22,9 @@ Request
     ``max_tokens``              also ``max_new_tokens``; default
                                 ``min(response_length, prompt_length + response_length - len(prompt))``,
                                 then clamped to ``[1, max_model_len - len(prompt)]``
-    ``stop``                    strings, matched on the decoded response (special tokens skipped)
+    ``stop``                    strings, matched on the decoded response (special tokens skipped);
+                                refused unless ``rollout.skip_tokenizer_init=False`` (verl's default
+                                ``True`` leaves vLLM without a detokenizer; prefer ``stop_token_ids``)
     ``stop_token_ids``          token ids
     ``ignore_eos``              default ``rollout.ignore_eos``
     ``allowed_token_ids``       sample only among these ids (the rest get -inf)

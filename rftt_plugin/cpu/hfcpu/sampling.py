@@ -72,6 +72,9 @@ class ServerLimits:
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
     default_seed: Optional[int] = None  # set when full_determinism is on
+    # verl runs vLLM with rollout.skip_tokenizer_init=True by default; vLLM then has no detokenizer
+    # and cannot match stop *strings*. We refuse them in that case rather than diverge silently.
+    stop_strings_allowed: bool = True
 
 
 @dataclass(frozen=True)
@@ -184,12 +187,19 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
             )
 
     seed = _get(params, "seed", limits.default_seed)
+    stop = _as_tuple_of_str(params.get("stop"), "stop")
+    if stop and not limits.stop_strings_allowed:
+        raise UnsupportedRequest(
+            f"stop strings {list(stop)} need a detokenizer, but actor_rollout_ref.rollout.skip_tokenizer_init=True "
+            f"(verl's default): vLLM cannot match stop strings then. Use stop_token_ids, or set "
+            f"actor_rollout_ref.rollout.skip_tokenizer_init=False."
+        )
     return SamplingSpec(
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
         top_k=top_k,
-        stop=_as_tuple_of_str(params.get("stop"), "stop"),
+        stop=stop,
         stop_token_ids=_as_tuple_of_int(params.get("stop_token_ids"), "stop_token_ids"),
         ignore_eos=bool(_get(params, "ignore_eos", limits.ignore_eos)),
         allowed_token_ids=allowed,

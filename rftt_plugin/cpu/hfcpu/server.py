@@ -96,6 +96,7 @@ class HFCPUServer:
             repetition_penalty=float(getattr(self.config, "repetition_penalty", 1.0) or 1.0),
             ignore_eos=bool(self.config.ignore_eos),
             default_seed=(replica_rank + self.config.seed) if self.config.full_determinism else None,
+            stop_strings_allowed=not bool(getattr(self.config, "skip_tokenizer_init", False)),
         )
         seed = self.options.seed if self.options.seed is not None else self.config.seed + replica_rank
         pad = getattr(tokenizer, "pad_token_id", None)
