@@ -137,6 +137,14 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     )
 }
 
+# Benchmarks that are never part of the default list and have no public copy: only a local file
+# (`--source NAME=FILE` / --data-dir). `arith` is the synthetic held-out split of the CPU quickstart
+# (rftt_plugin.synthetic), written as jsonl with `question` and `answer`.
+EXTRA_BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "arith": BenchmarkSpec("arith", "Synthetic arithmetic (CPU quickstart)", ("arith_test", "arith"), "", "test",
+                           question_fields=("question",), gold_fields=("answer",)),
+}
+
 # Names people type for the same benchmark.
 _ALIASES = {"math-500": "math500", "math_500": "math500", "gsm8k_test": "gsm8k", "aime": "aime24",
             "aime2024": "aime24", "aime_2024": "aime24", "amc": "amc23", "amc2023": "amc23",
@@ -146,6 +154,8 @@ _ALIASES = {"math-500": "math500", "math_500": "math500", "gsm8k_test": "gsm8k",
 def spec_for(name: str) -> BenchmarkSpec:
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
+    if key in EXTRA_BENCHMARKS:
+        return EXTRA_BENCHMARKS[key]
     if key not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     return BENCHMARKS[key]
@@ -227,6 +237,9 @@ def resolve_source(name: str, source: str | None = None, data_dir: str | os.Path
         found = _local_file_in(directory, spec)
         if found is not None:
             return ResolvedSource("local", str(found))
+    if not spec.hub_id:
+        raise BenchmarkError(f"{spec.name} has no public copy: give its file with --source {spec.name}=FILE "
+                             f"or --data-dir DIR holding {spec.files[0]}.jsonl")
     return ResolvedSource("hub", spec.hub_id, spec.hub_split, spec.hub_subset)
 
 
@@ -334,7 +347,7 @@ class Benchmark:
 
     @property
     def spec(self) -> BenchmarkSpec:
-        return BENCHMARKS[self.name]
+        return spec_for(self.name)
 
     def __len__(self) -> int:
         return len(self.items)
