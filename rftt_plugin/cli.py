@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check that the plugin is wired into verl here (registrations, recipes, versions)"),
     "dry-run": ("dry_run", "run a recipe's main_ppo unchanged on CPU for a few real steps (tiny model clone)"),
     "data": ("data", "build verl RL parquet from the MATH training set or a local file (`rftt data rl`)"),
+    "quickstart": ("quickstart", "run the whole RFTT pipeline at toy scale on CPU (prepare, SFT, RL, eval)"),
     "prepare-model": ("prepare_model", "add the functional tokens to a Hugging Face checkpoint (new rows, manifest)"),
     "gen-sft": ("gen_sft", "phase 1: prompted tree search + branch merging -> verl SFT parquet (resumable)"),
     "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench: greedy chain or tree search, resumable"),

@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,10 +50,10 @@ class QuickstartConfig:
     sft_steps: int = 300          # verl SFT trainer steps
     sft_batch: int = 16
     sft_lr: float = 3e-3          # a tiny random model needs a large step; the paper's 7e-6 is for 7B models
-    rl_steps: int = 8             # verl main_ppo steps
-    rl_prompts: int = 4           # prompts per RL step
+    rl_steps: int = 30            # verl main_ppo steps
+    rl_prompts: int = 8           # prompts per RL step
     rl_leaves: int = 4            # rollout.n = search iterations per prompt
-    rl_lr: float = 2e-5
+    rl_lr: float = 5e-4           # tiny model: large steps (the paper uses 5e-7 for 7B)
     eval_limit: int = 30          # held-out questions per evaluation
     rollouts: tuple[int, ...] = (1, 2, 4)
     step_max_tokens: int = 40
@@ -128,8 +127,8 @@ class Quickstart:
         base = build_tiny_model(self.out / "model" / "base", seed=self.config.seed)
         result = prepare_model(str(base), str(self.out / "model" / "prepared"), overwrite=True, progress=False,
                                log=lambda _m: None)
-        return f"(16 functional tokens: ids {min(result.token_ids.values())}..{max(result.token_ids.values())})" \
-            if hasattr(result, "token_ids") and result.token_ids else ""
+        ids = sorted(result.token_ids.values())
+        return f"(16 functional tokens, ids {ids[0]}..{ids[-1]})" if ids else ""
 
     def stage_data(self) -> str:
         import pandas as pd
@@ -228,7 +227,7 @@ class Quickstart:
         if trees:
             from rftt_plugin.commands import show
 
-            show.run(show_args(trees[0], self.out / "tree.html"))
+            show.run(show_args(trees[-1], self.out / "tree.html"))
         _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
         self.log("\n" + table)
         return ""
@@ -245,7 +244,7 @@ class Quickstart:
             summary = json.loads(path.read_text())
             chain, tree = summary["chain"], summary["tree"]
             cells = [f"{_acc(chain, 'pass@1'):.1%}"] + [f"{_acc(tree, f'k={k}'):.1%}" for k in cfg.rollouts]
-            rows.append(f"| {label} | " + " | ".join(cells) + f" | {_field(chain, 'format_valid'):.1%} |")
+            rows.append(f"| {label} | " + " | ".join(cells) + f" | {_field(chain, 'format_ok', 'pass@1'):.1%} |")
         n = cfg.eval_limit
         return (f"Held-out synthetic arithmetic, {n} questions (tiny {cfg.n_train}-problem toy task on CPU; "
                 f"the numbers are what this run measured):\n\n" + "\n".join(rows))
@@ -286,10 +285,14 @@ class Quickstart:
 
 
 def show_args(tree: Path, html: Path):
+    """Arguments of ``rftt show TREE --html OUT --quiet``, parsed by the command's own parser."""
     import argparse
 
-    return argparse.Namespace(tree=str(tree), html=str(html), max_text=80, width=None, no_color=True,
-                              depth=None, quiet=True)
+    from rftt_plugin.commands import show
+
+    parser = argparse.ArgumentParser()
+    show.add_arguments(parser)
+    return parser.parse_args([str(tree), "--html", str(html), "--quiet"])
 
 
 def _latest_hf(ckpt: Path, actor: bool = False) -> Path:
@@ -322,8 +325,8 @@ def _acc(summary: dict, column: str) -> float:
     return float(bench["accuracy"].get(column, float("nan")))
 
 
-def _field(summary: dict, name: str) -> float:
-    return float(summary["benchmarks"]["arith"].get(name, float("nan")))
+def _field(summary: dict, name: str, column: str) -> float:
+    return float(summary["benchmarks"]["arith"].get(name, {}).get(column, float("nan")))
 
 
 def _write_json(path: Path, data) -> None:

@@ -24,3 +24,20 @@ def run_python(code: str, *, env: dict | None = None, cwd: str | os.PathLike | N
                python: str = sys.executable) -> subprocess.CompletedProcess:
     return subprocess.run([python, "-c", code], capture_output=True, text=True, env=env or clean_env(),
                           cwd=cwd, timeout=timeout)
+
+
+def run_verl(cmd: list[str], workdir: Path, timeout_s: float, tag: str):
+    """Run a verl entry point (main_ppo, ...) offline, with a private RAY_TMPDIR and a hard timeout;
+    every process of the run is cleaned up afterwards, also on failure."""
+    import shutil
+
+    from rftt_plugin.cpu.dryrun.process import run_logged
+
+    ray_tmp = f"/tmp/rftt-{tag}-{os.getpid()}"  # short: Ray's AF_UNIX socket paths must fit in ~107 bytes
+    os.makedirs(ray_tmp, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp}
+    try:
+        return run_logged(cmd, env, Path(workdir) / f"{tag}.log", timeout_s, marker=ray_tmp, echo=None), ray_tmp
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

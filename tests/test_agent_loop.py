@@ -8,10 +8,8 @@ instantiated exactly as verl's agent-loop worker does; outputs go through verl's
 from __future__ import annotations
 
 import asyncio
-import random
 import zlib
 
-import numpy as np
 import pytest
 import torch
 

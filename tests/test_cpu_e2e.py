@@ -11,8 +11,6 @@ hard timeout and its Ray processes are terminated afterwards, also on failure
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import textwrap
 
@@ -20,8 +18,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rftt_plugin.cpu.dryrun.process import ours_alive, run_logged
+from rftt_plugin.cpu.dryrun.process import ours_alive
 from rftt_plugin.cpu.dryrun.report import parse_step_metrics, read_events
+from tests.helpers import run_verl
 
 pytestmark = [
     pytest.mark.e2e,
@@ -59,8 +58,6 @@ def test_main_ppo_grpo_two_steps_on_cpu(tiny_model_dir, tmp_path):
     pd.DataFrame(_rows(4, offset=100)).to_parquet(tmp_path / "val.parquet")
     (tmp_path / "reward.py").write_text(REWARD)
     events = tmp_path / "hfcpu_events.jsonl"
-    ray_tmp = f"/tmp/rftt-e2e-{os.getpid()}"  # short: Ray's AF_UNIX socket paths must fit in ~107 bytes
-    os.makedirs(ray_tmp, exist_ok=True)
 
     cmd = [
         sys.executable, "-m", "verl.trainer.main_ppo",
@@ -80,12 +77,7 @@ def test_main_ppo_grpo_two_steps_on_cpu(tiny_model_dir, tmp_path):
         f"actor_rollout_ref.rollout.engine_kwargs.hfcpu.event_log={events}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp}
-    try:
-        result = run_logged(cmd, env, tmp_path / "main_ppo.log", RUN_TIMEOUT_S, marker=ray_tmp, echo=None)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    result, ray_tmp = run_verl(cmd, tmp_path, RUN_TIMEOUT_S, "e2e-grpo")
     log_tail = "".join(result.lines[-60:])
     print(f"\n[cpu e2e] wall {result.wall_s:.1f} s, peak process-tree RSS {result.peak_tree_rss_mb:.0f} MiB, "
           f"leftover processes killed: {result.leftovers_killed}, log {result.log_path}")

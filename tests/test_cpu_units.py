@@ -12,7 +12,8 @@ import types
 import pytest
 import torch
 
-from rftt_plugin.cpu import compat, hooks, patches
+from rftt_plugin import import_hooks as hooks
+from rftt_plugin.cpu import compat, patches
 from rftt_plugin.cpu.compat import PatchSignatureError
 from rftt_plugin.cpu.platform import CPUPlatformMethods, decide_registration, platform_class
 

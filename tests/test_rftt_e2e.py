@@ -15,8 +15,6 @@ which the agent loop marks); rollout weights fresh at every step.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from collections import Counter
 
@@ -24,10 +22,10 @@ import pandas as pd
 import pytest
 import torch
 
-from rftt_plugin.cpu.dryrun.process import run_logged
 from rftt_plugin.cpu.dryrun.report import parse_step_metrics
 from rftt_plugin.synthetic import rl_row, split_problems
 from rftt_plugin.tokens import validate
+from tests.helpers import run_verl
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,8 +48,6 @@ def test_main_ppo_with_rftt_recipe_two_steps_on_cpu(recipe, warm_model_dir, tmp_
     pd.DataFrame([rl_row(p, i, "train") for i, p in enumerate(train)]).to_parquet(tmp_path / "train.parquet")
     pd.DataFrame([rl_row(p, i, "test") for i, p in enumerate(test)]).to_parquet(tmp_path / "test.parquet")
     dump = tmp_path / "rollouts"
-    ray_tmp = f"/tmp/rftt-e2e-{recipe}-{os.getpid()}"
-    os.makedirs(ray_tmp, exist_ok=True)
     cmd = [
         sys.executable, "-m", "verl.trainer.main_ppo", f"+recipe={recipe}", "+dryrun=cpu",
         f"actor_rollout_ref.model.path={warm_model_dir}",
@@ -65,12 +61,7 @@ def test_main_ppo_with_rftt_recipe_two_steps_on_cpu(recipe, warm_model_dir, tmp_
     ]
     if recipe == "rftt_tree":
         cmd.append("rftt.credit.step_weight=1.0")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp}
-    try:
-        result = run_logged(cmd, env, tmp_path / "main_ppo.log", RUN_TIMEOUT_S, marker=ray_tmp, echo=None)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    result, _ = run_verl(cmd, tmp_path, RUN_TIMEOUT_S, f"e2e-{recipe}")
     log_tail = "".join(result.lines[-80:])
     print(f"\n[{recipe} e2e] wall {result.wall_s:.1f} s, peak process-tree RSS {result.peak_tree_rss_mb:.0f} MiB")
     assert not result.timed_out, f"main_ppo exceeded {RUN_TIMEOUT_S} s\n{log_tail}"

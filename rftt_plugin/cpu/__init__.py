@@ -43,7 +43,8 @@ def status(probe: bool = False) -> dict[str, Any]:
     import importlib
     import sys
 
-    from rftt_plugin.cpu import compat, hooks
+    from rftt_plugin import import_hooks as hooks
+    from rftt_plugin.cpu import compat
     from rftt_plugin.cpu.state import STATE
 
     if probe:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from rftt_plugin.cpu import hooks
+from rftt_plugin import import_hooks as hooks
 from rftt_plugin.cpu.compat import PatchSignatureError, parameter_names, private_patches_allowed
 from rftt_plugin.cpu.patches import PATCHES, Patch
 from rftt_plugin.cpu.state import APPLIED, FAILED, PENDING, SKIPPED, STATE

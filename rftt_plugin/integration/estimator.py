@@ -27,7 +27,7 @@ def compute_rftt_tree_advantage(token_level_rewards, response_mask, config=None,
 
 
 def register(core_algos_module) -> None:
-    """Called when ``verl.trainer.ppo.core_algos`` is imported (see ``integration.lazy``)."""
+    """Called when ``verl.trainer.ppo.core_algos`` is imported (see ``rftt_plugin.import_hooks``)."""
     if core_algos_module.ADV_ESTIMATOR_REGISTRY.get(NAME) is compute_rftt_tree_advantage:
         return
     core_algos_module.register_adv_est(NAME)(compute_rftt_tree_advantage)

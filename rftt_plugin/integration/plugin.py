@@ -20,15 +20,17 @@ LOADED = False  # set last; guard.plugin_loaded() reads it
 
 
 def _register_all() -> None:
-    from rftt_plugin.integration import estimator, guard, hydra_searchpath, lazy
+    from rftt_plugin import cpu, import_hooks
+    from rftt_plugin.integration import estimator, guard, hydra_searchpath
 
     guard.register_resolver()
     hydra_searchpath.register()
-    from rftt_plugin import cpu; cpu.install()  # CPU platform + hfcpu rollout (only acts on hosts without CUDA/NPU)
-    lazy.when_imported("verl.trainer.ppo.core_algos", estimator.register)
-    # importing our agent-loop module registers `rftt_tree` with verl's public @register
-    lazy.when_imported("verl.experimental.agent_loop.agent_loop",
-                       lambda _module: importlib.import_module("rftt_plugin.integration.agent_loop"))
+    cpu.install()  # CPU platform + hfcpu rollout; acts only on hosts without CUDA/NPU
+    # Registries live in heavy modules: register when verl itself imports them.
+    import_hooks.when_imported("verl.trainer.ppo.core_algos", estimator.register)
+    # importing our agent-loop module registers `rftt_tree` through verl's public @register
+    import_hooks.when_imported("verl.experimental.agent_loop.agent_loop",
+                               lambda _module: importlib.import_module("rftt_plugin.integration.agent_loop"))
 
 
 try:

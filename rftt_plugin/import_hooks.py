@@ -1,7 +1,7 @@
 """Run a callback right after a given module has been imported (a post-import hook).
 
-Why: the registries and symbols the CPU support needs live in heavy verl modules (the FSDP engine,
-the rollout registry, ...). Importing them from the ``verl.plugins`` entry point would make every
+Why: the registries and symbols the plugin needs live in heavy verl modules (advantage estimators,
+agent loops, the FSDP engine, the rollout registry, ...). Importing them from the ``verl.plugins`` entry point would make every
 ``import verl`` seconds slower and can import-cycle, because the entry point runs while
 ``verl/__init__.py`` is still executing. Instead we wait until verl imports them itself.
 
@@ -10,16 +10,21 @@ the real spec and wraps that spec's loader instance so ``exec_module`` runs the 
 the module body. Loader instances are per-module for normal source/bytecode files, so nothing else
 is affected. If the module is already imported when a hook is added, the callback runs at once.
 
-Callbacks run exactly once per module. An exception in a callback propagates out of the import
-statement that triggered it: a failed CPU registration must be loud, never silent.
+Callbacks run exactly once per module. An exception in a callback is logged at ERROR on logger
+``rftt_plugin`` (verl would otherwise hide it) and propagates out of the import statement that
+triggered it: a failed registration must be loud, never silent. Shared by ``rftt_plugin.integration``
+and ``rftt_plugin.cpu``; imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import importlib.abc
+import logging
 import sys
 import threading
 from typing import Callable
+
+logger = logging.getLogger("rftt_plugin")
 
 Callback = Callable[[object], None]
 
@@ -63,7 +68,12 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         with self._lock:
             callbacks = self.pending.pop(module_name, [])
         for callback in callbacks:
-            callback(module)
+            try:
+                callback(module)
+            except BaseException:
+                logger.error("rftt-plugin: deferred registration %s after importing %s failed",
+                             getattr(callback, "__qualname__", callback), module_name, exc_info=True)
+                raise
 
 
 _FINDER = _PostImportFinder()
