@@ -53,7 +53,12 @@ class QuickstartConfig:
     rl_steps: int = 30            # verl main_ppo steps
     rl_prompts: int = 8           # prompts per RL step
     rl_leaves: int = 4            # rollout.n = search iterations per prompt
-    rl_lr: float = 5e-4           # tiny model: large steps (the paper uses 5e-7 for 7B)
+    rl_lr: float = 1e-4           # tiny model: large steps (the paper uses 5e-7 for 7B)
+    # The toy policy is near-deterministic after SFT: sample step text at temperature 1 so leaves of a
+    # tree differ in their arithmetic (and so in reward), and prune tags the SFT model never uses
+    # (the paper keeps every allowed tag and samples at 0.1; both are recipe keys).
+    rl_step_temperature: float = 1.0
+    rl_min_tag_prior: float = 0.05
     eval_limit: int = 30          # held-out questions per evaluation
     rollouts: tuple[int, ...] = (1, 2, 4)
     step_max_tokens: int = 40
@@ -205,6 +210,8 @@ class Quickstart:
             f"actor_rollout_ref.rollout.n={cfg.rl_leaves}", f"actor_rollout_ref.actor.optim.lr={cfg.rl_lr}",
             f"rftt.search.step_max_tokens={cfg.step_max_tokens}",
             f"rftt.search.direct_answer_max_tokens={cfg.step_max_tokens}", "rftt.search.max_depth=8",
+            f"rftt.search.step_temperature={cfg.rl_step_temperature}",
+            f"rftt.search.min_tag_prior={cfg.rl_min_tag_prior}",
             f"trainer.save_freq={cfg.rl_steps}", f"trainer.default_local_dir={ckpt}",
             "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
             f"trainer.rollout_data_dir={self.out / 'rl' / 'rollouts'}", f"hydra.run.dir={self.out / 'rl' / 'hydra'}",
