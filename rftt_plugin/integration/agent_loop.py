@@ -191,7 +191,8 @@ class RfttTreeAgentLoop(AgentLoopBase):
         limit = self.response_length
         response_ids = leaf.response_ids[:limit]
         cut_by_length = len(leaf.response_ids) > limit
-        text = self.tokenizer.decode(response_ids, skip_special_tokens=False)
+        # as verl decodes for its reward: EOS and other special tokens dropped, the (normal) tag tokens kept
+        text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
         graded = await score_response_async(text, (kwargs.get("reward_model") or {}).get("ground_truth"),
                                             rule=self.settings.rule, format_penalty=self.settings.format_penalty,
                                             data_source=kwargs.get("data_source"), timeout_s=self.settings.timeout_s)
