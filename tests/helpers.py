@@ -41,3 +41,22 @@ def run_verl(cmd: list[str], workdir: Path, timeout_s: float, tag: str):
         return run_logged(cmd, env, Path(workdir) / f"{tag}.log", timeout_s, marker=ray_tmp, echo=None), ray_tmp
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+class InFlightCounter:
+    """Wrap ``obj.<method>`` (an async method) to record the peak number of concurrent calls."""
+
+    def __init__(self, obj, method: str = "generate"):
+        self.in_flight = 0
+        self.peak = 0
+        real = getattr(obj, method)
+
+        async def counting(*args, **kwargs):
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await real(*args, **kwargs)
+            finally:
+                self.in_flight -= 1
+
+        setattr(obj, method, counting)

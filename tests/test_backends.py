@@ -11,6 +11,7 @@ import pytest
 
 from rftt_plugin.backends.base import Generation, SamplingParams
 from rftt_plugin.backends.fake import FakeBackend, FakeVocab
+from tests.helpers import InFlightCounter
 
 KINDS = ["fake", "hf", "openai-fake", "openai-hf"]
 
@@ -306,25 +307,13 @@ async def test_openai_timeout_and_concurrency_limit(make):
 
     h = await make("openai-fake")
     h.inner.latency_s = 0.05
-    in_flight, peak = 0, 0
-    real = h.inner.generate
-
-    async def counting(ctx, params):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            return await real(ctx, params)
-        finally:
-            in_flight -= 1
-
-    h.inner.generate = counting
+    counter = InFlightCounter(h.inner)
     limited = OpenAIBackend(h.server.base_url, "tiny", max_concurrency=2, max_retries=0)
     impatient = OpenAIBackend(h.server.base_url, "tiny", timeout_s=0.01, max_retries=0)
     try:
         gens = await asyncio.gather(*(limited.generate(h.context, SamplingParams(max_tokens=2, seed=i))
                                       for i in range(6)))
-        assert all(g.finish_reason in ("length", "eos") for g in gens) and peak == 2
+        assert all(g.finish_reason in ("length", "eos") for g in gens) and counter.peak == 2
         slow = await impatient.generate(h.context, SamplingParams(max_tokens=2))
         assert slow.finish_reason == "error" and "Timeout" in slow.stop_reason
     finally:

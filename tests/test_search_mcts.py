@@ -11,6 +11,7 @@ import pytest
 from rftt_plugin.backends.fake import FakeBackend, TagScript
 from rftt_plugin.search import FunctionalMCTS, SearchConfig, SearchRequest, TokenLayout, search_many
 from rftt_plugin.tokens import TAGS, FunctionalTag as T, allowed_next, validate
+from tests.helpers import InFlightCounter
 
 Q = "What is 3 + 4 ?"
 
@@ -241,19 +242,7 @@ async def test_grader_may_be_async_and_may_fail():
 async def test_search_many_bounds_trees_in_flight_and_reports_progress():
     mcts, backend, script = engine(iterations=4)
     backend.latency_s = 0.001
-    in_flight, peak = 0, 0
-    real = backend.generate
-
-    async def counting(ctx, params):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            return await real(ctx, params)
-        finally:
-            in_flight -= 1
-
-    backend.generate = counting
+    counter = InFlightCounter(backend)
     done = []
     questions = [SearchRequest(f"question number {i}", gold=str(i), id=f"q{i}") for i in range(7)]
     golds = []
@@ -266,7 +255,7 @@ async def test_search_many_bounds_trees_in_flight_and_reports_progress():
                                 on_result=lambda i, r: done.append(i))
     assert [r.tree.question for r in results] == [q.question for q in questions]
     assert [r.tree.meta["id"] for r in results] == [q.id for q in questions]
-    assert sorted(done) == list(range(7)) and 1 < peak <= 3
+    assert sorted(done) == list(range(7)) and 1 < counter.peak <= 3
     assert set(golds) <= {str(i) for i in range(7)} and golds
 
 
