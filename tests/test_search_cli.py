@@ -88,3 +88,19 @@ def test_text_rendering_marks_leaves_and_limits_depth():
     assert len(short.splitlines()) < len(full.splitlines())
     page = render_html(tree.to_dict(), open_depth=1)
     assert "<details open>" in page and "<details>" in page
+
+
+def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFTT_DATA_DIR", f"{shared_data_dir}/eval")
+    out = tmp_path / "bench"
+    rc = cli.main(["search", "--backend", "fake", "--benchmark", "amc23", "--limit", "2", "--out", str(out),
+                   "--iterations", "2", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["id"] for t in summary["trees"]] == ["amc23-0", "amc23-1"]
+    assert summary["trees"][0]["gold"] == "27"  # AMC's 27.0 printed as an integer
+
+
+def test_search_unknown_benchmark_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        cli.main(["search", "--backend", "fake", "--benchmark", "mat500", "--out", str(tmp_path / "x")])

@@ -90,12 +90,14 @@ def load_requests(args: argparse.Namespace) -> list:
     from rftt_plugin.search.many import SearchRequest
 
     if args.benchmark:
+        from rftt_plugin.data.benchmarks import BenchmarkError, default_data_dir, load_benchmark
+
         try:
-            from rftt_plugin.data import load_benchmark  # hook: provided by the benchmark loaders
-        except ImportError:
-            raise SystemExit(f"--benchmark {args.benchmark}: benchmark loaders are not available in this "
-                             f"version; pass the file with --benchmark-file") from None
-        records = load_benchmark(args.benchmark)
+            bench = load_benchmark(args.benchmark, data_dir=default_data_dir(), limit=args.limit or None)
+        except BenchmarkError as exc:
+            raise SystemExit(f"--benchmark {args.benchmark}: {exc}") from None
+        return [SearchRequest(item.question, item.gold, item.id, {"source": bench.source.label, **item.metadata})
+                for item in bench.items]
     else:
         from rftt_plugin.data.sources import read_records
 

@@ -94,7 +94,7 @@ def question_key(question: str, gold: str) -> str:
 def load_questions(source: str, split: str = "train", subset: str | None = None,
                    limit: int | None = None) -> LoadResult:
     """Usable questions of ``source`` in order (first ``limit`` of them), bad rows by ``file:row``."""
-    from rftt_plugin.data.rl import RowError, gold_of, question_of
+    from rftt_plugin.data.rl import question_and_gold
     from rftt_plugin.data.sources import read_records
 
     out = LoadResult()
@@ -103,14 +103,10 @@ def load_questions(source: str, split: str = "train", subset: str | None = None,
         if limit is not None and len(out.questions) >= limit:
             break
         out.read += 1
-        if "__error__" in record.data:
-            out.bad_rows.append({"where": record.where, "field": "*", "reason": record.data["__error__"]})
+        usable = question_and_gold(record, out.bad_rows)
+        if usable is None:
             continue
-        try:
-            question, gold = question_of(record), gold_of(record)
-        except RowError as exc:
-            out.bad_rows.append({"where": exc.where, "field": exc.field, "reason": exc.reason})
-            continue
+        question, gold = usable
         key = question_key(question, gold)
         if key in seen:
             out.duplicates += 1

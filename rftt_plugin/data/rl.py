@@ -83,8 +83,20 @@ def gold_of(record: Record) -> str:
     return str(value).strip()
 
 
-def build_row(record: Record, index: int, *, split: str, data_source: str) -> dict[str, Any]:
-    question, gold = question_of(record), gold_of(record)
+def question_and_gold(record: Record, rejected: list[dict]) -> tuple[str, str] | None:
+    """``(question, gold)`` of a record, or None after appending why it is unusable to ``rejected``
+    (``{"where": "file:row", "field": ..., "reason": ...}``): the one place bad rows are named."""
+    if "__error__" in record.data:
+        rejected.append({"where": record.where, "field": "*", "reason": record.data["__error__"]})
+        return None
+    try:
+        return question_of(record), gold_of(record)
+    except RowError as exc:
+        rejected.append({"where": exc.where, "field": exc.field, "reason": exc.reason})
+        return None
+
+
+def build_row(record: Record, index: int, question: str, gold: str, *, split: str, data_source: str) -> dict[str, Any]:
     extra: dict[str, Any] = {"index": index, "split": split, "source": record.where}
     for key, names in META_FIELDS.items():
         _, value = _first(record.data, names)
@@ -114,13 +126,9 @@ def build_rows(records: Iterable[Record], *, split: str, data_source: str = DEFA
         if limit is not None and len(rows) >= limit:
             break
         report.read += 1
-        if "__error__" in record.data:
-            report.rejected.append({"where": record.where, "field": "*", "reason": record.data["__error__"]})
-            continue
-        try:
-            rows.append(build_row(record, len(rows), split=split, data_source=data_source))
-        except RowError as exc:
-            report.rejected.append({"where": exc.where, "field": exc.field, "reason": exc.reason})
+        usable = question_and_gold(record, report.rejected)
+        if usable is not None:
+            rows.append(build_row(record, len(rows), *usable, split=split, data_source=data_source))
     return rows
 
 
