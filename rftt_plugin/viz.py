@@ -33,7 +33,9 @@ def as_tree(obj: Tree | dict[str, Any]) -> Tree:
 
 
 def _short(text: str, width: int) -> str:
-    flat = " ".join(text.split())
+    from rftt_plugin.tree_check import printable  # terminal view: no ESC/control characters
+
+    flat = " ".join(printable(text).split())
     return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
 
 
@@ -79,7 +81,7 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
     lines = [f"Q: {_short(tree.question, 200)}{gold}",
              summary_line(tree), f"root  N={tree.root.N} Q/N={value(tree.root.value)}"]
     if tree.meta.get("error"):
-        lines.append(paint(f"error: {tree.meta['error']}", "31"))
+        lines.append(paint(f"error: {_short(str(tree.meta['error']), 300)}", "31"))
 
     def describe(n: Node) -> str:
         tag = n.tag.value if n.tag else "root"
@@ -87,7 +89,7 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
                  f"Q/N={value(n.value)}"]
         if n.terminal:
             mark = "✓" if n.terminal_reason == "output" and (n.reward or 0) >= 1 else "•"
-            parts.append(paint(f"{mark} {n.terminal_reason} r={n.reward if n.reward is not None else 0:.2f}",
+            parts.append(paint(f"{mark} {_short(n.terminal_reason, 30)} r={n.reward if n.reward is not None else 0:.2f}",
                                "1" if n.terminal_reason == "output" else "2"))
         if n.id in leaves:
             parts.append(f"it={','.join(map(str, leaves[n.id]))}")
