@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="RFTT (Reinforced Functional Token Tuning) tools for verl. "
         "Training itself runs through verl: python -m verl.trainer.main_ppo +recipe=rftt ...",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (default: one line naming the cause)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -38,8 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(name: str, exc: BaseException) -> int:
+    """Print ``exc`` as the one error line of ``rftt NAME``; return the exit code."""
+    from rftt_plugin.errors import one_line, user_error_of
+
+    err = user_error_of(exc)
+    if err is not None:
+        print(f"rftt {name}: error: {err.line()}", file=sys.stderr)
+        return err.exit_code
+    print(f"rftt {name}: internal error: {type(exc).__name__}: {one_line(str(exc))[:500]}; "
+          "hint: rerun with `rftt --debug ...` for the traceback and report it", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rftt``. Errors: one line, exit 2 for user mistakes (see ``rftt_plugin.errors``),
+    1 for internal errors, 130 on Ctrl-C; ``--debug`` (anywhere on the line) re-raises with the
+    traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Global flag, accepted anywhere (`rftt --debug search ...`, `rftt data rl ... --debug`).
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
@@ -51,8 +72,29 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"rftt {name}", description=COMMANDS[name][1],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
+    sub.epilog = (sub.epilog + "\n" if sub.epilog else "") + "Errors are one line; rftt --debug ... shows the traceback."
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\nrftt {name}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        if debug or not isinstance(exc.code, str):
+            raise
+        return _report(name, _as_user_error(exc.code))
+    except Exception as exc:  # noqa: BLE001 - the one place errors become the one-line style
+        if debug:
+            raise
+        return _report(name, exc)
+
+
+def _as_user_error(message: str):
+    from rftt_plugin.errors import UserError
+
+    return UserError(message)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,10 +65,10 @@ def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
     assert summary["trees"][0]["leaves"] == 3 and summary["trees"][0]["llm_calls"] >= 2
 
 
-def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questions):
-    with pytest.raises(SystemExit, match="prepare-model"):
-        cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(questions),
-                  "--out", str(tmp_path / "x"), "--no-progress"])
+def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questions, capsys):
+    assert cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(questions),
+                     "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "prepare-model" in capsys.readouterr().err
 
 
 def test_text_rendering_marks_leaves_and_limits_depth():
@@ -101,6 +101,6 @@ def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tm
     assert summary["trees"][0]["gold"] == "27"  # AMC's 27.0 printed as an integer
 
 
-def test_search_unknown_benchmark_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="unknown benchmark"):
-        cli.main(["search", "--backend", "fake", "--benchmark", "mat500", "--out", str(tmp_path / "x")])
+def test_search_unknown_benchmark_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["search", "--backend", "fake", "--benchmark", "mat500", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err

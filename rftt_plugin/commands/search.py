@@ -13,7 +13,17 @@ default); questions without a gold answer get reward 0. ``--benchmark NAME`` is 
 benchmark loaders of ``rftt_plugin.data`` (``load_benchmark(name) -> records``); until they
 exist, pass the file with ``--benchmark-file``.
 
-Output: ``OUT/trees/<index>.json`` (render with ``rftt show``) and ``OUT/summary.json``.
+Output: ``OUT/trees/<index>.json`` (render with ``rftt show``), ``OUT/summary.json`` and
+``OUT/run.json`` (settings + fingerprints of the model files and the question file). ``--out`` must
+be new/empty or hold a run with the same fingerprint (then its old trees are removed and the
+search is redone), so a directory never mixes trees of two runs; ``--overwrite`` discards another
+run's files.
+
+Input rows: invalid JSON, a non-UTF-8 byte, or a gold answer that is a dict / bool / null is an
+error naming ``file:line`` (exit 2) before any model is loaded; rows without a question are
+skipped with a note; ``[4]`` is the answer ``4`` (a longer list is a multi-part answer). A question
+longer than the model's context window is an error too. A tree that fails during the search makes
+the exit status 1 and is named on stderr.
 """
 
 from __future__ import annotations
@@ -48,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--benchmark-file", help="a benchmark file (e.g. math500.jsonl)")
     which.add_argument("--benchmark", help="benchmark name (needs rftt_plugin.data.load_benchmark)")
     data.add_argument("--limit", type=int, default=0, help="first N questions only (0 = all)")
-    data.add_argument("--out", required=True, help="output directory")
+    data.add_argument("--out", required=True, help="output directory (new, empty, or a run with the same settings)")
+    data.add_argument("--overwrite", action="store_true", help="discard the trees of another run in --out")
 
     s = parser.add_argument_group("search (mirrors rftt.search)")
     d = SearchConfig()
@@ -86,7 +97,9 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
 # -- questions ------------------------------------------------------------------------------------
 
 def load_requests(args: argparse.Namespace) -> list:
-    """SearchRequests from the chosen source; rows without a question are skipped with a note."""
+    """SearchRequests from the chosen source. Rows without a question are skipped with a note;
+    a row that is not valid JSON or whose gold answer has an unusable type is a UserError."""
+    from rftt_plugin.errors import UserError
     from rftt_plugin.search.many import SearchRequest
 
     if args.benchmark:
@@ -95,30 +108,34 @@ def load_requests(args: argparse.Namespace) -> list:
         try:
             bench = load_benchmark(args.benchmark, data_dir=default_data_dir(), limit=args.limit or None)
         except BenchmarkError as exc:
-            raise SystemExit(f"--benchmark {args.benchmark}: {exc}") from None
+            raise UserError(f"--benchmark {args.benchmark}: {exc}") from None
+        args._input_file = bench.source.location
         return [SearchRequest(item.question, item.gold, item.id, {"source": bench.source.label, **item.metadata})
                 for item in bench.items]
-    else:
-        from rftt_plugin.data.sources import read_records
+    from rftt_plugin.data.sources import read_records
 
-        records = read_records(args.questions or args.benchmark_file)
+    args._input_file = args.questions or args.benchmark_file
+    records = read_records(args._input_file)
     from rftt_plugin.data.rl import RowError, gold_of, question_of
 
     out = []
     for record in records:
-        data = getattr(record, "data", record)
-        where = getattr(record, "where", f"row {len(out) + 1}")
+        data = record.data
+        if "__error__" in data:
+            raise UserError(f"{record.where}: {data['__error__']}", "fix or delete that line")
         try:
             question = question_of(record)
         except RowError as exc:
-            print(f"skipping {exc}", file=sys.stderr)
+            print(f"rftt search: skipping {exc}", file=sys.stderr)
             continue
         try:
             gold = gold_of(record)
-        except (RowError, ImportError):
+        except RowError as exc:
+            if exc.reason != "missing":  # a gold that is there but unusable is a mistake, not "no gold"
+                raise UserError(str(exc), "give the answer as text or a number, or leave the field out") from None
             gold = None
         rid = next((str(data[k]) for k in ("unique_id", "id", "idx") if data.get(k) is not None), None)
-        out.append(SearchRequest(question, gold, rid, {"source": where}))
+        out.append(SearchRequest(question, gold, rid, {"source": record.where}))
         if args.limit and len(out) >= args.limit:
             break
     return out
@@ -126,17 +143,16 @@ def load_requests(args: argparse.Namespace) -> list:
 
 # -- backend + layout -----------------------------------------------------------------------------
 
-def build_engine(args: argparse.Namespace, config: SearchConfig):
-    """(backend, layout, grade_fn or None) for the chosen backend."""
+def build_layout(args: argparse.Namespace, config: SearchConfig):
+    """(tokenizer or None, layout, fake script or None): the cheap half of the engine."""
+    from rftt_plugin.errors import UserError
     from rftt_plugin.search.layout import TokenLayout
 
     if args.backend == "fake":
-        from rftt_plugin.backends.fake import FakeBackend, TagScript
+        from rftt_plugin.backends.fake import TagScript
 
         script = TagScript()
-        return FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab, config.token_mode), script.grade
-    if not args.model:
-        raise SystemExit(f"--model is required with --backend {args.backend}")
+        return None, TokenLayout.from_fake(script.vocab, config.token_mode), script
     from transformers import AutoTokenizer
 
     from rftt_plugin.tokens import TagVocabularyError
@@ -145,7 +161,46 @@ def build_engine(args: argparse.Namespace, config: SearchConfig):
     try:
         layout = TokenLayout.from_tokenizer(tokenizer, mode=config.token_mode)
     except TagVocabularyError as exc:
-        raise SystemExit(str(exc)) from None
+        raise UserError(str(exc), "run `rftt prepare-model` first, or pass --token-mode text") from None
+    return tokenizer, layout, None
+
+
+def context_window(args: argparse.Namespace) -> int | None:
+    """The model's context window in tokens (hf backend: from config.json), else None."""
+    if args.backend != "hf":
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(args.model)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_lengths(requests: list, layout, window: int | None) -> None:
+    """A question whose prompt alone fills the window cannot be searched: say so before loading."""
+    from rftt_plugin.errors import UserError
+
+    if window is None:
+        return
+    for req in requests:
+        n = len(layout.prompt_ids(req.question))
+        if n >= window:
+            raise UserError(f"{req.meta.get('source', req.id)}: field 'question': {n} tokens with the chat "
+                            f"template, but the model window is {window} tokens",
+                            "shorten the question or remove that row")
+
+
+def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, script=None):
+    """(backend, layout, grade_fn or None) for the chosen backend."""
+    from rftt_plugin.errors import UserError
+
+    if layout is None:
+        _, layout, script = build_layout(args, config)
+    if args.backend == "fake":
+        from rftt_plugin.backends.fake import FakeBackend
+
+        return FakeBackend.for_script(script), layout, script.grade
     if args.backend == "hf":
         from rftt_plugin.backends.hf import HFBackend
 
@@ -153,7 +208,7 @@ def build_engine(args: argparse.Namespace, config: SearchConfig):
                                             max_batch_size=args.max_batch_size, seed=config.seed)
     else:
         if not args.base_url:
-            raise SystemExit("--base-url is required with --backend openai")
+            raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
         from rftt_plugin.backends.openai import OpenAIBackend
 
         backend = OpenAIBackend(args.base_url, args.served_model_name or args.model, api_key=args.api_key,
@@ -213,13 +268,63 @@ def totals(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
 
 # -- run ------------------------------------------------------------------------------------------
 
-async def _search_all(args, requests, config) -> list[dict[str, Any]]:
+RUN_FILE = "run.json"
+RUN_FORMAT = "rftt-search-run/1"
+
+
+def run_fingerprint(args: argparse.Namespace, config: SearchConfig, requests: list) -> dict[str, Any]:
+    """What decides the trees: settings, model file contents, question file contents and count."""
+    from rftt_plugin.fingerprint import input_fingerprint, model_fingerprint
+
+    model = None
+    if args.backend == "hf":
+        model = model_fingerprint(args.model)
+    elif args.backend == "openai":
+        model = f"served:{args.served_model_name or args.model}@{args.base_url}; tokenizer {model_fingerprint(args.model)}"
+    return {"config": asdict(config), "backend": args.backend, "model": args.model, "weights": model,
+            "input": {"file": str(args._input_file), "content": input_fingerprint(args._input_file)},
+            "questions": len(requests), "reward_rule": None if args.no_grade else args.reward_rule}
+
+
+def prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` hold this run only: new/empty, or the same run (old trees removed), or refuse."""
+    import shutil
+
+    from rftt_plugin.errors import UserError
+    from rftt_plugin.evaluation.store import fingerprint_diff
+
+    entries = [p.name for p in out.iterdir()] if out.exists() else []
+    run_file = out / RUN_FILE
+    if entries and not overwrite:
+        if not run_file.exists():
+            raise UserError(f"--out {out}: not empty and not an `rftt search` output ({', '.join(sorted(entries)[:3])})",
+                            "use a new --out directory")
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint", {})
+        except (ValueError, OSError, AttributeError):
+            old = {}
+        diff = fingerprint_diff(old, json.loads(json.dumps(fingerprint)))
+        if diff:
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise UserError(f"--out {out} holds trees of another search ({shown})",
+                            "use a new --out, or --overwrite to discard them")
+    for name in ("trees", "summary.json", RUN_FILE):  # only our own files; never anything else
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    (out / "trees").mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": fingerprint}, indent=2, ensure_ascii=False),
+                        encoding="utf-8")
+
+
+async def _search_all(args, requests, config, engine) -> list[dict[str, Any]]:
     from rftt_plugin.search.mcts import FunctionalMCTS
     from rftt_plugin.search.many import search_many
 
-    backend, layout, fake_grade = build_engine(args, config)
+    backend, layout, fake_grade = engine
     out = Path(args.out)
-    (out / "trees").mkdir(parents=True, exist_ok=True)
     rows: dict[int, dict[str, Any]] = {}
     bar = None
     if not args.no_progress:
@@ -249,13 +354,32 @@ async def _search_all(args, requests, config) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = search_config(args)
+    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.errors import UserError
+
+    try:
+        config = search_config(args)
+    except ValueError as exc:
+        raise UserError(str(exc), "see rftt search --help for the allowed values") from None
+    # Cheap checks first: nothing heavy happens before every one of them passed.
+    if args.backend != "fake":
+        if not args.model:
+            raise UserError(f"--model is required with --backend {args.backend}",
+                            "pass a checkpoint directory (hf) or the served model's tokenizer (openai)")
+        check_model(args.model, tokenizer_only=args.backend == "openai")
+        if args.backend == "openai" and not args.base_url:
+            raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
+    out = check_out(args.out)
     requests = load_requests(args)
     if not requests:
-        print("no questions to search", file=sys.stderr)
-        return 2
+        raise UserError(f"no questions to search in {args._input_file}",
+                        "each row needs a 'question' (or 'problem') field")
+    tokenizer, layout, script = build_layout(args, config)
+    check_lengths(requests, layout, context_window(args))
+    prepare_out(out, run_fingerprint(args, config, requests), args.overwrite)
+    engine = build_engine(args, config, layout, script)
     t0 = time.perf_counter()
-    rows = asyncio.run(_search_all(args, requests, config))
+    rows = asyncio.run(_search_all(args, requests, config, engine))
     summary = {"config": asdict(config), "backend": args.backend, "model": args.model,
                "totals": totals(rows, time.perf_counter() - t0), "trees": rows}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -263,4 +387,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
           f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
           f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        from rftt_plugin.errors import one_line
+
+        first = failed[0]
+        print(f"rftt search: error: {len(failed)} of {len(rows)} trees failed; first: {first['file']} "
+              f"(question {first['index']}): {one_line(first['error'])[:300]}; hint: rftt show {out / first['file']}",
+              file=sys.stderr)
+        return 1
     return 0

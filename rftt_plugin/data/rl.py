@@ -65,6 +65,11 @@ def gold_of(record: Record) -> str:
 
     data = record.data
     name, value = _first(data, GOLD_FIELDS)
+    present = next((k for k in GOLD_FIELDS if k in data), None)
+    if name is None and present is not None and not any(data.get(k) is not None for k in SOLUTION_FIELDS):
+        raise RowError(record.where, present, "null; expected the answer as text or a number")
+    if name is not None:
+        value = _plain_gold(record.where, name, value)
     if name is None:
         name, value = _first(data, SOLUTION_FIELDS)
         if name is None:
@@ -77,10 +82,38 @@ def gold_of(record: Record) -> str:
     if not gold.usable:
         raise RowError(record.where, name, f"no usable gold answer in {str(value)[:80]!r}")
     if isinstance(value, (list, tuple)):
-        return json.dumps([str(v) for v in value], ensure_ascii=False)
+        if len(value) == 1:  # [4] is the answer 4, not a one-item answer list
+            return _scalar_text(value[0])
+        return json.dumps([_scalar_text(v) for v in value], ensure_ascii=False)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _plain_gold(where: str, name: str, value: Any) -> Any:
+    """Refuse gold answers whose type has no sensible answer text (dict, bool, nested lists)."""
+    def bad(v: Any) -> bool:
+        return isinstance(v, (dict, bool)) or v is None or not isinstance(v, (str, int, float))
+
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()  # numpy values from parquet
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise RowError(where, name, "empty list; expected the answer as text or a number")
+        for v in value:
+            if bad(v):
+                raise RowError(where, name, f"list holds a {type(v).__name__ if v is not None else 'null'}; "
+                                            "expected text or numbers")
+        return value
+    if bad(value):
+        raise RowError(where, name, f"is a {type(value).__name__}; expected the answer as text or a number")
+    return value
 
 
 def question_and_gold(record: Record, rejected: list[dict]) -> tuple[str, str] | None:

@@ -31,9 +31,20 @@ def is_local(source: str) -> bool:
     return os.path.exists(source) or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/", "~"))
 
 
+def _not_utf8(path: Path, line: int, exc: UnicodeDecodeError, line_start: int = 0) -> SourceError:
+    byte = exc.object[exc.start:exc.start + 1].hex()
+    return SourceError(f"{path}:{line}: not UTF-8 (byte 0x{byte} at column {exc.start - line_start + 1}); "
+                       f"re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+
+
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, start=1):
+    # Bytes in, strict UTF-8 per line: a bad byte names its line instead of becoming U+FFFD.
+    with path.open("rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")  # a leading BOM is not data
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, i, exc) from None
             if not line.strip():
                 continue
             try:
@@ -48,10 +59,16 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
 
 
 def _read_json(path: Path) -> Iterator[Record]:
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        raise _not_utf8(path, raw.count(b"\n", 0, exc.start) + 1, exc, line_start) from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SourceError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from exc
+        raise SourceError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if isinstance(data, dict):
         for key in ("data", "rows", "examples"):
             if isinstance(data.get(key), list):
