@@ -36,17 +36,18 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-# Library errors that are user mistakes, by class name -> hint (None: the message says it all).
-_KNOWN: dict[str, str | None] = {
+# Library errors that are user mistakes, by class name -> default hint (an exception's own
+# ``hint`` attribute wins).
+_KNOWN: dict[str, str] = {
     "SourceError": "pass a readable UTF-8 .jsonl/.json/.parquet file or a dataset id",
     "RowError": "fix that row of the file",
-    "BenchmarkError": None,
+    "BenchmarkError": "check --benchmarks, --source NAME=FILE and --data-dir",
     "RunMismatch": "use another --out, or --overwrite to discard the old run",
-    "RunLocked": None,
-    "JournalError": None,
-    "JobError": None,
-    "PrepareError": None,
-    "EvalError": None,
+    "RunLocked": "wait for the other process to finish, or use another --out",
+    "JournalError": "fix the named line, or use a new --out",
+    "JobError": "rerun with the original settings and model to resume, or use a new --out",
+    "PrepareError": "see rftt prepare-model --help",
+    "EvalError": "see rftt eval --help",
     "TagVocabularyError": "run `rftt prepare-model` first, or use --token-mode text",
     "TreeError": "pass a tree JSON written by `rftt search`",
 }
@@ -58,7 +59,8 @@ def user_error_of(exc: BaseException) -> UserError | None:
         return exc
     for cls in type(exc).__mro__:
         if cls.__name__ in _KNOWN:
-            return UserError(str(exc), _KNOWN[cls.__name__])
+            hint = getattr(exc, "hint", None) or getattr(exc.__cause__, "hint", None) or _KNOWN[cls.__name__]
+            return UserError(str(exc), hint)
     if isinstance(exc, OSError) and exc.filename is not None and not isinstance(exc, ConnectionError):
         return UserError(f"{exc.filename}: {exc.strerror or exc}", "check the path and its permissions")
     return None

@@ -145,6 +145,14 @@ class EvalConfig:
         fp: dict[str, Any] = {"mode": self.mode, "model": model, "backend": self.backend,
                               "served_model": self.served_model, "tokenizer": self.tokenizer, "dtype": self.dtype,
                               "seed": self.seed}
+        # The contents of the model's files, not only its path: overwritten weights at the same
+        # path must not resume (rftt_plugin.fingerprint says how large files are sampled).
+        from rftt_plugin.fingerprint import model_fingerprint
+
+        fp["weights"] = model_fingerprint(self.model) if self.backend == "hf" else None
+        if self.tokenizer or self.backend != "hf":  # hf without --tokenizer: covered by "weights"
+            tok = self.tokenizer or self.model
+            fp["tokenizer_files"] = model_fingerprint(tok) if os.path.isdir(os.path.expanduser(tok)) else None
         if self.mode == "chain":
             fp.update(max_tokens=self.max_tokens, temperature=self.temperature)
         else:
@@ -427,7 +435,10 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
     benches = load_benchmarks(cfg.benchmarks, sources=cfg.sources, data_dir=data_dir, limit=cfg.limit)
     items = [item for b in benches for item in b.items]
     sources = {b.name: b.source.label for b in benches}
-    with RunStore(cfg.out, cfg.fingerprint(), overwrite=cfg.overwrite, warn=warn) as store:
+    from rftt_plugin.fingerprint import input_fingerprint
+
+    fingerprint = {**cfg.fingerprint(), "inputs": {b.name: input_fingerprint(b.source.location) for b in benches}}
+    with RunStore(cfg.out, fingerprint, overwrite=cfg.overwrite, warn=warn) as store:
         records = store.loaded.records
         _check_done(items, records, store, cfg.mode)
         pending = [item for item in items if item.id not in records]

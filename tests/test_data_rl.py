@@ -58,7 +58,7 @@ def test_missing_file_and_all_bad_fail_clearly(tmp_path, capsys):
     assert main(["data", "rl", "--source", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
     src = _jsonl(tmp_path / "allbad.jsonl", [{"x": 1}])
-    assert main(["data", "rl", "--source", str(src), "--out", str(tmp_path / "o")]) == 1
+    assert main(["data", "rl", "--source", str(src), "--out", str(tmp_path / "o")]) == 2  # one error style: exit 2 (issue 17)
 
 
 def test_holdout_split_and_verl_dataset_reads_it(tmp_path, shared_data_dir, tiny_model_dir):

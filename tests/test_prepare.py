@@ -286,6 +286,6 @@ def test_cli_prepare_model(tiny_llama_dir, tmp_path, capsys):
     rc = cli_main(["prepare-model", "--model", str(tiny_llama_dir), "--out", str(out), "--init", "random",
                    "--quiet"])
     captured = capsys.readouterr()
-    assert rc == 1 and "not empty" in captured.err
+    assert rc == 2 and "not empty" in captured.err
     with pytest.raises(SystemExit):
         cli_main(["prepare-model", "--model", str(tiny_llama_dir), "--out", str(out), "--dtype", "int8"])

@@ -31,35 +31,34 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rftt_plugin.commands._checks import check_out
     from rftt_plugin.data.rl import BuildReport, build_rows, write_parquet
-    from rftt_plugin.data.sources import SourceError, read_records
+    from rftt_plugin.data.sources import read_records
+    from rftt_plugin.errors import UserError
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out(args.out)  # before reading: a bad --out fails at once
     report = BuildReport()
-    try:
-        rows = build_rows(read_records(args.source, split=args.split, subset=args.subset), split="train",
-                          data_source=args.data_source, report=report)
-        test_rows: list[dict] = []
-        if args.test_source:
-            test_rows = build_rows(read_records(args.test_source, split=args.test_split, subset=args.subset),
-                                   split="test", data_source=args.data_source, report=report)
-        elif args.test_size:
-            if args.test_size >= len(rows):
-                print(f"--test-size {args.test_size} leaves no training rows ({len(rows)} usable)", file=sys.stderr)
-                return 2
-            rows, test_rows = rows[:-args.test_size], rows[-args.test_size:]
-            for i, r in enumerate(test_rows):
-                r["extra_info"].update(index=i, split="test")
-    except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A SourceError (missing file, non-UTF-8 byte, bad format) propagates: rftt_plugin.cli prints it
+    # as one line naming file:line, exit 2.
+    rows = build_rows(read_records(args.source, split=args.split, subset=args.subset), split="train",
+                      data_source=args.data_source, report=report)
+    test_rows: list[dict] = []
+    if args.test_source:
+        test_rows = build_rows(read_records(args.test_source, split=args.test_split, subset=args.subset),
+                               split="test", data_source=args.data_source, report=report)
+    elif args.test_size:
+        if args.test_size >= len(rows):
+            raise UserError(f"--test-size {args.test_size} leaves no training rows ({len(rows)} usable)",
+                            "pass a smaller --test-size")
+        rows, test_rows = rows[:-args.test_size], rows[-args.test_size:]
+        for i, r in enumerate(test_rows):
+            r["extra_info"].update(index=i, split="test")
     if args.limit is not None:
         rows = rows[: args.limit]
     if not rows:
-        print(f"error: no usable rows in {args.source} ({len(report.rejected)} rejected)", file=sys.stderr)
         _print_rejected(report)
-        return 1
+        raise UserError(f"no usable rows in {args.source} ({len(report.rejected)} rejected, listed above)",
+                        "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
     write_parquet(rows, out / "train.parquet")
     if test_rows:
         write_parquet(test_rows, out / "test.parquet")

@@ -82,8 +82,16 @@ def run(args) -> int:
     from rftt_plugin.data.rl import RowError
     from rftt_plugin.evaluate import EvalConfig, EvalError, evaluate
     from rftt_plugin.evaluation.selection import parse_budgets
+    from rftt_plugin.commands._checks import check_model, check_out
     from rftt_plugin.evaluation.store import RunLocked, RunMismatch
 
+    # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
+    if args.backend == "hf":
+        check_model(args.model)
+        check_model(args.tokenizer, "--tokenizer", tokenizer_only=True)
+    else:
+        check_model(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model", tokenizer_only=True)
+    check_out(args.out)
     try:
         cfg = EvalConfig(
             model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
@@ -98,9 +106,12 @@ def run(args) -> int:
             overwrite=args.overwrite, progress=not args.quiet,
             command=_command_line())
         result = evaluate(cfg)
-    except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked, ValueError) as exc:
-        print(f"rftt eval: error: {exc}", file=sys.stderr)
-        return 2
+    except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
+        raise  # rftt_plugin.cli prints them as one line with a hint, exit 2
+    except ValueError as exc:
+        from rftt_plugin.errors import UserError
+
+        raise UserError(str(exc), "see rftt eval --help") from None
     except KeyboardInterrupt:
         # Every finished question is already on disk (records.jsonl is flushed per question).
         print(f"\nrftt eval: interrupted; rerun the same command to continue in {args.out}", file=sys.stderr)

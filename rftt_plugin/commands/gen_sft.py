@@ -80,6 +80,10 @@ def _build_model(args):
     from rftt_plugin.backends import make_backend
     from rftt_plugin.search.chat import BackendChat
 
+    if args.quiet:  # --quiet: no transformers "Loading weights" bar either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if args.backend == "hf":
         backend = make_backend("hf", model=args.model, device=args.device, dtype=args.dtype)
         tokenizer = backend.tokenizer
@@ -98,13 +102,49 @@ def _build_model(args):
     return BackendChat(backend, tokenizer, eos), tokenizer, backend
 
 
+def _settings(args) -> dict:
+    """The model side of the run fingerprint: names AND file contents (see rftt_plugin.fingerprint).
+    The input file is not part of it: questions are keyed by the hash of their text and gold
+    answer, so an extended or edited source resumes without mixing (each sample belongs to the
+    question text it was made for)."""
+    from rftt_plugin.fingerprint import model_fingerprint
+
+    tokenizer = args.tokenizer or args.model
+    settings = {"backend": args.backend, "model": args.model, "tokenizer": tokenizer}
+    if args.tokenizer or args.backend != "hf":  # hf without --tokenizer: covered by "weights"
+        settings["tokenizer_files"] = model_fingerprint(tokenizer)
+    if args.backend == "hf":
+        settings["weights"] = model_fingerprint(args.model)
+    else:
+        settings["weights"] = f"served by {args.base_url} (not checked)"
+    return settings
+
+
+def _saved(out) -> int:
+    from pathlib import Path
+
+    try:
+        return Path(out, "samples.jsonl").read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
 def run(args) -> int:
-    from rftt_plugin.data.gen_sft import GenSftJob, JobError, load_questions
-    from rftt_plugin.data.journal import JournalError
+    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.data.gen_sft import GenSftJob, load_questions
     from rftt_plugin.data.sft import SampleConfig
-    from rftt_plugin.data.sources import SourceError
+    from rftt_plugin.errors import UserError
     from rftt_plugin.search.prompted import PromptedConfig
 
+    # Cheap checks first: output directory, model paths, input rows -- then the model.
+    if args.backend == "openai" and not args.base_url:
+        raise UserError("--backend openai needs --base-url", "e.g. --base-url http://localhost:8000/v1")
+    if args.backend == "hf":
+        check_model(args.model)
+        check_model(args.tokenizer, "--tokenizer", tokenizer_only=True)
+    else:
+        check_model(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model", tokenizer_only=True)
+    check_out(args.out)
     try:
         knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
                      max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,
@@ -116,29 +156,30 @@ def run(args) -> int:
         search_cfg = PromptedConfig(**knobs)
         sample_cfg = SampleConfig(allow_root_fork=not args.no_root_fork, max_length=args.max_length,
                                   verify_temperature=args.temperature, seed=args.seed)
-        loaded = load_questions(args.source, args.split, args.subset, args.limit)
-    except (ValueError, SourceError) as exc:
-        print(f"rftt gen-sft: error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        raise UserError(str(exc), "see rftt gen-sft --help") from None
+    loaded = load_questions(args.source, args.split, args.subset, args.limit)
     for row in loaded.bad_rows[:20]:
         print(f"rftt gen-sft: skipping bad row {row['where']}: field {row['field']!r}: {row['reason']}", file=sys.stderr)
     if len(loaded.bad_rows) > 20:
         print(f"rftt gen-sft: ... and {len(loaded.bad_rows) - 20} more bad rows (listed in report.json)", file=sys.stderr)
     if not loaded.questions:
-        print(f"rftt gen-sft: error: no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
+                        "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
+    settings = _settings(args)
+    from rftt_plugin.data.gen_sft import check_run_file, run_fingerprint
+
+    # A resume that would mix settings or model files is refused before the model loads.
+    check_run_file(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), write=False)
     try:
         chat, tokenizer, backend = _build_model(args)
     except (ValueError, OSError) as exc:
-        print(f"rftt gen-sft: error: cannot load the model: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"cannot load the model {args.model}: {exc}", "check --model / --tokenizer") from None
     scorer = None
     if args.prm_url:
         from rftt_plugin.reward.prm import HttpStepScorer
 
         scorer = HttpStepScorer(args.prm_url)
-    settings = {"backend": args.backend, "model": args.model, "tokenizer": args.tokenizer or args.model}
     job = GenSftJob(args.out, chat, search=search_cfg, sample=sample_cfg, scorer=scorer, tokenizer=tokenizer,
                     settings=settings, progress=not args.quiet)
 
@@ -150,9 +191,11 @@ def run(args) -> int:
 
     try:
         report = asyncio.run(main())
-    except (JobError, JournalError) as exc:
-        print(f"rftt gen-sft: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        # Every finished question is already in the journals (flushed per question).
+        print(f"\nrftt gen-sft: interrupted; {_saved(args.out)} of {len(loaded.questions)} questions are saved in "
+              f"{args.out}; rerun the same command to continue", file=sys.stderr)
+        return 130
     print(report["summary"])
     print(f"report: {job.out / 'report.json'}")
     print(json.dumps({"samples": report["samples"], "drops": report["drops"], "failed": len(report["failed"])}))

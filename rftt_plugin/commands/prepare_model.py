@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def add_arguments(parser) -> None:
     from rftt_plugin.prepare import DTYPES, INIT_METHODS
@@ -32,14 +30,18 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.errors import UserError
     from rftt_plugin.prepare import PrepareError, prepare_model
 
+    # Before loading anything: a bad --model or an unwritable --out fails in milliseconds.
+    check_model(args.model)
+    check_out(args.out, create=False)
     try:
         result = prepare_model(args.model, args.out, init=args.init, dtype=args.dtype, overwrite=args.overwrite,
                                seed=args.seed, trust_remote_code=args.trust_remote_code,
                                progress=not args.quiet)
     except PrepareError as exc:
-        print(f"rftt prepare-model: error: {exc}", file=sys.stderr)
-        return 1
+        raise UserError(str(exc)) from None
     print(result.summary())
     return 0

@@ -51,7 +51,8 @@ from rftt_plugin.search.chat import ChatModel
 from rftt_plugin.search.prompted import PromptedConfig, PromptedSearch
 from rftt_plugin.search.tree import Tree
 
-__all__ = ["GenSftJob", "JobError", "LoadResult", "Question", "load_questions", "question_key"]
+__all__ = ["GenSftJob", "JobError", "LoadResult", "Question", "check_run_file", "load_questions", "question_key",
+           "run_fingerprint"]
 
 logger = logging.getLogger("rftt_plugin.gen_sft")
 
@@ -131,6 +132,34 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
+def run_fingerprint(search: PromptedConfig, sample: SampleConfig, prm: bool, settings: dict[str, Any]) -> dict[str, Any]:
+    """What decides the trees and samples of a run (``run.json``); ``settings`` adds the model's
+    names and file fingerprints (the CLI passes them)."""
+    search_d = search.to_dict()
+    search_d.pop("concurrency")  # how fast, not what: may change between runs
+    return {"search": search_d, "sample": asdict(sample), "prm": prm, **settings}
+
+
+def check_run_file(out: str | os.PathLike, fingerprint: dict[str, Any], write: bool = True) -> None:
+    """Refuse (:class:`JobError`, one line) an ``out`` made with other settings or other model
+    files; record ``fingerprint`` in a new one (when ``write``). Cheap: the CLI calls it before
+    loading the model."""
+    path = Path(out) / RUN_FILE
+    new = json.loads(json.dumps(fingerprint))
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise JobError(f"{path}: unreadable ({exc})") from None
+        if differences := _diff(old, new):
+            what = ("the model files changed since this output was started"
+                    if any(d.startswith(("weights", "tokenizer_files")) for d in differences)
+                    else "it holds results of a run with other settings")
+            raise JobError(f"{out}: {what} ({'; '.join(differences)}); resuming would mix them")
+    elif write:
+        _write_json_atomic(path, new)
+
+
 class GenSftJob:
     """Search questions, build samples, write the parquet and the report, resumably (see the
     module docstring)."""
@@ -152,21 +181,10 @@ class GenSftJob:
 
     # -- settings --------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
-        search = self.search_cfg.to_dict()
-        search.pop("concurrency")  # how fast, not what: may change between runs
-        return {"search": search, "sample": asdict(self.sample_cfg), "prm": self.scorer is not None,
-                **self.settings}
+        return run_fingerprint(self.search_cfg, self.sample_cfg, self.scorer is not None, self.settings)
 
     def _check_run_file(self) -> None:
-        path = self.out / RUN_FILE
-        new = self.fingerprint()
-        if path.exists():
-            old = json.loads(path.read_text(encoding="utf-8"))
-            if differences := _diff(old, new):
-                raise JobError(f"{self.out} holds results of a run with other settings ({'; '.join(differences)}). "
-                               f"Rerun with the original settings to resume, or use a new --out.")
-        else:
-            _write_json_atomic(path, new)
+        check_run_file(self.out, self.fingerprint())
 
     # -- the job ---------------------------------------------------------------------------------
     async def run(self, loaded: LoadResult, source: str = "") -> dict[str, Any]:

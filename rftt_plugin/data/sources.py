@@ -19,6 +19,10 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 class SourceError(ValueError):
     """The source itself cannot be read (missing file, unknown format, unreachable dataset id)."""
 
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint  # what to do, for the one-line CLI error
+
 
 @dataclass(frozen=True)
 class Record:
@@ -33,8 +37,8 @@ def is_local(source: str) -> bool:
 
 def _not_utf8(path: Path, line: int, exc: UnicodeDecodeError, line_start: int = 0) -> SourceError:
     byte = exc.object[exc.start:exc.start + 1].hex()
-    return SourceError(f"{path}:{line}: not UTF-8 (byte 0x{byte} at column {exc.start - line_start + 1}); "
-                       f"re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return SourceError(f"{path}:{line}: not UTF-8 (byte 0x{byte} at column {exc.start - line_start + 1})",
+                       hint="re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:

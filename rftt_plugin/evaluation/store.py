@@ -13,7 +13,9 @@ Resume: a new run with the same ``--out`` reads ``records.jsonl``, skips every q
 a record and appends the rest. If the process died mid-write, the last line may be torn: it is
 cut off (with a warning) and that question runs again; an unreadable line in the middle is
 skipped with a warning. A run whose fingerprint differs from ``run.json`` is refused with the
-differing settings listed, unless ``overwrite`` (then the old records, trees and results go).
+differing settings listed on one line, unless ``overwrite`` (then the old records, trees and
+results go). The fingerprint holds the settings and the contents of the model's files and of each
+benchmark's input file (:mod:`rftt_plugin.fingerprint`); a benchmark added on a rerun is merged in.
 """
 
 from __future__ import annotations
@@ -55,6 +57,19 @@ def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif a != b:
             out.append(f"{key}: the run has {a}, this command has {b}")
     return out
+
+
+def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the ``inputs`` of benchmarks it does not read taken from ``old``: adding or
+    leaving out a benchmark on a rerun is fine (records are per question), a CHANGED input file of
+    a benchmark in both is a difference.
+
+    >>> _merge_inputs({"inputs": {"a": 1, "b": 2}}, {"inputs": {"b": 3, "c": 4}})
+    {'inputs': {'a': 1, 'b': 3, 'c': 4}}
+    """
+    if not isinstance(old.get("inputs"), dict) or not isinstance(new.get("inputs"), dict):
+        return new
+    return {**new, "inputs": {**old["inputs"], **new["inputs"]}}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -157,14 +172,20 @@ class RunStore:
                 old = json.loads(run_file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise RunMismatch(f"{run_file}: unreadable ({exc.msg}); pass --overwrite to start afresh") from exc
-            diff = fingerprint_diff(old.get("fingerprint", {}), self.fingerprint)
+            old_fp = old.get("fingerprint", {}) if isinstance(old, dict) else {}
+            merged = _merge_inputs(old_fp, self.fingerprint)
+            diff = fingerprint_diff(old_fp, merged)
             if not diff:
+                if merged != old_fp:  # a benchmark was added: record its input file too
+                    self.fingerprint = merged
+                    self._write_run_file(run_file)
                 return
             if self.records_path.exists() and self.records_path.stat().st_size > 0:
+                files = [d.split(":")[0] for d in diff if d.startswith(("weights", "tokenizer_files", "inputs"))]
+                what = (f"the files it was made from changed ({', '.join(files)})" if files
+                        else "it holds a run with other settings")
                 raise RunMismatch(
-                    f"{self.out} holds a run with other settings; resuming would mix answers of two "
-                    f"configurations:\n  " + "\n  ".join(diff)
-                    + "\nUse another --out, or --overwrite to discard the old run.")
+                    f"{self.out}: {what}; resuming would mix answers of two configurations: " + "; ".join(diff))
             # A run that never finished a question (e.g. the model failed to load) has nothing
             # that could be mixed up: take the new settings.
             self.warn(f"{run_file}: no finished question in this run yet; replacing its settings")
@@ -173,6 +194,9 @@ class RunStore:
         elif self.records_path.exists() and self.records_path.stat().st_size:
             raise RunMismatch(f"{self.out} has {RECORDS_FILE} but no {RUN_FILE}: not a run this tool can "
                               f"resume; use another --out or --overwrite")
+        self._write_run_file(run_file)
+
+    def _write_run_file(self, run_file: Path) -> None:
         tmp = run_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": self.fingerprint}, indent=2),
                        encoding="utf-8")
