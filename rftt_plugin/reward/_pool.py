@@ -1,7 +1,31 @@
-"""The grader's worker processes: a fork server of ours, warm workers, a hard per-item bound.
+"""The grader's worker processes: a pebble process pool behind a bounded queue with deadlines.
 
-Used only through :mod:`rftt_plugin.reward.equivalence`, which owns one :class:`_Pool` per process.
-Importing this module is cheap (standard library only).
+Used by :mod:`rftt_plugin.reward.equivalence` (one :class:`GraderPool` per process). Importing
+this module is cheap; pebble and math-verify load when a pool is built.
+
+Design, and why:
+
+- **pebble** ``ProcessPool`` runs the items: per-task kill and worker replacement, children
+  joined (no zombies). The pool is built with a ``fork`` context *after* math-verify was imported
+  in this process, so workers and replacements start warm in milliseconds, and no script's
+  ``__main__`` is re-imported (spawn/forkserver would do that).
+- **Forks come only from long-lived threads.** ``PR_SET_PDEATHSIG`` (armed in each worker so it
+  dies with us even when stuck in C code) fires when the *thread* that forked the worker exits.
+  The first caller may be a short-lived executor thread (verl's reward loop), so a keeper thread
+  of ours builds the pool and stays alive as long as it; replacements are forked by pebble's own
+  manager thread, which lives as long as the pool. Grading from many fresh thread pools is safe.
+- **A deadline per call, a bounded queue.** Each call gets ``deadline = start + timeout_s``: the
+  wait for a slot and the work together never exceed it (a call still queued at its deadline
+  returns ``queue_timeout``, the work gets only what is left). At most ``max_queue`` callers wait;
+  more get ``overloaded`` at once.
+- **Slow items do not hold the line.** ``workers`` items run at a time; an item that has run for
+  ``slow_after_s`` stops counting against that, so up to ``overflow_workers`` more processes serve
+  the queue while slow items run out their bound. A slow item's process is also reniced, so the
+  quick items get the CPU first.
+- **Daemonic callers** (e.g. a ``multiprocessing.Pool`` worker) may not normally have children;
+  our workers die with their parent (death signal), which is the reason for that rule, so the
+  check is bypassed for our own start only. Our workers are daemonic themselves, so a process
+  that exits terminates them rather than joining idle workers forever.
 """
 
 from __future__ import annotations
@@ -9,347 +33,315 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rftt_plugin.reward.equivalence import GraderConfig, _Stats
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 logger = logging.getLogger("rftt_plugin.reward")
 
+OVERLOADED = "overloaded"
+
 
 class GraderUnavailable(RuntimeError):
-    """Grader workers could not be started (e.g. from a daemonic process, or math-verify missing)."""
+    """Grader workers could not be started (e.g. math-verify missing)."""
 
 
-class _Worker:
-    """One worker process and its duplex socket connection."""
-
-    def __init__(self, pid: int, conn, process: subprocess.Popen | None = None) -> None:
-        self.pid = pid
-        self.conn = conn                  # multiprocessing.connection.Connection over a socket
-        self.process = process            # set for directly started workers (no fork server)
-        self.ready = False
-        # A fork-server child is not our child: we cannot wait() for it and its pid is recycled
-        # once the server reaps it. A pidfd (Linux) names this very process, so a late kill can
-        # never hit an unrelated process that inherited the number.
-        self.pidfd: int | None = None
-        if process is None and hasattr(os, "pidfd_open"):
-            try:
-                self.pidfd = os.pidfd_open(pid)
-            except OSError:
-                self.pidfd = None
-
-    def kill(self, known_alive: bool = True) -> None:
-        """SIGKILL the worker. Without a pidfd, a worker seen dead is not signalled (pid reuse)."""
-        try:
-            if self.process is not None:
-                if self.process.poll() is None:
-                    self.process.kill()
-                self.process.wait(timeout=2.0)
-            elif self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            elif known_alive:
-                os.kill(self.pid, signal.SIGKILL)   # the fork server reaps it
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        for close in (self.conn.close, lambda: self.pidfd is not None and os.close(self.pidfd)):
-            try:
-                close()
-            except OSError:
-                pass
-        self.pidfd = None
+@dataclass(frozen=True)
+class PoolSettings:
+    workers: int = 2                   # items running at once (normal load)
+    overflow_workers: int = 4          # extra processes for the queue while slow items run
+    slow_after_s: float = 1.0          # an item running this long no longer counts against `workers`
+    max_queue: int = 4096              # callers waiting for a slot; more are answered "overloaded"
+    memory_limit_mb: int | None = 4096  # growth cap per worker (RLIMIT_AS over the forked size)
+    startup_timeout_s: float = 60.0
 
 
-def _worker_env() -> dict[str, str]:
-    # The worker must import this very package, also from a source checkout that is not installed.
-    import rftt_plugin
+class Outcome(NamedTuple):
+    """``status``: ``ok`` (``reply`` is the worker's dict), ``timeout`` (the work overran and the
+    worker was killed), ``queue_timeout`` (the deadline passed before a slot came free),
+    ``overloaded`` (queue full) or ``error`` (the worker died on the item twice / pool broken).
+    ``full_budget``: the work had (nearly) the whole bound, so a timeout says something about the
+    item and may be cached."""
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rftt_plugin.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _can_fork_server() -> bool:
-    import socket
-
-    return hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+    reply: dict | None
+    status: str
+    full_budget: bool = False
 
 
-class _Pool:
-    """A fixed set of worker processes; each caller borrows one worker for one item.
+# ----------------------------------------------------------------------------------------------
+# multiprocessing context: fork, allowed from daemonic processes
+# ----------------------------------------------------------------------------------------------
 
-    Workers are forked by a small fork server of our own (``_worker.zygote``, a fresh interpreter
-    started with ``subprocess`` that imports math-verify once), so a replacement for a killed
-    worker is warm in milliseconds instead of re-importing sympy for half a second. We do not use
-    ``multiprocessing``'s spawn/forkserver contexts: they re-import the caller's ``__main__``
-    script in every child, which breaks (or re-runs) any unguarded script that calls the reward
-    function, and they refuse to start from daemonic processes. Without ``os.fork`` (Windows) each
-    worker is its own interpreter.
-    """
+_DAEMON_FLAG_LOCK = threading.Lock()
 
-    def __init__(self, config: GraderConfig, stats: _Stats) -> None:
-        self.config = config
-        self.stats = stats
-        self.pid = os.getpid()
-        self._env = _worker_env()
-        self._cond = threading.Condition()
-        self._idle: list[_Worker] = []
-        self._all: set[_Worker] = set()
-        self._closed = False
-        self._pending = 0                 # workers being started outside the lock
-        self._task_ids = itertools.count()
-        self._zygote: subprocess.Popen | None = None
-        self._ctl = None                  # socket to the fork server
-        self._ctl_lock = threading.Lock()
-        self._use_zygote = _can_fork_server()
-        for _ in range(max(1, config.workers)):
-            self._idle.append(self._start_worker())
 
-    def _command(self) -> list[str]:
-        cmd = [self.config.python or sys.executable, "-m", "rftt_plugin.reward._worker",
-               "--parent-pid", str(os.getpid())]
-        if self.config.memory_limit_mb:
-            cmd += ["--memory-limit-mb", str(int(self.config.memory_limit_mb))]
-        return cmd
+def _fork_context():
+    import multiprocessing
+    from multiprocessing import process as mp_process
 
-    def _start_zygote(self) -> None:
-        import socket
+    base = multiprocessing.get_context("fork")
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._zygote = subprocess.Popen(self._command() + ["--zygote", str(theirs.fileno())],
-                                            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, env=self._env, close_fds=True)
-        except OSError as exc:
-            ours.close()
-            raise GraderUnavailable(f"cannot start the grader fork server: {exc}") from exc
-        finally:
-            theirs.close()
-        ours.settimeout(self.config.startup_timeout_s)
-        try:
-            status = ours.recv(512)
-        except OSError:
-            status = b""
-        if status[:1] != b"R":
-            ours.close()
-            self._zygote.kill()
-            raise GraderUnavailable("grader fork server failed to start: "
-                                    + (status[1:].decode(errors="replace") or "no answer (is math-verify installed?)"))
-        ours.settimeout(None)
-        self._ctl = ours
-        self.stats.add("server_starts")
-
-    def _fork_worker(self) -> tuple[int, object]:
-        import socket
-
-        with self._ctl_lock:
-            for attempt in range(2):
-                if self._ctl is None or (self._zygote is not None and self._zygote.poll() is not None):
-                    self._start_zygote()
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    class _Process(base.Process):  # type: ignore[name-defined, misc]
+        def start(self):
+            # daemon: a process that exits (also a multiprocessing child, whose exit joins every
+            # non-daemonic child) terminates our idle workers instead of waiting for them forever
+            self.daemon = True
+            config = mp_process.current_process()._config  # noqa: SLF001
+            if not config.get("daemon"):
+                return super().start()
+            with _DAEMON_FLAG_LOCK:
+                config["daemon"] = False
                 try:
-                    socket.send_fds(self._ctl, [b"F"], [theirs.fileno()])
-                    raw = b""
-                    while len(raw) < 8:
-                        chunk = self._ctl.recv(8 - len(raw))
-                        if not chunk:
-                            raise OSError("fork server closed its socket")
-                        raw += chunk
-                    return int.from_bytes(raw, "little"), ours
-                except OSError:
-                    ours.close()
-                    self._stop_zygote()
-                    if attempt:
-                        raise GraderUnavailable("grader fork server is not responding") from None
+                    return super().start()
                 finally:
-                    theirs.close()
-        raise AssertionError("unreachable")
+                    config["daemon"] = True
 
-    def _stop_zygote(self) -> None:
-        if self._ctl is not None:
-            try:
-                self._ctl.close()
-            except OSError:
-                pass
-            self._ctl = None
-        if self._zygote is not None:
-            try:
-                self._zygote.kill()
-                self._zygote.wait(timeout=2.0)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            self._zygote = None
+    class _Context(type(base)):  # type: ignore[misc]
+        Process = _Process
 
-    def _start_worker(self) -> _Worker:
-        import socket
-        from multiprocessing.connection import Connection
+    return _Context()
 
-        if self._use_zygote:
-            pid, sock = self._fork_worker()
-            worker = _Worker(pid, Connection(sock.detach()))
-        else:
-            ours, theirs = socket.socketpair()
-            try:
-                process = subprocess.Popen(self._command() + ["--fd", str(theirs.fileno())],
-                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, env=self._env, close_fds=True)
-            except OSError as exc:
-                ours.close()
-                raise GraderUnavailable(f"cannot start a grader worker: {exc}") from exc
-            finally:
-                theirs.close()
-            worker = _Worker(process.pid, Connection(ours.detach()), process)
-        with self._cond:
-            self._all.add(worker)
-        self.stats.add("worker_starts")
-        return worker
 
-    def _replace(self, worker: _Worker, known_alive: bool = True) -> _Worker:
-        worker.kill(known_alive)
-        with self._cond:
-            self._all.discard(worker)
-        self.stats.add("worker_restarts")
-        return self._start_worker()
+# ----------------------------------------------------------------------------------------------
+# One pebble pool, owned by a keeper thread
+# ----------------------------------------------------------------------------------------------
 
-    def _retire(self, worker: _Worker, known_alive: bool = True) -> None:
-        """Kill a worker and refill its slot in the background, so the caller returns at once."""
-        worker.kill(known_alive)
-        with self._cond:
-            self._all.discard(worker)
-            if self._closed:
-                return
-            self._pending += 1
-        self.stats.add("worker_restarts")
-        threading.Thread(target=self._refill, name="rftt-grader-refill", daemon=True).start()
+class _PoolHandle:
+    """A pebble ``ProcessPool`` built, started and finally stopped by one keeper thread."""
 
-    def _refill(self) -> None:
+    def __init__(self, size: int, settings: PoolSettings) -> None:
+        self.size = size
+        self.pool = None
+        self.pids: tuple[int, ...] = ()
+        self._error: str | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, args=(settings,), name="rftt-grader-keeper",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(settings.startup_timeout_s):
+            self.stop()
+            raise GraderUnavailable(f"grader pool did not start within {settings.startup_timeout_s:g} s")
+        if self._error is not None:
+            self.stop()
+            raise GraderUnavailable(f"grader pool failed to start: {self._error}")
+
+    def _keep(self, settings: PoolSettings) -> None:
         try:
-            worker = self._start_worker()
-        except Exception:  # noqa: BLE001 - _acquire starts one lazily if this failed
-            logger.exception("could not start a replacement grader worker")
-            worker = None
-        with self._cond:
-            self._pending -= 1
-            if worker is not None:
-                if self._closed:
-                    self._all.discard(worker)
-                    worker.kill()
-                else:
-                    self._idle.append(worker)
-            self._cond.notify()
+            from pebble import ProcessPool
 
-    def _acquire(self) -> _Worker:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise GraderUnavailable("grader pool is shut down")
-                if self._idle:
-                    # Prefer a warm worker: a replacement may still be starting.
-                    for i in range(len(self._idle) - 1, -1, -1):
-                        if self._idle[i].ready:
-                            return self._idle.pop(i)
-                    return self._idle.pop(0)
-                if len(self._all) + self._pending < max(1, self.config.workers):
-                    self._pending += 1  # a slot was lost when a replacement failed to start
-                    break
-                self._cond.wait()
-        try:
-            return self._start_worker()
+            from rftt_plugin.reward import _worker
+
+            _worker.preload()  # once here, so every fork (and every replacement) is warm
+            self.pool = ProcessPool(max_workers=self.size, initializer=_worker.init_worker,
+                                    initargs=(os.getpid(), settings.memory_limit_mb), context=_fork_context())
+            # The first schedule forks all workers, from this (long-lived) thread.
+            self.pool.schedule(_worker.ping).result(timeout=settings.startup_timeout_s)
+            self.pids = tuple(self.pool._pool_manager.worker_manager.workers)  # noqa: SLF001
+        except BaseException as exc:  # noqa: BLE001 - reported to the builder
+            self._error = f"{type(exc).__name__}: {exc}"
         finally:
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify()
+            self._ready.set()
+        self._stop.wait()
+        if self.pool is not None:
+            try:
+                self.pool.stop()
+                self.pool.join(timeout=10)
+            except Exception:  # noqa: BLE001 - workers are killed by pebble's stop anyway
+                logger.debug("grader pool stop raised", exc_info=True)
 
-    def _release(self, worker: _Worker) -> None:
+    def worker_pids(self) -> list[int]:
+        """Live worker pids (for tests and health checks)."""
+        if self.pool is None:
+            return []
+        return list(self.pool._pool_manager.worker_manager.workers)  # noqa: SLF001
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join(timeout=15)
+
+
+# ----------------------------------------------------------------------------------------------
+# Admission: a FIFO of waiting callers with deadlines
+# ----------------------------------------------------------------------------------------------
+
+class _Gate:
+    def __init__(self, settings: PoolSettings) -> None:
+        self.s = settings
+        self._cond = threading.Condition()
+        self._running: dict[int, float] = {}     # token -> start (monotonic)
+        self._waiting: deque[int] = deque()
+        self._ids = itertools.count(1)
+
+    def _free(self, now: float) -> bool:
+        slow = sum(1 for t in self._running.values() if now - t >= self.s.slow_after_s)
+        return (len(self._running) - slow < self.s.workers
+                and len(self._running) < self.s.workers + self.s.overflow_workers)
+
+    def acquire(self, deadline: float):
+        """A token, ``None`` when the deadline passed first, or ``OVERLOADED``."""
         with self._cond:
-            if self._closed or worker not in self._all:
-                worker.kill()
-                return
-            self._idle.append(worker)
-            self._cond.notify()
+            if len(self._waiting) >= self.s.max_queue:
+                return OVERLOADED
+            me = next(self._ids)
+            self._waiting.append(me)
+            try:
+                while True:
+                    now = time.monotonic()
+                    if self._waiting[0] == me and self._free(now):
+                        self._waiting.popleft()
+                        self._running[me] = now
+                        self._cond.notify_all()  # the next in line may fit too
+                        return me
+                    if now >= deadline:
+                        self._waiting.remove(me)
+                        self._cond.notify_all()
+                        return None
+                    # re-check at least every 50 ms: items turn "slow" with time, not on an event
+                    self._cond.wait(min(deadline - now, 0.05))
+            except BaseException:
+                if me in self._waiting:
+                    self._waiting.remove(me)
+                    self._cond.notify_all()
+                raise
 
-    def _wait_ready(self, worker: _Worker) -> bool:
-        if worker.ready:
-            return True
+    def release(self, token: int) -> None:
+        with self._cond:
+            self._running.pop(token, None)
+            self._cond.notify_all()
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            return {"running": len(self._running), "waiting": len(self._waiting)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The pool the grader service uses
+# ----------------------------------------------------------------------------------------------
+
+class GraderPool:
+    """Bounded, deadline-driven access to a pebble pool of math-verify workers (see module doc)."""
+
+    def __init__(self, settings: PoolSettings, on_event: Callable[[str, int], None] | None = None) -> None:
+        if settings.workers < 1 or settings.overflow_workers < 0:
+            raise ValueError(f"grader pool needs workers >= 1 and overflow_workers >= 0, got {settings}")
+        self.settings = settings
+        self.pid = os.getpid()
+        self._on_event = on_event or (lambda name, n=1: None)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._gate = _Gate(settings)
+        self._handle = self._new_handle()
+
+    def _event(self, name: str, n: int = 1) -> None:
         try:
-            if worker.conn.poll(self.config.startup_timeout_s):
-                message = worker.conn.recv()
-                if isinstance(message, tuple) and message and message[0] == "ready":
-                    worker.ready = True
-                    return True
-                logger.error("grader worker failed to start: %s", message)
-        except (EOFError, OSError):
+            self._on_event(name, n)
+        except Exception:  # noqa: BLE001 - counters must never break grading
             pass
-        return False
 
-    @staticmethod
-    def _looks_dead(worker: _Worker) -> bool:
-        # An idle worker has nothing to say: anything readable is the EOF of a dead process.
-        try:
-            return bool(worker.conn.poll(0))
-        except (OSError, ValueError):
-            return True
+    def _new_handle(self) -> _PoolHandle:
+        size = self.settings.workers + self.settings.overflow_workers
+        handle = _PoolHandle(size, self.settings)
+        self._event("server_starts", 1)
+        self._event("worker_starts", size)
+        return handle
+
+    def _rebuild(self, broken: _PoolHandle) -> None:
+        """Replace a broken pebble pool (e.g. all workers killed while idle) once."""
+        with self._lock:
+            if self._closed:
+                raise GraderUnavailable("grader pool is shut down")
+            if self._handle is not broken:
+                return
+            logger.warning("grader process pool broke; starting a new one")
+            self._handle = self._new_handle()
+        broken.stop(wait=False)
+
+    def worker_pids(self) -> list[int]:
+        return self._handle.worker_pids()
+
+    def load(self) -> dict:
+        return self._gate.snapshot()
 
     def run(self, pred: str, gold: str, pred_percent: bool, gold_percent: bool,
-            timeout_s: float) -> tuple[dict | None, bool]:
-        """Compare in a worker. Returns (reply or None on a worker failure, timed_out)."""
-        worker: _Worker | None = self._acquire()
-        # The bound runs from here: a wait for a replacement that is still starting counts too,
-        # unless the start alone ate the whole budget (then the item still gets a full bound).
-        deadline = time.monotonic() + timeout_s
+            timeout_s: float, deadline: float | None = None) -> Outcome:
+        """Compare in a worker within ``deadline`` (monotonic; default now + ``timeout_s``)."""
+        from concurrent.futures import CancelledError
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        from pebble import ProcessExpired
+
+        from rftt_plugin.reward import _worker
+
+        if deadline is None:
+            deadline = time.monotonic() + timeout_s
+        token = self._gate.acquire(deadline)
+        if token == OVERLOADED:
+            self._event("overloaded", 1)
+            return Outcome(None, OVERLOADED)
+        if token is None:
+            self._event("queue_timeouts", 1)
+            return Outcome(None, "queue_timeout")
+        renice = None
         try:
-            for _ in range(3):
-                if worker.ready and self._looks_dead(worker):
-                    worker = self._replace(worker, known_alive=False)
-                    continue
-                if not self._wait_ready(worker):
-                    worker = self._replace(worker, known_alive=False)
-                    continue
-                task_id = next(self._task_ids)
+            for attempt in range(3):
+                budget = min(timeout_s, deadline - time.monotonic())
+                if budget <= 0:
+                    self._event("queue_timeouts", 1)
+                    return Outcome(None, "queue_timeout")
+                full = budget >= 0.9 * timeout_s
+                handle = self._handle
+                if self._closed:
+                    raise GraderUnavailable("grader pool is shut down")
                 try:
-                    worker.conn.send((task_id, pred, gold, pred_percent, gold_percent))
-                except OSError:  # died before it saw this item (killed, crashed earlier): retry once
-                    worker = self._replace(worker, known_alive=False)
+                    future = handle.pool.schedule(_worker.compare_task, args=(pred, gold, pred_percent, gold_percent))
+                except RuntimeError:  # "pool is not active" / "unexpected error": broken
+                    self._rebuild(handle)
                     continue
-                remaining = deadline - time.monotonic()
+                renice = threading.Timer(self.settings.slow_after_s, _renice_running, args=(handle, future))
+                renice.daemon = True
+                renice.start()
                 try:
-                    if worker.conn.poll(remaining if remaining > 0.05 * timeout_s else timeout_s):
-                        got_id, reply = worker.conn.recv()
-                        if got_id == task_id:
-                            return reply, False
-                        logger.error("grader worker answered task %s, expected %s", got_id, task_id)
-                        self._retire(worker)
-                        worker = None
-                        return None, False
-                except (EOFError, OSError):  # died on this item (memory limit, segfault)
-                    self._retire(worker, known_alive=False)
-                    worker = None
-                    return None, False
-                # Overran its bound: kill it (also stops work stuck in C); the replacement is forked
-                # in the background so this caller returns right at the bound.
-                self._retire(worker)
-                worker = None
-                return None, True
-            raise GraderUnavailable("grader workers die before they receive work")
+                    return Outcome(future.result(timeout=budget), "ok", full)
+                except FutureTimeout:
+                    future.cancel()  # pebble kills the worker and forks a replacement
+                    self._event("worker_restarts", 1)
+                    return Outcome(None, "timeout", full)
+                except ProcessExpired:  # the worker died on this item (killed, OOM, segfault)
+                    self._event("worker_restarts", 1)
+                    self._event("worker_deaths", 1)
+                    continue  # once more on a fresh worker, within what is left of the deadline
+                except (BrokenProcessPool, CancelledError, RuntimeError):
+                    self._rebuild(handle)
+                    continue
+                finally:
+                    renice.cancel()
+            return Outcome(None, "error")
         finally:
-            if worker is not None:
-                self._release(worker)
+            self._gate.release(token)
 
     def shutdown(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            workers = list(self._all)
-            self._all.clear()
-            self._idle.clear()
-            self._cond.notify_all()
-        # Busy workers may be deep in sympy: no polite goodbye, just kill everything.
-        for worker in workers:
-            worker.kill()
-        with self._ctl_lock:
-            self._stop_zygote()
+            handle = self._handle
+        handle.stop(wait=True)
+
+
+def _renice_running(handle: _PoolHandle, future) -> None:
+    """A slow item's worker gets a lower CPU priority, so queued quick items run first.
+
+    pebble records the worker pid on its task when the worker acknowledges it; the future does not
+    expose it, so we look it up among the pool's tasks (best effort: private pebble state). The
+    worker keeps the lower priority if the item finishes; a killed one is replaced by a fresh fork.
+    """
+    try:
+        tasks = tuple(handle.pool._pool_manager.task_manager.tasks.values())  # noqa: SLF001
+        pid = next((t.worker_id for t in tasks if t.future is future), None)
+        if pid:
+            os.setpriority(os.PRIO_PROCESS, pid, 10)
+    except Exception:  # noqa: BLE001 - an optimisation only
+        pass

@@ -1,12 +1,11 @@
 """Body of a grader worker process: math-verify ``parse`` + ``verify`` on one (pred, gold) pair.
 
-Runs only in processes started by :mod:`rftt_plugin.reward.equivalence`: a fork server
-(``python -m rftt_plugin.reward._worker --zygote FD``) that imports math-verify once and forks warm
-workers on request, or, where fork is unavailable, one ``--fd FD`` interpreter per worker.
-Importing this module is cheap; math-verify (sympy, ANTLR) is imported when a process starts.
+Runs in the pebble worker processes of :mod:`rftt_plugin.reward._pool`. Importing this module is
+cheap; :func:`preload` imports math-verify (sympy, ANTLR), which the pool does once in the parent
+just before it forks, so every worker and every replacement starts warm.
 
 Timeouts are *not* handled here: math-verify's own ``signal.alarm`` timeouts are disabled and the
-parent kills the whole process when an item overruns. That is the only bound that also stops work
+pool kills the whole process when an item overruns. That is the only bound that also stops work
 stuck inside C code (big-integer arithmetic ignores Python signals until it returns).
 """
 
@@ -18,20 +17,19 @@ import math
 import os
 import sys
 
-# Message protocol (parent -> worker): ``(task_id, pred, gold, pred_percent, gold_percent)``, or
-# ``None`` to exit. Worker -> parent: ``("ready", pid)`` once, then ``(task_id, reply_dict)``.
-READY = "ready"
-
-# math-verify compares numbers after rounding to 6 decimals, so 1/2004! "equals" 1/2006! and
-# 0.0000672 "equals" 0.0000673 (Math-Verify#14). When both sides are plain numbers we take a second
-# look at 50 significant digits: two exact numbers (no decimal in either) must agree to 1e-30
-# relative, i.e. be equal; when a decimal is involved, within 1e-4 relative (0.333333 = 1/3 stays).
+# Numbers are compared exactly. math-verify compares after rounding to 6 decimals, so 1/2004!
+# "equals" 1/2006! and 0.142857 "equals" 1/7 (Math-Verify#14). When both sides are plain numbers
+# we take a second look: decimals become the exact rationals they spell, and the two values must
+# agree to 1e-30 relative at 50 digits, i.e. be equal.
 _EXACT_REL_TOL = 1e-30
-_DECIMAL_REL_TOL = 1e-4
 
 
 def _set_parent_death_signal(parent_pid: int | None) -> None:
-    """Linux: die with SIGKILL when the parent dies, even if stuck in C code (best effort)."""
+    """Linux: SIGKILL this worker when its parent goes, even if it is stuck in C code.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked us exits, not only the process. The
+    pool therefore forks only from threads that live as long as the pool (see ``_pool``).
+    """
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -45,13 +43,38 @@ def _set_parent_death_signal(parent_pid: int | None) -> None:
         os._exit(0)  # the parent died before the death signal was armed
 
 
+def init_worker(parent_pid: int, memory_limit_mb: int | None) -> None:
+    """pebble initializer: die with the parent, cap memory, die at once on SIGTERM.
+
+    pebble installs a Python SIGTERM handler, which cannot run while sympy is inside a long C
+    call; the default action ends the process immediately, so a kill never waits on the work.
+    """
+    import signal
+
+    _set_parent_death_signal(parent_pid)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _set_memory_limit(memory_limit_mb)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # our timeouts are the process kill
+    logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
+
+
+def _address_space_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _set_memory_limit(memory_limit_mb: int | None) -> None:
+    """Cap the worker's *growth* (RLIMIT_AS = what the fork inherited + ``memory_limit_mb``): a
+    worker forked from a large parent (torch, verl) already maps gigabytes it never touches."""
     if not memory_limit_mb:
         return
     try:
         import resource
 
-        limit = int(memory_limit_mb) * 1024 * 1024
+        limit = _address_space_bytes() + int(memory_limit_mb) * 1024 * 1024
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
@@ -60,15 +83,29 @@ def _set_memory_limit(memory_limit_mb: int | None) -> None:
         pass
 
 
-def _numbers_really_equal(g, p) -> bool:
-    """Second opinion on a math-verify "equal" between two plain numbers (see the tolerances)."""
-    from sympy import Basic, Float
+def _exact(expr):
+    """Decimals (sympy Floats) replaced by the exact rationals they spell: 0.142857 -> 142857/10^6."""
+    from sympy import Float, Rational
 
+    floats = expr.atoms(Float)
+    if not floats:
+        return expr
+    return expr.xreplace({f: Rational(str(f)) for f in floats})
+
+
+def _numbers_really_equal(g, p) -> bool:
+    """Second opinion on a math-verify "equal": two plain numbers (or tuples of them) must be
+    exactly equal, decimals read as exact rationals."""
+    from sympy import Basic, Tuple
+
+    if isinstance(g, Tuple) and isinstance(p, Tuple):
+        return len(g) == len(p) and all(_numbers_really_equal(a, b) for a, b in zip(g.args, p.args))
     if not (isinstance(g, Basic) and isinstance(p, Basic)):
         return True
     try:
         if not (g.is_number and p.is_number) or g.free_symbols or p.free_symbols:
             return True
+        g, p = _exact(g), _exact(p)
         # mpmath floats have an unbounded exponent, so 1/2006! does not underflow to 0 here.
         diff = abs((g - p).evalf(50))
         scale = max(abs(g.evalf(50)), abs(p.evalf(50)))
@@ -76,8 +113,7 @@ def _numbers_really_equal(g, p) -> bool:
             return True
         if scale == 0:
             return True
-        tol = _DECIMAL_REL_TOL if (g.has(Float) or p.has(Float)) else _EXACT_REL_TOL
-        return bool(diff <= tol * scale)
+        return bool(diff <= _EXACT_REL_TOL * scale)
     except Exception:  # noqa: BLE001 - relations, sets, ... : keep math-verify's verdict
         return True
 
@@ -197,106 +233,26 @@ def compare(pred: str, gold: str, pred_percent: bool = False, gold_percent: bool
     return reply
 
 
-def _warm() -> None:
-    """Import math-verify and run one comparison, so the first real item is not charged for it."""
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # our timeouts are the process kill
+def preload() -> None:
+    """Import math-verify and run one comparison (ANTLR parser, sympy caches), so a process forked
+    afterwards serves its first item warm."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
     logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
     compare("\\frac{1}{2}", "0.5")
 
 
-def serve(conn, memory_limit_mb: int | None = None, parent_pid: int | None = None, warm: bool = True) -> None:
-    """Worker main loop: answer tasks from the duplex ``conn`` until ``None`` or EOF."""
-    _set_parent_death_signal(parent_pid)
-    _set_memory_limit(memory_limit_mb)
+def compare_task(pred: str, gold: str, pred_percent: bool, gold_percent: bool) -> dict:
+    """What the pool runs: :func:`compare` with errors turned into an ``error`` reply (one bad item
+    must not look like a dead worker)."""
     try:
-        if warm:
-            _warm()
-        conn.send((READY, os.getpid()))
-    except BaseException as exc:  # noqa: BLE001 - report why the worker cannot serve, then exit
-        try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        except OSError:
-            pass
-        return
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        task_id, pred, gold, pred_percent, gold_percent = message
-        try:
-            reply = compare(pred, gold, pred_percent, gold_percent)
-        except MemoryError:
-            reply = {"equal": False, "gold_parsed": False, "pred_parsed": False, "error": "MemoryError"}
-        except Exception as exc:  # noqa: BLE001 - one bad item must not kill the worker
-            reply = {"equal": False, "gold_parsed": False, "pred_parsed": False,
-                     "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        try:
-            conn.send((task_id, reply))
-        except (EOFError, OSError):
-            return
+        return compare(pred, gold, pred_percent, gold_percent)
+    except MemoryError:
+        return {"equal": False, "gold_parsed": False, "pred_parsed": False, "error": "MemoryError"}
+    except Exception as exc:  # noqa: BLE001
+        return {"equal": False, "gold_parsed": False, "pred_parsed": False,
+                "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def zygote(ctl_fd: int, memory_limit_mb: int | None, parent_pid: int | None) -> None:
-    """Fork server: import math-verify once, then fork a warm worker per request.
-
-    Protocol on the Unix socket ``ctl_fd``: the parent sends one byte with a socket fd attached
-    (SCM_RIGHTS); we fork a worker serving that socket and answer with its pid (8 bytes). Children
-    are reaped automatically (SIGCHLD ignored); the parent kills them by pid. EOF on ``ctl_fd``
-    (the parent is gone or shut the pool down) ends the zygote.
-    """
-    import signal
-    import socket
-    from multiprocessing.connection import Connection
-
-    _set_parent_death_signal(parent_pid)
-    ctl = socket.socket(fileno=ctl_fd)
-    try:
-        _warm()
-    except BaseException as exc:  # noqa: BLE001 - tell the parent instead of dying silently
-        ctl.sendall(b"E" + f"{type(exc).__name__}: {exc}".encode()[:500])
-        return
-    ctl.sendall(b"R")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
-    zygote_pid = os.getpid()
-    while True:
-        try:
-            _, fds, _, _ = socket.recv_fds(ctl, 1, 1)
-        except OSError:
-            return
-        if not fds:
-            return  # EOF
-        pid = os.fork()
-        if pid == 0:  # the worker
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                ctl.close()
-                serve(Connection(fds[0]), memory_limit_mb, zygote_pid, warm=False)
-            finally:
-                os._exit(0)
-        os.close(fds[0])
-        ctl.sendall(pid.to_bytes(8, "little"))
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    from multiprocessing.connection import Connection
-
-    parser = argparse.ArgumentParser(description="rftt grader worker (started by the grader pool)")
-    parser.add_argument("--fd", type=int, help="serve items on this socket (one worker)")
-    parser.add_argument("--zygote", type=int, metavar="CTL_FD", help="run the fork server on this socket")
-    parser.add_argument("--parent-pid", type=int, default=None)
-    parser.add_argument("--memory-limit-mb", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.zygote is not None:
-        zygote(args.zygote, args.memory_limit_mb, args.parent_pid)
-    elif args.fd is not None:
-        serve(Connection(args.fd), args.memory_limit_mb, args.parent_pid)
-    else:
-        parser.error("need --fd or --zygote")
-
-
-if __name__ == "__main__":
-    main()
+def ping() -> int:
+    """Round trip used to start a pool and check it: the worker's pid."""
+    return os.getpid()
