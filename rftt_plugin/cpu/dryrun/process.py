@@ -11,6 +11,7 @@ also stop other people's clusters).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,18 @@ from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# A traceback printed by one of the run's Ray actors or vLLM processes: Ray prefixes their output
+# with "(Name pid=N...)". A dead vLLM worker makes main_ppo hang instead of exit, so a watchdog
+# that stops the run at the first such line turns a silent timeout into a fast, readable failure.
+_WORKER_TRACEBACK = re.compile(r"^\(.*pid=\d+.*\).*Traceback \(most recent call last\)")
+
+
+def worker_traceback(line: str) -> Optional[str]:
+    """``run_logged``'s ``watch``: the reason to stop the run, or None."""
+    if _WORKER_TRACEBACK.search(line):
+        return f"a worker process printed a traceback: {line.strip()[:200]}"
+    return None
 
 
 def _stat(pid: int) -> Optional[tuple[int, int]]:
@@ -79,6 +92,7 @@ class RunResult:
     leftovers_killed: int = 0
     lines: list[str] = field(default_factory=list)
     seen: dict[int, int] = field(default_factory=dict)  # every (pid: start time) of the run's tree
+    aborted: Optional[str] = None  # why ``watch`` stopped the run early
 
 
 class _TreeWatcher(threading.Thread):
@@ -138,9 +152,10 @@ def cleanup(seen: dict[int, int], marker: Optional[str], grace_s: float = 5.0) -
 
 def run_logged(cmd: list[str], env: dict, log_path: Path, timeout_s: float, marker: str,
                echo: Optional[Callable[[str], Optional[str]]] = None, out: TextIO = sys.stdout,
-               cwd: Optional[str] = None) -> RunResult:
+               cwd: Optional[str] = None, watch: Optional[Callable[[str], Optional[str]]] = None) -> RunResult:
     """Run ``cmd`` in its own session; tee output to ``log_path`` (and ``echo(line)`` to ``out`` when it
-    returns text); interrupt it after ``timeout_s``; always clean up its processes.
+    returns text); interrupt it after ``timeout_s``, or as soon as ``watch(line)`` returns a reason
+    (e.g. :func:`worker_traceback`); always clean up its processes.
 
     The output is pumped by a thread, so a leftover Ray process that still holds the pipe cannot
     block us after the driver exited: cleanup kills it, which closes the pipe.
@@ -149,6 +164,7 @@ def run_logged(cmd: list[str], env: dict, log_path: Path, timeout_s: float, mark
     start = time.time()
     lines: list[str] = []
     timed_out = threading.Event()
+    aborted: list[str] = []
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, start_new_session=True)
@@ -160,6 +176,11 @@ def run_logged(cmd: list[str], env: dict, log_path: Path, timeout_s: float, mark
             for line in proc.stdout:
                 log.write(line)
                 lines.append(line)
+                if watch is not None and not aborted:
+                    reason = watch(line)
+                    if reason:
+                        aborted.append(reason)
+                        threading.Thread(target=_interrupt, args=(proc,), daemon=True).start()
                 shown = echo(line) if echo is not None else None
                 if shown:
                     out.write(shown)
@@ -186,7 +207,7 @@ def run_logged(cmd: list[str], env: dict, log_path: Path, timeout_s: float, mark
             killed = cleanup(watcher.seen, marker)
             reader.join(timeout=5)
     return RunResult(proc.returncode, timed_out.is_set(), time.time() - start, watcher.peak / 2**20, log_path,
-                     killed, list(lines), dict(watcher.seen))
+                     killed, list(lines), dict(watcher.seen), aborted[0] if aborted else None)
 
 
 def _interrupt(proc: subprocess.Popen) -> None:

@@ -24,7 +24,8 @@ Request
                                 then clamped to ``[1, max_model_len - len(prompt)]``
     ``stop``                    strings, matched on the decoded response (special tokens skipped);
                                 refused unless ``rollout.skip_tokenizer_init=False`` (verl's default
-                                ``True`` leaves vLLM without a detokenizer; prefer ``stop_token_ids``)
+                                ``True`` leaves SGLang/TRT-LLM without a detokenizer; verl 0.9.1's vLLM
+                                server ignores the key; prefer ``stop_token_ids``, which all honour)
     ``stop_token_ids``          token ids
     ``ignore_eos``              default ``rollout.ignore_eos``
     ``allowed_token_ids``       sample only among these ids (the rest get -inf)

@@ -14,6 +14,12 @@ or the token that completed a stop string): vLLM only trims stop strings from th
 
 ``prompt_logprobs`` needs logits at every prompt position; those are computed by a separate
 forward over that request's prompt alone, so batching never holds ``B x L x vocab`` logits.
+
+Out-of-vocabulary rows: like verl 0.9.1's vLLM server (``monkey_patch_compute_logits`` in
+verl/workers/rollout/vllm_rollout/utils.py, called with ``vocab_size=len(tokenizer)``), the
+logits of ids ``>= vocab_limit`` are set to ``-inf`` before anything reads them, so padded
+embedding rows (Qwen2.5-style checkpoints) are never sampled and every log-prob -- sampled and
+``prompt_logprobs`` -- is a softmax over the tokenizer's ids only.
 """
 
 from __future__ import annotations
@@ -68,8 +74,10 @@ class BatchGenerator:
         pad_token_id: int,
         decode: Optional[Callable[[list[int]], str]] = None,
         seed: int = 0,
+        vocab_limit: Optional[int] = None,
     ):
         self.model = model
+        self.vocab_limit = None if vocab_limit is None else int(vocab_limit)  # ids >= this get -inf
         self.eos_token_ids = frozenset(eos_token_ids)
         self.pad_token_id = int(pad_token_id)
         self.decode = decode
@@ -81,7 +89,14 @@ class BatchGenerator:
         if self._keeps_logits:
             kwargs["logits_to_keep"] = 1  # only the last position is needed while generating
         out = self.model(use_cache=True, **kwargs)
-        return out.logits[:, -1, :], out.past_key_values
+        return self._mask_oov(out.logits[:, -1, :]), out.past_key_values
+
+    def _mask_oov(self, logits: torch.Tensor) -> torch.Tensor:
+        """verl's vLLM server mask: ids the tokenizer does not have get ``-inf`` (see module docstring)."""
+        if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
+            logits = logits.clone()
+            logits[..., self.vocab_limit:] = float("-inf")
+        return logits
 
     def _stop_reason(self, row: _RowState, token: int) -> Optional[str]:
         spec = row.spec
@@ -103,7 +118,7 @@ class BatchGenerator:
     @torch.no_grad()
     def prompt_logprobs(self, prompt_ids: Sequence[int], k: int) -> tuple[list, list]:
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
-        logits = self.model(input_ids=ids, use_cache=False).logits[0]
+        logits = self._mask_oov(self.model(input_ids=ids, use_cache=False).logits[0])
         return prompt_logprobs_layout(torch.log_softmax(logits.float(), dim=-1), list(prompt_ids), k)
 
     # -- main entry point -------------------------------------------------------------------------

@@ -72,8 +72,10 @@ class ServerLimits:
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
     default_seed: Optional[int] = None  # set when full_determinism is on
-    # verl runs vLLM with rollout.skip_tokenizer_init=True by default; vLLM then has no detokenizer
-    # and cannot match stop *strings*. We refuse them in that case rather than diverge silently.
+    # rollout.skip_tokenizer_init (verl's default True) leaves SGLang/TRT-LLM without a detokenizer,
+    # so they cannot match stop *strings*. verl 0.9.1's vLLM server ignores the key (it hard-codes
+    # skip_tokenizer_init=False, vllm_async_server.py:328) and would match them. hfcpu follows the
+    # key, so a request that only works on vLLM fails here too instead of passing a CPU test.
     stop_strings_allowed: bool = True
 
 
@@ -191,8 +193,8 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
     if stop and not limits.stop_strings_allowed:
         raise UnsupportedRequest(
             f"stop strings {list(stop)} need a detokenizer, but actor_rollout_ref.rollout.skip_tokenizer_init=True "
-            f"(verl's default): vLLM cannot match stop strings then. Use stop_token_ids, or set "
-            f"actor_rollout_ref.rollout.skip_tokenizer_init=False."
+            f"(verl's default): SGLang/TRT-LLM cannot match stop strings then (verl's vLLM server ignores the key). "
+            f"Use stop_token_ids, or set actor_rollout_ref.rollout.skip_tokenizer_init=False."
         )
     return SamplingSpec(
         max_tokens=max_tokens,

@@ -106,6 +106,7 @@ class HFCPUServer:
             pad if pad is not None else 0,
             decode=(lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) if tokenizer is not None else None,
             seed=seed,
+            vocab_limit=len(tokenizer) if tokenizer is not None else None,  # verl's vLLM OOV mask
         )
         self.weights = WeightState()
         held = self.model.state_dict()
