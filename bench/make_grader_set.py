@@ -368,9 +368,88 @@ class Builder:
             self.add("unbalanced", g, "}}}" + respond(str(int(g["gold"]) + 5), r) + "{{{", False,
                      "stray braces, wrong answer")
 
+    # -- families a careful human grader handles (issue 15) ------------------------------------
+    def families(self) -> None:
+        """Hand-labelled pairs, one table per family; each label was decided by hand (the value
+        written out on paper), never by running a grader."""
+        r = self.rng
+        table = {
+            # currency signs and words; a dropped trailing zero on money is the same amount
+            "currency": [
+                ("18.50", "\\$18.50", True), ("18.50", "\\$18.5", True), ("18.50", "18.5 dollars", True),
+                ("18.5", "18.50\\text{ dollars}", True), ("18.5", "\\text{\\$}18.50", True),
+                ("\\$32", "32", True), ("32", "\\$32.00", True), ("0.75", "\\$0.75", True),
+                ("1250", "\\$1,250", True), ("7", "7 \\text{dollars}", True),
+                ("18.50", "\\$18.05", False), ("18.5", "\\$185", False), ("32", "\\$3.20", False),
+                ("7", "\\$7.50", False), ("\\$1,250", "\\$125", False), ("0.75", "75 dollars", False),
+            ],
+            # plain unit words and units in text macros after a number
+            "units_words": [
+                ("12", "12 apples", True), ("12", "12 \\text{ square feet}", True), ("5", "5\\,\\mbox{cm}^2", True),
+                ("3", "3 hours", True), ("40", "40 \\mathrm{km}", True),
+                ("12", "13 apples", False), ("5", "6\\,\\mbox{cm}^2", False), ("3", "30 minutes", False),
+            ],
+            # repeating decimals are exact fractions
+            "repeating_decimal": [
+                ("\\frac{1}{3}", "0.\\overline{3}", True), ("\\frac{1}{6}", "0.1\\overline{6}", True),
+                ("\\frac{1}{7}", "0.\\overline{142857}", True), ("\\frac{14}{11}", "1.\\overline{27}", True),
+                ("\\frac{1}{11}", "0.\\overline{09}", True), ("0.\\overline{3}", "\\frac{1}{3}", True),
+                ("\\frac{1}{3}", "0.333\\ldots", True), ("\\frac{8}{3}", "2.\\overline{6}", True),
+                ("\\frac{2}{3}", "0.\\dot{6}", True), ("1", "0.\\overline{9}", True),
+                ("\\frac{3}{10}", "0.\\overline{3}", False), ("\\frac{3}{5}", "0.\\overline{6}", False),
+                ("\\frac{1}{60}", "0.1\\overline{6}", False), ("\\frac{4}{37}", "0.\\overline{12}", False),
+                ("\\frac{1}{3}", "0.3", False), ("0.\\overline{3}", "0.33", False),
+            ],
+            # a scalar factored out of a vector or matrix
+            "scalar_factor": [
+                ("(2,4,6)", "2(1,2,3)", True), ("\\left(\\frac{1}{2},-\\frac{1}{2}\\right)", "\\frac{1}{2}(1,-1)", True),
+                ("\\left(\\frac{\\sqrt{2}}{2},\\frac{\\sqrt{2}}{2}\\right)", "\\frac{1}{\\sqrt{2}}(1,1)", True),
+                ("\\begin{pmatrix}3\\\\-6\\end{pmatrix}", "3\\begin{pmatrix}1\\\\-2\\end{pmatrix}", True),
+                ("\\begin{pmatrix}1/3\\\\2/3\\\\2/3\\end{pmatrix}", "\\frac{1}{3}\\begin{pmatrix}1\\\\2\\\\2\\end{pmatrix}", True),
+                ("-3(1,0,2)", "(-3,0,-6)", True), ("(3,6)", "3 \\cdot (1,2)", True),
+                ("(2,4,6)", "2(1,2,5)", False), ("(1,1)", "\\frac{1}{2}(1,1)", False),
+                ("\\begin{pmatrix}3\\\\-6\\end{pmatrix}", "3\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+                ("(2,4)", "2(2,1)", False), ("(1,1)", "\\sqrt{2}(1,1)", False),
+            ],
+            # a 6-7 digit rounding of an exact value is not the value; an exact decimal is
+            "exact_vs_rounded": [
+                ("\\frac{1}{7}", "0.142857", False), ("\\frac{1}{3}", "0.333333", False),
+                ("\\frac{2}{3}", "0.6666667", False), ("\\sqrt{2}", "1.414214", False),
+                ("\\pi", "3.141593", False), ("\\frac{\\sqrt{2}}{2}", "0.7071068", False),
+                ("\\frac{1}{11}", "0.0909091", False), ("\\frac{22}{7}", "3.142857", False),
+                ("\\frac{1}{8}", "0.125", True), ("\\frac{5}{2}", "2.5", True), ("\\frac{1}{16}", "0.0625", True),
+                ("1.75", "\\frac{7}{4}", True), ("\\frac{\\sqrt{4}}{8}", "0.25", True),
+            ],
+            # text macros nested around the answer
+            "nested_text": [
+                ("\\text{Evelyn}", "\\text{\\textbf{Evelyn}}", True), ("\\text{(C)}", "\\textbf{\\text{(C)}}", True),
+                ("5", "\\text{\\textbf{5}}", True), ("\\text{even}", "\\mathrm{\\text{even}}", True),
+                ("\\text{(B)}", "\\text{\\emph{(B)}}", True),
+                ("\\text{Evelyn}", "\\text{\\textbf{Amy}}", False), ("\\text{(C)}", "\\textbf{\\text{(D)}}", False),
+                ("5", "\\text{\\textbf{6}}", False), ("\\text{even}", "\\mathrm{\\text{odd}}", False),
+            ],
+            # small power towers are exact integers
+            "power_tower": [
+                ("2^{65536}", "2^{2^{2^{2^{2}}}}", True), ("65536", "2^{2^{2^{2}}}", True), ("262144", "4^{3^{2}}", True),
+                ("64", "(2^{3})^{2}", True), ("7625597484987", "3^{3^{3}}", True), ("1024", "2^{10}", True),
+                ("2^{65535}", "2^{2^{2^{2^{2}}}}", False), ("65537", "2^{2^{2^{2}}}", False),
+                ("27^{3}", "3^{3^{3}}", False), ("2^{2^{2^{2}}}", "(2^{2})^{2^{2}}", False),
+            ],
+        }
+        for category, rows in table.items():
+            for gold, pred, label in rows:
+                g = {"gold": gold, "raw": gold, "source": "synthetic"}
+                self.add(category, g, respond(pred, r), label, "hand-labelled family case")
+        # money answers to GSM8K golds: a dollar sign with thousands separators, and a wrong cent amount
+        for g in self.pick("gsm8k", lambda s: INT_RE.match(s) and int(s) >= 1000, 6):
+            v = int(g["gold"])
+            self.add("currency", g, respond(f"\\${thousands(v)}", r), True, "dollar sign, thousands separator")
+            self.add("currency", g, respond(f"\\${thousands(v)}.50", r), False, "dollars and cents: 50 cents off")
+
     def build(self) -> list[dict]:
         self.positives()
         self.negatives()
+        self.families()
         # Rows were made category by category; a stream of responses is not sorted like that
         # (adjacent hang bait would pile up on the workers), so shuffle with the same seed.
         self.rng.shuffle(self.items)

@@ -282,6 +282,8 @@ def normalize_gold(ground_truth: object, data_source: str | None = None) -> Gold
     ('[-2,7]',)
     >>> normalize_gold(None).usable
     False
+    >>> normalize_gold("\\\\$1,250").items
+    ('1250',)
     """
     if ground_truth is None:
         return GoldAnswer((), "unusable")
@@ -302,7 +304,8 @@ def normalize_gold(ground_truth: object, data_source: str | None = None) -> Gold
     if not isinstance(ground_truth, str):
         return GoldAnswer((), "unusable")
 
-    s = ground_truth.replace("\x00", "").strip()
+    # "\$" is a currency sign, never a math delimiter: drop it before "$" pairs are counted
+    s = ground_truth.replace("\x00", "").replace("\\$", "").strip()
     if not s:
         return GoldAnswer((), "unusable")
     listed = _maybe_string_list(s)
