@@ -32,7 +32,17 @@ class Record:
 
 
 def is_local(source: str) -> bool:
-    return os.path.exists(source) or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/", "~"))
+    """A source is a local path unless it can only be a dataset id: ``name`` or ``org/name`` whose
+    ``org`` is not a local directory. ``runs/a/b``, ``./x``, ``data/train`` next to a real
+    ``data/`` are paths, so a typo gives "no such file" at once instead of a hub lookup.
+
+    >>> [is_local(s) for s in ("DigitalLearningGmbH/MATH-lighteval", "gsm8k", "a/b/c", "./x", "m.jsonl")]
+    [False, False, True, True, True]
+    """
+    if os.path.exists(source) or source.endswith(LOCAL_SUFFIXES) or source.startswith((".", "/", "~")):
+        return True
+    parts = source.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and (not all(parts) or os.path.isdir(parts[0])))
 
 
 def _not_utf8(path: Path, line: int, exc: UnicodeDecodeError, line_start: int = 0) -> SourceError:
