@@ -24,8 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error style: ``rftt CMD: error: MSG; hint: ...`` and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from rftt_plugin.errors import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; hint: see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rftt",
         description="RFTT (Reinforced Functional Token Tuning) tools for verl. "
         "Training itself runs through verl: python -m verl.trainer.main_ppo +recipe=rftt ...",
@@ -69,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0]
     module = importlib.import_module(f"rftt_plugin.commands.{COMMANDS[name][0]}")
-    sub = argparse.ArgumentParser(prog=f"rftt {name}", description=COMMANDS[name][1],
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = _Parser(prog=f"rftt {name}", description=COMMANDS[name][1],
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
     sub.epilog = (sub.epilog + "\n" if sub.epilog else "") + "Errors are one line; rftt --debug ... shows the traceback."
     args = sub.parse_args(argv[1:])

@@ -40,8 +40,9 @@ def run(args) -> int:
     if overrides and overrides[0] == "--":
         overrides = overrides[1:]
     if not overrides and not args.demo and not args.model:
-        print("rftt dry-run: nothing to run. Try `rftt dry-run --demo`, or pass a recipe's overrides after `--`.")
-        return 2
+        from rftt_plugin.errors import UserError
+
+        raise UserError("nothing to run", "try `rftt dry-run --demo`, or pass a recipe's overrides after `--`")
     opts = DryRunOptions(
         overrides=overrides, model=args.model, keep_model=args.keep_model, steps=args.steps, gpus=args.gpus,
         demo=args.demo, workdir=args.workdir, timeout_s=args.timeout, verbose=args.verbose,

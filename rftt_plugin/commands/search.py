@@ -165,8 +165,12 @@ def build_layout(args: argparse.Namespace, config: SearchConfig):
     return tokenizer, layout, None
 
 
-def context_window(args: argparse.Namespace) -> int | None:
-    """The model's context window in tokens (hf backend: from config.json), else None."""
+def context_window(args: argparse.Namespace, tokenizer=None) -> int | None:
+    """The model's context window in tokens: hf from config.json; openai: the tokenizer's
+    ``model_max_length`` when it is a real number (the server's limit may be lower); else None."""
+    if args.backend == "openai":
+        limit = getattr(tokenizer, "model_max_length", None)
+        return int(limit) if isinstance(limit, int) and 0 < limit < 10_000_000 else None
     if args.backend != "hf":
         return None
     from transformers import AutoConfig
@@ -184,10 +188,16 @@ def check_lengths(requests: list, layout, window: int | None) -> None:
     if window is None:
         return
     for req in requests:
-        n = len(layout.prompt_ids(req.question))
+        # A 1 MB question would take seconds to tokenize: a prefix of 8 characters per window token
+        # decides first (a cut-off last word adds at most a few tokens, hence the margin of 8).
+        probe = req.question[: 8 * window]
+        n = len(layout.prompt_ids(probe))
+        at_least = len(probe) < len(req.question)
+        if at_least and n < window + 8:
+            n, at_least = len(layout.prompt_ids(req.question)), False
         if n >= window:
-            raise UserError(f"{req.meta.get('source', req.id)}: field 'question': {n} tokens with the chat "
-                            f"template, but the model window is {window} tokens",
+            raise UserError(f"{req.meta.get('source', req.id)}: field 'question': {'more than ' if at_least else ''}"
+                            f"{n} tokens with the chat template, but the model window is {window} tokens",
                             "shorten the question or remove that row")
 
 
@@ -375,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no questions to search in {args._input_file}",
                         "each row needs a 'question' (or 'problem') field")
     tokenizer, layout, script = build_layout(args, config)
-    check_lengths(requests, layout, context_window(args))
+    check_lengths(requests, layout, context_window(args, tokenizer))
     prepare_out(out, run_fingerprint(args, config, requests), args.overwrite)
     engine = build_engine(args, config, layout, script)
     t0 = time.perf_counter()
