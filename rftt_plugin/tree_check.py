@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MAX_DEPTH = 1000  # far beyond any real search (max_depth is ~18); keeps recursive renderers safe
+MAX_DEPTH = 500  # far beyond any real search (max_depth is ~18); the recursive renderers stay under Python's limit
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -96,7 +96,7 @@ def validate_tree_dict(d: Any, tree_format: str | None = None) -> None:
     while stack:
         i, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise TreeError(f"node {i}: deeper than {MAX_DEPTH} steps (a parent cycle?)")
+            raise TreeError(f"node {i}: deeper than {MAX_DEPTH} steps; no search writes such a tree")
         for c in nodes[i].get("children", []):
             if c in seen:
                 raise TreeError(f"node {i}: child {c} is reached twice (a cycle, or a child shared by two parents)")

@@ -384,6 +384,15 @@ def test_show_a_tree_with_a_parent_cycle(tmp_path, capsys, tree_dict):
     assert rc == 2 and "not reachable from the root (a parent cycle" in err
 
 
+def test_show_a_tree_too_deep_to_draw(tmp_path, capsys, tree_dict):
+    proto = tree_dict["nodes"][1]
+    nodes = [dict(tree_dict["nodes"][0], children=[1])]
+    for i in range(1, 601):  # a 600-step chain
+        nodes.append(dict(proto, id=i, parent=i - 1, depth=i, children=[i + 1] if i < 600 else []))
+    rc, err, _ = _show(tmp_path, capsys, dict(tree_dict, nodes=nodes, iterations=[]))
+    assert rc == 2 and "node 501: deeper than 500 steps; no search writes such a tree" in err
+
+
 def test_show_a_tree_whose_text_holds_terminal_escape_sequences(tmp_path, capsys, tree_dict):
     evil = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x9b1m\u202eevil\x08"
     tree_dict["question"] = "Q " + evil
