@@ -46,10 +46,16 @@ class TinyModelSpec:
     padded_vocab: int = 0        # >0: pad the embedding matrix beyond the tokenizer (Qwen2.5 style)
     max_positions: int = 2048
     seed: int = 0
+    split_digits: bool = False   # True: every digit is its own token (arithmetic facts are learnt per digit)
 
 
-def build_tokenizer(arch: str = "qwen2", vocab_size: int = 512):
-    """Train a BPE tokenizer on a fixed corpus and wrap it as a ``PreTrainedTokenizerFast``."""
+def build_tokenizer(arch: str = "qwen2", vocab_size: int = 512, split_digits: bool = False):
+    """Train a BPE tokenizer on a fixed corpus and wrap it as a ``PreTrainedTokenizerFast``.
+
+    ``split_digits`` puts a digit pre-tokeniser first, so numbers are always spelled digit by
+    digit (" 12" is never one piece): a tiny model then learns arithmetic facts per digit, which
+    the CPU quickstart needs; the default keeps the merged pieces other tests rely on.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -59,6 +65,8 @@ def build_tokenizer(arch: str = "qwen2", vocab_size: int = 512):
         # SentencePiece-like: Metaspace pre-tokeniser with byte fallback through the alphabet.
         tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+        if split_digits:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
         tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
         alphabet = sorted(set("".join(_CORPUS)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789<>/_\\{}()[]=+-*^$.,:;!?'\"\n\u2581 "))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", *specials],
@@ -66,6 +74,9 @@ def build_tokenizer(arch: str = "qwen2", vocab_size: int = 512):
     else:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        if split_digits:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                         pre_tokenizers.ByteLevel(add_prefix_space=False)])
         tok.decoder = decoders.ByteLevel()
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
@@ -94,7 +105,7 @@ def build_tiny_model(out_dir: str | os.PathLike, spec: TinyModelSpec | None = No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
-    tok = build_tokenizer(spec.arch, spec.vocab_size)
+    tok = build_tokenizer(spec.arch, spec.vocab_size, spec.split_digits)
     vocab = max(len(tok), spec.padded_vocab)
     common = dict(vocab_size=vocab, hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
                   num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,

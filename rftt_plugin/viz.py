@@ -6,8 +6,10 @@ terminal reason and reward of leaves, the iterations that emitted a leaf, and th
 "+k unexplored" (their tags and priors are listed in the HTML).
 
 The HTML page has no external resources: nested ``<details>`` elements (collapsible), tags
-coloured by kind, the value bar coloured from red (0) to green (1), and two buttons to open or
-close everything.
+coloured by kind, search values (Q/N, the backed-up search reward) in neutral blue, and, for each
+``<output>`` leaf, a separate verdict against the gold answer: the only green (correct) or red
+(wrong) on the page, so an answer the gold-free search rewarded ("answered") never looks like a
+success when it is wrong. Two buttons open or close everything.
 """
 
 from __future__ import annotations
@@ -120,6 +122,20 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
 # --------------------------------------------------------------------------------------------
 # HTML
 # --------------------------------------------------------------------------------------------
+#
+# Two different things are shown for an <output> leaf and must never be confused:
+# * the *search reward* r: what the search backed up. At test time (``rftt eval``/``rftt search``
+#   with ``search_reward=answered``) it means "this leaf boxed an answer" and knows nothing of the
+#   gold; it is drawn in neutral blue, like every Q/N value bar (a value, not a verdict);
+# * *correctness*: the leaf's answer graded against the tree's gold answer (``rftt_plugin.reward``)
+#   when the page is rendered. Only this is drawn green (correct) or red (wrong).
+
+_SEARCH_REWARDS = {  # tree.meta["search_reward"] -> what r means on the page
+    "answered": "answered: 1 = boxed an answer (gold-free, not correctness)",
+    "none": "none: the search backed up 0 everywhere",
+    "oracle": "oracle: 1 = equals the gold (gold leaked into the search; analysis only)",
+}
+_CORRECT, _WRONG, _UNKNOWN = "#1a7f37", "#c62828", "#777777"
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em;color:#222;background:#fafafa}
@@ -132,7 +148,9 @@ details.leaf>summary:before{content:"•"}
 .tag{color:#fff;border-radius:4px;padding:0 .45em;font-family:ui-monospace,monospace;font-size:.92em}
 .bar{display:inline-block;width:60px;height:.7em;background:#eee;border-radius:3px;vertical-align:middle;margin:0 .3em}
 .bar i{display:block;height:100%;border-radius:3px}
-.meta{color:#666;font-size:.9em} .term{font-weight:600} .err{color:#b00020}
+.meta{color:#666;font-size:.9em} .term{font-weight:600;color:#555} .err{color:#b00020}
+.sr{border:1px solid #8aa4c8;color:#2d4f7c;background:#eef3fa;border-radius:4px;padding:0 .35em;font-size:.9em}
+.verdict{color:#fff;border-radius:4px;padding:0 .4em;font-weight:600;font-size:.9em}
 pre{white-space:pre-wrap;background:#fff;border:1px solid #eee;border-radius:4px;padding:.4em .6em;margin:.2em 0 .4em;max-height:22em;overflow:auto}
 .unexplored{color:#999;font-size:.9em;margin:.1em 0 .2em} button{margin-right:.5em}
 """
@@ -142,17 +160,52 @@ function setAll(open){document.querySelectorAll('details').forEach(d=>d.open=ope
 """
 
 
-def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: int) -> str:
+def _search_rgb(v: float) -> str:
+    """A search value in [0, 1] as a neutral blue (light -> dark): a value, never a verdict."""
+    v = 0.0 if math.isnan(v) else min(1.0, max(0.0, v))
+    return f"hsl(212, 55%, {int(80 - 40 * v)}%)"
+
+
+def leaf_correctness(obj: Tree | dict[str, Any]) -> dict[int, bool | None]:
+    """``{node id: correct?}`` for every ``<output>`` leaf, graded against ``tree.gold``.
+
+    ``None`` when the tree has no gold. The grade is the reward module's (the last ``\\boxed{}``
+    of the ``<output>`` step, math equivalence), independent of what the search backed up.
+    """
+    tree = as_tree(obj)
+    leaves = [n for n in tree.nodes if n.terminal_reason == "output"]
+    if tree.gold is None or str(tree.gold).strip() == "":
+        return {n.id: None for n in leaves}
+    from rftt_plugin.reward import score_response
+
+    return {n.id: bool(score_response(f"<output>\n{n.text}\n</output>", str(tree.gold)).acc) for n in leaves}
+
+
+def _verdict(correct: bool | None, gold: Any) -> str:
+    if correct is None:
+        return f'<span class="verdict" style="background:{_UNKNOWN}" title="no gold answer in the tree">not graded (no gold)</span>'
+    if correct:
+        return f'<span class="verdict" style="background:{_CORRECT}" title="equals the gold answer">✓ correct</span>'
+    return (f'<span class="verdict" style="background:{_WRONG}" title="differs from the gold answer">'
+            f'✗ wrong (gold {html.escape(str(gold))})</span>')
+
+
+def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: int,
+               correct: dict[int, bool | None], reward_name: str) -> str:
     tag = n.tag.value if n.tag else "root"
     colour = TAG_COLOURS.get(tag, "#666")
     v = n.value
     bits = [f'<span class="tag" style="background:{colour}">&lt;{tag}&gt;</span>',
-            f'<span class="bar" title="Q/N = {v:.3f}"><i style="width:{int(100 * min(1, max(0, v)))}%;'
-            f'background:{_value_rgb(v)}"></i></span>',
+            f'<span class="bar" title="search value Q/N = {v:.3f} (mean backed-up search reward)"><i style="width:'
+            f'{int(100 * min(1, max(0, v)))}%;background:{_search_rgb(v)}"></i></span>',
             f'<span class="meta">#{n.id} · Q/N {v:.2f} · N {n.N} · p {n.prior:.2f}</span>']
     if n.terminal:
-        bits.append(f'<span class="term" style="color:{_value_rgb(n.reward or 0.0)}">'
-                    f'{html.escape(n.terminal_reason or "")} r={n.reward if n.reward is not None else 0:.2f}</span>')
+        r = n.reward if n.reward is not None else 0.0
+        bits.append(f'<span class="term">{html.escape(n.terminal_reason or "")}</span>')
+        bits.append(f'<span class="sr" title="search reward ({html.escape(reward_name)})">'
+                    f'search r={r:.2f}</span>')
+        if n.terminal_reason == "output":
+            bits.append(_verdict(correct.get(n.id), tree.gold))
     if n.id in leaves:
         bits.append(f'<span class="meta">iterations {", ".join(map(str, leaves[n.id]))}</span>')
     kids = [tree[c] for c in n.children]
@@ -167,21 +220,33 @@ def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: in
     if rest:  # ranked but never generated: listed before the children they compete with
         listing = ", ".join(f"{k.tag.value} ({k.prior:.2f})" for k in rest)
         body.append(f'<div class="unexplored">unexplored next tags: {html.escape(listing)}</div>')
-    body += [_html_node(tree, k, leaves, open_depth) for k in shown]
+    body += [_html_node(tree, k, leaves, open_depth, correct, reward_name) for k in shown]
     cls = ' class="leaf"' if not kids else ""
     opened = " open" if n.depth <= open_depth else ""
     return f"<details{cls}{opened}><summary>{' '.join(bits)}</summary>{''.join(body)}</details>"
 
 
-def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_depth: int = 99) -> str:
-    """A self-contained HTML page for one tree; steps down to depth ``open_depth`` start open."""
+def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_depth: int = 99,
+                correct: dict[int, bool | None] | None = None) -> str:
+    """A self-contained HTML page for one tree; steps down to depth ``open_depth`` start open.
+
+    ``correct`` (node id -> correct against the gold) defaults to :func:`leaf_correctness`.
+    """
     tree = as_tree(obj)
     leaves = _leaf_iterations(tree)
+    correct = leaf_correctness(tree) if correct is None else correct
+    mode = str(tree.meta.get("search_reward") or "")
+    reward_name = _SEARCH_REWARDS.get(mode, f"{mode}: as graded during the search" if mode else
+                                      "as graded during the search (kind not recorded in the tree)")
     legend = "".join(f'<span class="tag" style="background:{c}">&lt;{t}&gt;</span>' for t, c in TAG_COLOURS.items())
     gold = f"<div class='meta'>gold: {html.escape(str(tree.gold))}</div>" if tree.gold is not None else ""
     error = f"<div class='err'>error: {html.escape(str(tree.meta['error']))}</div>" if tree.meta.get("error") else ""
+    n_out = [c for c in correct.values() if c is not None]
+    tally = (f"{sum(n_out)} of {len(n_out)} answer leaves correct against the gold" if n_out else
+             "answer leaves not graded (no gold)")
     root = tree.root
-    roots = "".join(_html_node(tree, tree[c], leaves, open_depth) for c in root.children if tree[c].generated)
+    roots = "".join(_html_node(tree, tree[c], leaves, open_depth, correct, reward_name)
+                    for c in root.children if tree[c].generated)
     head = title or "RFTT search tree"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(head)}</title>
@@ -189,7 +254,11 @@ def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_de
 <h1>{html.escape(head)}</h1>
 <div class="q">{html.escape(tree.question)}</div>{gold}{error}
 <div class="stats">{html.escape(summary_line(tree))}</div>
-<div class="legend">{legend} <span class="meta">value: <span class="bar"><i style="width:100%;background:linear-gradient(90deg,{_value_rgb(0)},{_value_rgb(0.5)},{_value_rgb(1)})"></i></span> 0 → 1</span></div>
+<div class="legend">{legend}</div>
+<div class="legend"><span class="sr">search r</span> <span class="meta">what the search backed up — {html.escape(reward_name)}</span></div>
+<div class="legend"><span class="meta">search value Q/N: <span class="bar"><i style="width:100%;background:linear-gradient(90deg,{_search_rgb(0)},{_search_rgb(1)})"></i></span> 0 → 1</span>
+<span class="verdict" style="background:{_CORRECT}">✓ correct</span><span class="verdict" style="background:{_WRONG}">✗ wrong</span>
+<span class="meta">only these two are judged against the gold answer · {html.escape(tally)}</span></div>
 <p><button onclick="setAll(true)">expand all</button><button onclick="setAll(false)">collapse all</button>
 <span class="meta">root: N {root.N} · Q/N {root.value:.3f}</span></p>
 <div class="tree">{roots}</div>
