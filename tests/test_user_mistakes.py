@@ -73,7 +73,7 @@ def test_search_question_file_with_an_invalid_json_line(tmp_path, capsys):
     q.write_text('{"question": "1 + 1?", "answer": "2"}\n{"question": "2 + 2?", "answer": 4\n')
     rc, err = _run(_search(tmp_path / "o", q), capsys)
     assert rc == 2
-    assert f"{q}:2: invalid JSON (Expecting ',' delimiter at column" in err
+    assert f"{q}:2: invalid JSON (Expecting ',' delimiter at column 35); hint: fix or delete that line" in err
     assert "missing" not in err
 
 

@@ -296,37 +296,43 @@ def run_fingerprint(args: argparse.Namespace, config: SearchConfig, requests: li
             "questions": len(requests), "reward_rule": None if args.no_grade else args.reward_rule}
 
 
-def prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Make ``out`` hold this run only: new/empty, or the same run (old trees removed), or refuse."""
-    import shutil
-
+def check_out_matches(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Refuse an ``out`` that holds anything but this same run (unless ``overwrite``). No side effects."""
     from rftt_plugin.errors import UserError
     from rftt_plugin.evaluation.store import fingerprint_diff
 
     entries = [p.name for p in out.iterdir()] if out.exists() else []
     run_file = out / RUN_FILE
-    if entries and not overwrite:
-        if not run_file.exists():
-            raise UserError(f"--out {out}: not empty and not an `rftt search` output ({', '.join(sorted(entries)[:3])})",
-                            "use a new --out directory")
-        try:
-            old = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint", {})
-        except (ValueError, OSError, AttributeError):
-            old = {}
-        diff = fingerprint_diff(old, json.loads(json.dumps(fingerprint)))
-        if diff:
-            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
-            raise UserError(f"--out {out} holds trees of another search ({shown})",
-                            "use a new --out, or --overwrite to discard them")
-    for name in ("trees", "summary.json", RUN_FILE):  # only our own files; never anything else
+    if not entries or overwrite:
+        return
+    if not run_file.exists():
+        raise UserError(f"--out {out}: not empty and not an `rftt search` output ({', '.join(sorted(entries)[:3])})",
+                        "use a new --out directory")
+    try:
+        old = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint", {})
+    except (ValueError, OSError, AttributeError):
+        old = {}
+    diff = fingerprint_diff(old, json.loads(json.dumps(fingerprint)))
+    if diff:
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise UserError(f"--out {out} holds trees of another search ({shown})",
+                        "use a new --out, or --overwrite to discard them")
+
+
+def reset_out(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Remove our own files of an earlier run (never anything else) and record this run's fingerprint,
+    so ``out`` ends up holding this run's trees only."""
+    import shutil
+
+    for name in ("trees", "summary.json", RUN_FILE):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
     (out / "trees").mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": fingerprint}, indent=2, ensure_ascii=False),
-                        encoding="utf-8")
+    (out / RUN_FILE).write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": fingerprint}, indent=2,
+                                           ensure_ascii=False), encoding="utf-8")
 
 
 async def _search_all(args, requests, config, engine) -> list[dict[str, Any]]:
@@ -384,9 +390,11 @@ def run(args: argparse.Namespace) -> int:
     if not requests:
         raise UserError(f"no questions to search in {args._input_file}",
                         "each row needs a 'question' (or 'problem') field")
+    fingerprint = run_fingerprint(args, config, requests)
+    check_out_matches(out, fingerprint, args.overwrite)
     tokenizer, layout, script = build_layout(args, config)
     check_lengths(requests, layout, context_window(args, tokenizer))
-    prepare_out(out, run_fingerprint(args, config, requests), args.overwrite)
+    reset_out(out, fingerprint)  # every check passed: only now are old trees removed
     engine = build_engine(args, config, layout, script)
     t0 = time.perf_counter()
     rows = asyncio.run(_search_all(args, requests, config, engine))

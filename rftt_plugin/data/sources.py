@@ -62,7 +62,7 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = json.loads(line.rstrip("\r\n"))  # so an error's column stays on this line
             except json.JSONDecodeError as exc:
                 yield Record(f"{path}:{i}", i, {"__error__": f"invalid JSON ({exc.msg} at column {exc.colno})"})
                 continue
