@@ -457,6 +457,17 @@ def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_mode
     assert rc == 2 and "the files it was made from changed (inputs.math500)" in err
 
 
+def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_model, shared_data_dir):
+    base = ["eval", "--model", str(own_model), "--max-tokens", "2", "--out", str(tmp_path / "o"), "--quiet",
+            "--limit", "1", "--source", f"math500={shared_data_dir}/eval/math500.jsonl",
+            "--source", f"amc23={shared_data_dir}/eval/amc23.jsonl"]
+    assert cli.main([*base, "--benchmarks", "math500"]) == 0
+    assert cli.main([*base, "--benchmarks", "math500,amc23"]) == 0  # not a change of input: a new one
+    assert "1 answered now, 1 resumed" in capsys.readouterr().out
+    inputs = json.loads((tmp_path / "o" / "run.json").read_text())["fingerprint"]["inputs"]
+    assert sorted(inputs) == ["amc23", "math500"]
+
+
 def test_gen_sft_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model):
     from rftt_plugin.tiny_model import build_tiny_model
 

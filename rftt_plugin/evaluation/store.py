@@ -59,17 +59,20 @@ def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _merge_inputs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` with the ``inputs`` of benchmarks it does not read taken from ``old``: adding or
-    leaving out a benchmark on a rerun is fine (records are per question), a CHANGED input file of
-    a benchmark in both is a difference.
+def _inputs_views(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """(old, new) restricted to the ``inputs`` of benchmarks both read, and the merged fingerprint
+    to record: adding or leaving out a benchmark on a rerun is fine (records are per question), a
+    CHANGED input file of a benchmark in both is a difference.
 
-    >>> _merge_inputs({"inputs": {"a": 1, "b": 2}}, {"inputs": {"b": 3, "c": 4}})
-    {'inputs': {'a': 1, 'b': 3, 'c': 4}}
+    >>> _inputs_views({"inputs": {"a": 1, "b": 2}}, {"inputs": {"b": 3, "c": 4}})
+    ({'inputs': {'b': 2}}, {'inputs': {'b': 3}}, {'inputs': {'a': 1, 'b': 3, 'c': 4}})
     """
-    if not isinstance(old.get("inputs"), dict) or not isinstance(new.get("inputs"), dict):
-        return new
-    return {**new, "inputs": {**old["inputs"], **new["inputs"]}}
+    a, b = old.get("inputs"), new.get("inputs")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return old, new, new
+    common = [k for k in b if k in a]
+    return ({**old, "inputs": {k: a[k] for k in common}}, {**new, "inputs": {k: b[k] for k in common}},
+            {**new, "inputs": {**a, **b}})
 
 
 def _pid_alive(pid: int) -> bool:
@@ -173,8 +176,8 @@ class RunStore:
             except json.JSONDecodeError as exc:
                 raise RunMismatch(f"{run_file}: unreadable ({exc.msg}); pass --overwrite to start afresh") from exc
             old_fp = old.get("fingerprint", {}) if isinstance(old, dict) else {}
-            merged = _merge_inputs(old_fp, self.fingerprint)
-            diff = fingerprint_diff(old_fp, merged)
+            old_view, new_view, merged = _inputs_views(old_fp, self.fingerprint)
+            diff = fingerprint_diff(old_view, new_view)
             if not diff:
                 if merged != old_fp:  # a benchmark was added: record its input file too
                     self.fingerprint = merged
