@@ -581,3 +581,23 @@ def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
     assert len(keys) == 4 == len(set(keys))
     report = json.loads((out / "report.json").read_text())
     assert report["this_run"]["built"] == 4 - saved
+
+
+def test_journal_edited_by_hand_in_the_middle_eval_policy_skips_gen_sft_policy_refuses(tmp_path):
+    """One journal for both resumable outputs; the two damage policies side by side."""
+    from rftt_plugin.data.journal import Journal, JournalError
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{edited by hand\n{"id": "c"}\n{"id": "d"}')  # last line lost its newline
+    with pytest.raises(JournalError, match=r"r\.jsonl:2: damaged record"):
+        Journal(path)
+    warnings: list[str] = []
+    with Journal(path, lock=False, damaged_middle="skip", unterminated_last="keep", require_key="id",
+                 warn=warnings.append) as j:
+        assert [r["id"] for r in j.records] == ["a", "c", "d"] and j.skipped and not j.torn_tail
+        j.append({"id": "e"})
+    assert warnings == [f"{path}:2: unreadable line skipped (Expecting property name enclosed in double quotes: "
+                        f"line 1 column 2 (char 1)); it is redone"]
+    assert path.read_bytes().endswith(b'{"id": "d"}\n{"id": "e"}\n')
+    with pytest.raises(JournalError):  # the strict policy still refuses the hand-edited line
+        Journal(path)

@@ -11,9 +11,16 @@ the journal back to skip what is done. The rules that make this lose nothing:
   simply does it again.
 * **Damage anywhere else is an error**, naming the file and line: only an outside edit can
   produce it, and guessing which units are done would risk silent loss or duplication.
+  (``damaged_middle="skip"`` instead skips such a line with a warning, so its unit is redone:
+  right where a unit is identified by a key inside the line, as in ``rftt eval``.)
 * **One writer per journal.** :class:`Journal` takes an exclusive advisory lock
   (``fcntl.flock``) on a sibling ``.lock`` file for its lifetime, so two jobs pointed at the
-  same output directory fail fast instead of interleaving lines.
+  same output directory fail fast instead of interleaving lines (``lock=False`` when the owner
+  locks the whole directory itself).
+
+This is the one journal of the project's resumable outputs: ``rftt gen-sft`` (trees.jsonl,
+samples.jsonl) and ``rftt eval`` (records.jsonl, through
+:class:`rftt_plugin.evaluation.store.RunStore`, which adds the run fingerprint and a directory lock).
 
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
@@ -31,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Journal", "JournalError"]
 
@@ -41,11 +48,31 @@ class JournalError(RuntimeError):
 
 
 class Journal:
-    """Open (creating if needed), repair and lock ``path``; ``records`` holds what was on disk."""
+    """Open (creating if needed), repair and lock ``path``; ``records`` holds what was on disk.
 
-    def __init__(self, path: str | os.PathLike, lock: bool = True):
+    Options (defaults: the strict policy above):
+
+    * ``damaged_middle``: ``"raise"`` (:class:`JournalError`) or ``"skip"`` (warn, list the line
+      in ``skipped``; its unit is redone);
+    * ``unterminated_last``: a last line that parses but lacks its newline is ``"redo"`` (cut, like
+      a torn line) or ``"keep"`` (kept; the newline is added);
+    * ``require_key``: a record without this key counts as damaged;
+    * ``allow_nan``: whether :meth:`append` may write NaN/Infinity (not strict JSON);
+    * ``warn``: called with one line per repaired or skipped line.
+    """
+
+    def __init__(self, path: str | os.PathLike, lock: bool = True, *, damaged_middle: str = "raise",
+                 unterminated_last: str = "redo", require_key: str | None = None, allow_nan: bool = False,
+                 warn: Callable[[str], None] | None = None):
+        if damaged_middle not in ("raise", "skip") or unterminated_last not in ("redo", "keep"):
+            raise ValueError("damaged_middle must be raise/skip and unterminated_last redo/keep")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.damaged_middle, self.unterminated_last = damaged_middle, unterminated_last
+        self.require_key, self.allow_nan = require_key, allow_nan
+        self.warn = warn or (lambda _msg: None)
+        self.skipped: list[str] = []  # "path:line: why" of skipped middle lines
+        self.torn_tail = False        # a torn (unparseable) last line was cut off
         self._lock_fh = None
         if lock:
             self._acquire_lock()
@@ -85,6 +112,7 @@ class Journal:
         good_end = 0  # byte offset just after the last good line
         pos = 0
         line_no = 0
+        add_newline = False
         while pos < len(data):
             line_no += 1
             nl = data.find(b"\n", pos)
@@ -95,13 +123,26 @@ class Journal:
                 record = json.loads(raw.decode("utf-8")) if raw.strip() else None
                 if record is not None and not isinstance(record, dict):
                     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                if record is not None and self.require_key and self.require_key not in record:
+                    raise ValueError(f"not a record object with an {self.require_key!r}")
             except (UnicodeDecodeError, ValueError) as exc:
                 if last:
+                    if raw.strip():
+                        self.torn_tail = True
+                        self.warn(f"{self.path}:{line_no}: incomplete last line removed ({exc}); it is redone")
                     break  # a torn tail: repaired below
+                if self.damaged_middle == "skip":
+                    self.skipped.append(f"{self.path}:{line_no}: {exc}")
+                    self.warn(f"{self.path}:{line_no}: unreadable line skipped ({exc}); it is redone")
+                    pos = nl + 1
+                    continue
                 raise JournalError(f"{self.path}:{line_no}: damaged record ({exc}); it is not the last line, "
                                    f"so it was not torn by a crash. Fix or remove that line by hand.") from exc
             if nl < 0:
-                break  # valid JSON but no newline: the write was cut before its end; redo it
+                if self.unterminated_last == "keep" and record is not None:
+                    records.append(record)
+                    good_end, add_newline = len(data), True
+                break  # "redo": valid JSON but no newline: the write was cut before its end
             if record is not None:
                 records.append(record)
             pos = good_end = nl + 1
@@ -111,12 +152,15 @@ class Journal:
                 fh.truncate(good_end)
                 fh.flush()
                 os.fsync(fh.fileno())
+        elif add_newline:
+            with self.path.open("ab") as fh:  # the next append must start on a new line
+                fh.write(b"\n")
         return records, repaired
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line and force it to disk before returning."""
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        line = json.dumps(record, ensure_ascii=False, allow_nan=self.allow_nan)
         if "\n" in line:  # json.dumps never emits raw newlines; guard the invariant anyway
             raise ValueError("a journal record must serialise to a single line")
         self._fh.write(line + "\n")

@@ -9,8 +9,9 @@ Layout of ``--out``::
     results.json / results.md / accuracy_vs_rollouts.png   rebuilt from the records at the end
     .lock               pid of the process writing here (a second writer is refused)
 
-Resume: a new run with the same ``--out`` reads ``records.jsonl``, skips every question that has
-a record and appends the rest. If the process died mid-write, the last line may be torn: it is
+Resume: a new run with the same ``--out`` reads ``records.jsonl`` (through the project's one
+append-only journal, :class:`rftt_plugin.data.journal.Journal`), skips every question that has a
+record and appends the rest. If the process died mid-write, the last line may be torn: it is
 cut off (with a warning) and that question runs again; an unreadable line in the middle is
 skipped with a warning. A run whose fingerprint differs from ``run.json`` is refused with the
 differing settings listed on one line, unless ``overwrite`` (then the old records, trees and
@@ -101,7 +102,7 @@ class RunStore:
         self.fingerprint = json.loads(json.dumps(fingerprint))  # JSON-normalised (tuples -> lists)
         self.overwrite = overwrite
         self.warn = warn or (lambda msg: None)
-        self._fh = None
+        self._journal = None
         self._locked = False
         self.loaded = LoadReport()
 
@@ -129,17 +130,16 @@ class RunStore:
         self._lock()
         try:
             self._check_or_write_fingerprint()
-            self.loaded = self._load_records()
-            self._fh = self.records_path.open("a", encoding="utf-8")
+            self.loaded = self._open_records()
         except BaseException:
             self.close()
             raise
         return self.loaded
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._locked:
             try:
                 (self.out / LOCK_FILE).unlink()
@@ -212,48 +212,23 @@ class RunStore:
             shutil.rmtree(self.trees_dir)
 
     # -- records ----------------------------------------------------------------------------------
-    def _load_records(self) -> LoadReport:
-        report = LoadReport()
-        path = self.records_path
-        if not path.exists():
-            return report
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        # After a clean write the file ends with "\n" and the last split part is empty.
-        offset = 0
-        good_end = 0  # byte offset just after the last line that parsed
-        for number, raw in enumerate(lines, start=1):
-            start, offset = offset, offset + len(raw) + 1
-            if not raw.strip():
-                continue
-            is_last = all(not rest.strip() for rest in lines[number:])
-            try:
-                record = json.loads(raw.decode("utf-8"))
-                if not isinstance(record, dict) or "id" not in record:
-                    raise ValueError("not a record object with an 'id'")
-            except (ValueError, UnicodeDecodeError) as exc:
-                if is_last:
-                    # A torn final write: cut it so the next append starts on a clean line.
-                    with path.open("r+b") as fh:
-                        fh.truncate(good_end)
-                    report.cut_tail = True
-                    self.warn(f"{path}:{number}: incomplete last line removed ({exc}); that question runs again")
-                    break
-                report.skipped.append(f"{path}:{number}: {exc}")
-                self.warn(f"{path}:{number}: unreadable line skipped ({exc}); that question runs again")
-                continue
-            good_end = min(offset, len(data))
+    def _open_records(self) -> LoadReport:
+        """Read records.jsonl through the project's one journal (rftt_plugin.data.journal): a torn
+        last line is cut, an unreadable middle line is skipped (its question runs again), a last
+        line that parses but lost its newline is kept. Returns what was on disk."""
+        from rftt_plugin.data.journal import Journal
+
+        self._journal = Journal(self.records_path, lock=False, damaged_middle="skip", unterminated_last="keep",
+                                require_key="id", allow_nan=True,
+                                warn=lambda msg: self.warn(msg.replace("it is redone", "that question runs again")))
+        report = LoadReport(cut_tail=self._journal.torn_tail, skipped=list(self._journal.skipped))
+        for record in self._journal.records:
             report.records[str(record["id"])] = record
-        if good_end and not data[:good_end].endswith(b"\n") and not report.cut_tail:
-            with path.open("ab") as fh:  # the last good line lacks its newline: add it
-                fh.write(b"\n")
         return report
 
     def append(self, record: dict) -> None:
         """Write one finished question; on return it is on disk."""
-        if self._fh is None:
+        if self._journal is None:
             raise RuntimeError("RunStore is not open")
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._journal.append(record)
         self.loaded.records[str(record["id"])] = record
