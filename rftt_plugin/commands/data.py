@@ -36,6 +36,9 @@ def run(args) -> int:
     from rftt_plugin.data.sources import read_records
     from rftt_plugin.errors import UserError
 
+    for flag, value in (("--limit", args.limit), ("--test-size", args.test_size)):
+        if value is not None and value < 0:
+            raise UserError(f"{flag} {value}: must be >= 0", "see rftt data rl --help")
     out = check_out(args.out)  # before reading: a bad --out fails at once
     report = BuildReport()
     # A SourceError (missing file, non-UTF-8 byte, bad format) propagates: rftt_plugin.cli prints it
@@ -57,7 +60,8 @@ def run(args) -> int:
         rows = rows[: args.limit]
     if not rows:
         _print_rejected(report)
-        raise UserError(f"no usable rows in {args.source} ({len(report.rejected)} rejected, listed above)",
+        rejected = f"{len(report.rejected)} rejected, listed above" if report.rejected else "no rows read"
+        raise UserError(f"no usable rows in {args.source} ({rejected})",
                         "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
     write_parquet(rows, out / "train.parquet")
     if test_rows:

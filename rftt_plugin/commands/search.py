@@ -9,9 +9,9 @@
 Questions: a jsonl/json/parquet file with ``question`` (or ``problem``) and optionally ``answer``
 (or ``final_answer``, or a ``solution`` with ``\\boxed{}``; GSM8K's ``####`` works too). Leaves
 are graded with ``rftt_plugin.reward`` (rule ``--reward-rule``, the paper's 1 / 0.1 / 0 by
-default); questions without a gold answer get reward 0. ``--benchmark NAME`` is a hook for the
-benchmark loaders of ``rftt_plugin.data`` (``load_benchmark(name) -> records``); until they
-exist, pass the file with ``--benchmark-file``.
+default); questions without a gold answer get reward 0. ``--benchmark NAME`` reads a benchmark
+through ``rftt_plugin.data.benchmarks.load_benchmark`` (a local copy from ``RFTT_DATA_DIR`` or
+``data/eval``, else the hub); ``--benchmark-file`` reads a file as it is.
 
 Output: ``OUT/trees/<index>.json`` (render with ``rftt show``), ``OUT/summary.json`` and
 ``OUT/run.json`` (settings + fingerprints of the model files and the question file). ``--out`` must
@@ -219,11 +219,15 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
     else:
         if not args.base_url:
             raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
-        from rftt_plugin.backends.openai import OpenAIBackend
+        from rftt_plugin.backends.openai import OpenAIBackend, out_of_vocab_ids
 
+        try:  # padded rows: keep plain `vllm serve` from sampling ids the tokenizer lacks
+            banned = out_of_vocab_ids(tokenizer, args.model)
+        except (OSError, ValueError):  # --model holds a tokenizer only: nothing to compare against
+            banned = []
         backend = OpenAIBackend(args.base_url, args.served_model_name or args.model, api_key=args.api_key,
                                 max_concurrency=max(4, 4 * args.concurrency),
-                                logprob_method=args.logprob_method)
+                                logprob_method=args.logprob_method, banned_ids=banned)
     return backend, layout, None
 
 
@@ -377,6 +381,10 @@ def run(args: argparse.Namespace) -> int:
         config = search_config(args)
     except ValueError as exc:
         raise UserError(str(exc), "see rftt search --help for the allowed values") from None
+    for flag, value, low in (("--concurrency", args.concurrency, 1), ("--max-batch-size", args.max_batch_size, 1),
+                             ("--limit", args.limit, 0)):
+        if value < low:
+            raise UserError(f"{flag} {value}: must be >= {low}", "see rftt search --help")
     # Cheap checks first: nothing heavy happens before every one of them passed.
     if args.backend != "fake":
         if not args.model:
