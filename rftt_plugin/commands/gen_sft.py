@@ -136,7 +136,10 @@ def run(args) -> int:
     from rftt_plugin.errors import UserError
     from rftt_plugin.search.prompted import PromptedConfig
 
-    # Cheap checks first: output directory, model paths, input rows -- then the model.
+    # Cheap checks first: numbers, output directory, model paths, input rows -- then the model.
+    for flag, value in (("--limit", args.limit), ("--max-length", args.max_length)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1", "see rftt gen-sft --help")
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url", "e.g. --base-url http://localhost:8000/v1")
     if args.backend == "hf":
