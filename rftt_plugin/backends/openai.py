@@ -33,6 +33,17 @@ completions API; every item marked GPU-check must be confirmed against the vLLM 
   ``timeout_s``, retries with exponential backoff on transport errors, timeouts, 408/409/425/429
   and 5xx; other 4xx fail at once. A generation that still fails returns
   ``finish_reason="error"``; scoring raises :class:`OpenAIBackendError`.
+* Padded vocabulary rows (checked on vLLM 0.27.1's CPU build): a checkpoint whose embedding
+  matrix has more rows than the tokenizer has ids (Qwen2.5-style, or resized by
+  ``rftt prepare-model``) lets plain ``vllm serve`` sample an id ``>= len(tokenizer)``; with
+  log-probs on, vLLM's detokenizer then crashes (``TypeError: 'NoneType' object is not
+  iterable``). verl's own vLLM server masks those ids; ``vllm serve`` does not. Pass
+  ``banned_ids=out_of_vocab_ids(tokenizer, config)``: every request then carries
+  ``logit_bias={id: -100}`` for them (vLLM clamps biases to [-100, 100] and validates ids
+  against the model's rows). The bias is applied after vLLM computes its default
+  ``raw_logprobs``, so reported log-probs do not change; it only keeps the padded ids from being
+  sampled (a probability below ``e**-100`` relative to the rest). ``allowed_token_ids`` would
+  be exact but sends ``len(tokenizer)`` ids with every request (~1 MB for a 150k vocabulary).
 * No address is built in: ``base_url`` (e.g. ``http://localhost:8000/v1``) and ``model`` (the
   served model name) are required; ``api_key`` defaults to ``$OPENAI_API_KEY`` if set.
 """
@@ -64,6 +75,27 @@ def parse_token(token: str) -> int:
     return int(token.split(":", 1)[1])
 
 
+def out_of_vocab_ids(tokenizer: Any, config: Any) -> list[int]:
+    """Ids of embedding rows the tokenizer cannot produce: ``range(len(tokenizer), rows)``.
+
+    ``config``: a transformers config (or a path to a checkpoint directory holding config.json).
+    """
+    if isinstance(config, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(config)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rows = int(text.vocab_size)
+    return list(range(len(tokenizer), rows))
+
+
+def out_of_vocab_ids_at(path: str | os.PathLike) -> list[int]:
+    """:func:`out_of_vocab_ids` for a checkpoint directory (tokenizer and config.json both there)."""
+    from transformers import AutoTokenizer
+
+    return out_of_vocab_ids(AutoTokenizer.from_pretrained(path), path)
+
+
 def _entry_logprob(entry: Any) -> float:
     # vLLM serialises a prompt log-prob as {"logprob": x, "rank": r, "decoded_token": s}.
     if isinstance(entry, dict):
@@ -75,7 +107,7 @@ class OpenAIBackend(BaseBackend):
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, max_concurrency: int = 64,
                  timeout_s: float = 300.0, max_retries: int = 3, backoff_s: float = 0.5, backoff_max_s: float = 10.0,
                  logprob_method: str = "prompt_logprobs", top_logprobs: int = 20,
-                 extra_body: dict[str, Any] | None = None):
+                 extra_body: dict[str, Any] | None = None, banned_ids: Sequence[int] = ()):
         if not base_url:
             raise ValueError("base_url is required, e.g. http://localhost:8000/v1")
         if logprob_method not in LOGPROB_METHODS:
@@ -91,6 +123,8 @@ class OpenAIBackend(BaseBackend):
         self.logprob_method = logprob_method
         self.top_k_logprobs = top_logprobs
         self.extra_body = dict(extra_body or {})
+        # padded rows (see the module docstring): never sampled, not even by read-out requests
+        self.logit_bias = {str(int(i)): -100.0 for i in banned_ids}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = None
         self._gate: asyncio.Semaphore | None = None
@@ -115,6 +149,8 @@ class OpenAIBackend(BaseBackend):
 
         self._bind()
         body = {"model": self.model, **self.extra_body, **payload}
+        if self.logit_bias:
+            body["logit_bias"] = {**self.logit_bias, **(body.get("logit_bias") or {})}
         last: str = ""
         async with self._gate:  # type: ignore[union-attr]
             for attempt in range(self.max_retries + 1):

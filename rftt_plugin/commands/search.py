@@ -219,10 +219,10 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
     else:
         if not args.base_url:
             raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
-        from rftt_plugin.backends.openai import OpenAIBackend, out_of_vocab_ids
+        from rftt_plugin.backends.openai import OpenAIBackend, out_of_vocab_ids_at
 
         try:  # padded rows: keep plain `vllm serve` from sampling ids the tokenizer lacks
-            banned = out_of_vocab_ids(tokenizer, args.model)
+            banned = out_of_vocab_ids_at(args.model)
         except (OSError, ValueError):  # --model holds a tokenizer only: nothing to compare against
             banned = []
         backend = OpenAIBackend(args.base_url, args.served_model_name or args.model, api_key=args.api_key,

@@ -122,4 +122,6 @@ def register() -> None:
         logger.error("rftt_plugin: %s failed: %s", STEP, exc)
         raise
     STATE.record(STEP, TARGET, APPLIED, detail)
-    logger.info("rftt_plugin: %s applied in pid %d (%s): %s", STEP, os.getpid(), why, detail)
+    # WARNING, not INFO: verl runs vLLM with VLLM_LOGGING_LEVEL=WARN, and a changed kernel path
+    # (torch linear instead of oneDNN) must be visible in the run log.
+    logger.warning("rftt_plugin: %s applied in pid %d (%s): %s", STEP, os.getpid(), why, detail)
