@@ -10,11 +10,16 @@ graders run ``--repeats`` times in rotating order and each grader's fastest run 
 burst of load from other jobs on the machine penalises no grader in particular.
 
 Graders:
-- ``rftt``: ``rftt_plugin.reward.compute_score`` (pool of ``--workers`` processes, ``--timeout`` s bound);
+- ``rftt``: ``rftt_plugin.reward.compute_score`` (``--workers`` items at a time, pebble process pool,
+  ``--timeout`` s bound per call including queueing);
 - ``verl_math_verify``: ``verl.utils.reward_score.math_verify.compute_score`` (its spawn pool is
   given ``--workers`` processes instead of the hard-coded 4, for an equal footing; its own
   bound is 5 s signal alarms inside a 30 s outer timeout);
 - ``verl_math``: ``verl.utils.reward_score.math_reward.compute_score`` (string normalisation).
+
+``--burst`` runs only the load check of issue 17 instead: 200 concurrent calls, 4 of them hang
+bait, ``--workers`` workers; it reports the latency distribution (every call must end within the
+``--timeout`` bound) and how many calls got an answer rather than a queue timeout.
 
 Reports accuracy, recall, specificity (also without the RFTT-protocol rows, where a correct value
 appears but not in a box the protocol reads), timeouts, p50/p99/max latency and throughput, with
@@ -130,6 +135,40 @@ def make_graders(args):
     return graders, warm, cleanup, grader_stats, reset_grader_stats
 
 
+def burst(args) -> int:
+    """200 concurrent calls, 4 of them hang bait: no call may run past the bound."""
+    from rftt_plugin.reward import check_equivalence, configure, grader_stats, normalize_gold, reset_grader_stats
+
+    configure(workers=args.workers, timeout_s=args.timeout)
+    check_equivalence("\\sqrt{4}", normalize_gold("2"))           # build and warm the pool
+    reset_grader_stats(clear_cache=True)
+    items = [(f"\\sqrt{{{k * k}}}", str(k), True) for k in range(7000, 7196)]
+    for i, slot in enumerate((2, 10, 20, 30)):
+        items.insert(slot, (f"(x+{i + 1})^{{100000}}", f"x+{i + 1}", False))
+    latencies = [0.0] * len(items)
+    verdicts: list = [None] * len(items)
+
+    def one(i: int) -> None:
+        start = time.perf_counter()
+        verdicts[i] = check_equivalence(items[i][0], normalize_gold(items[i][1]))
+        latencies[i] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        list(pool.map(one, range(len(items))))
+    wall = time.perf_counter() - start
+    answered = [v for v in verdicts if not v.timed_out]
+    wrong = sum(v.equivalent != it[2] for v, it in zip(verdicts, items) if not v.timed_out)
+    over = sum(t > args.timeout + args.margin for t in latencies)
+    print(f"burst: {len(items)} concurrent calls ({sum(not it[2] for it in items)} hang bait), "
+          f"{args.workers} workers, bound {args.timeout:g} s, wall {wall:.1f} s, cpu_count={os.cpu_count()}")
+    print(f"  latency p50 {statistics.median(latencies):.2f} s, p99 {_percentile(latencies, 0.99):.2f} s, "
+          f"max {max(latencies):.2f} s; calls over bound + {args.margin:g} s: {over}")
+    print(f"  answered {len(answered)} (wrong {wrong}), timed out {len(items) - len(answered)}; "
+          f"counters {grader_stats()}")
+    return 0 if over == 0 and wrong == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA)
@@ -138,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=0.5, help="allowed overshoot of our bound (s)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per grader (rotating order; fastest kept)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument("--burst", action="store_true", help="run only the 200-call load check (issue 17)")
     args = parser.parse_args(argv)
+    if args.burst:
+        return burst(args)
 
     with open(args.data, encoding="utf-8") as f:
         items = [json.loads(line) for line in f]

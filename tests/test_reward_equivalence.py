@@ -1,7 +1,7 @@
 """Equivalence: fast path, cache, killable worker pool, concurrency, fork safety, clean exit.
 
 Pool behaviour under thread churn, load and killed workers: tests/test_reward_pool.py. The answer
-families a human grader forgives (currency, repeating decimals, ...): tests/test_reward_families.py."""
+families a careful human grader handles (currency, repeating decimals, ...) are at the end."""
 
 from __future__ import annotations
 
@@ -352,3 +352,74 @@ def test_configure_validates():
     with pytest.raises(ValueError):
         eq.configure(timeout_s=-1)
     assert eq.get_config().workers == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# answer families (issue 15): expectations worked by hand / with plain Fraction arithmetic
+# ---------------------------------------------------------------------------------------------
+
+from fractions import Fraction  # noqa: E402
+
+from rftt_plugin.reward.answer_match import clean_answer, exact_int  # noqa: E402
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0.\\overline{3}", Fraction(1, 3)),              # x = 0.333..., 10x - x = 3
+    ("0.1\\overline{6}", Fraction(1, 6)),             # 0.1666... = 1/10 + 6/90
+    ("0.\\overline{142857}", Fraction(1, 7)),
+    ("1.\\overline{27}", Fraction(14, 11)),           # 1 + 27/99 = 1 + 3/11
+    ("-0.\\overline{09}", Fraction(-1, 11)),
+    ("0.\\dot{6}", Fraction(2, 3)),
+    ("0.333\\ldots", Fraction(1, 3)),
+    ("0.1666...", Fraction(1, 6)),
+    ("0.\\overline{9}", Fraction(1)),
+])
+def test_repeating_decimals_become_exact_fractions(text, value):
+    cleaned = clean_answer(text)
+    expected = str(value.numerator) if value.denominator == 1 else (
+        f"{'-' if value < 0 else ''}\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}")
+    assert cleaned == expected
+
+
+@pytest.mark.parametrize("text, cleaned", [
+    ("\\$18.50", "18.50"), ("18.5 dollars", "18.5"), ("\\text{\\$}18.5", "18.5"), ("\\$5\\text{ dollars}", "5"),
+    ("USD 40", "40"), ("12 square feet", "12"), ("5\\,\\mbox{cm}^2", "5"),
+    ("\\text{\\textbf{Evelyn}}", "\\text{Evelyn}"), ("\\textbf{\\text{7}}", "7"), ("\\text{Evelyn}", "\\text{Evelyn}"),
+    ("2(1,2,3)", "(2,4,6)"), ("-3\\left(1,0,2\\right)", "(-3,0,-6)"), ("\\frac{1}{2}(1, -1)", "(\\frac{1}{2},-\\frac{1}{2})"),
+    # left alone: not a unit, not a scalar, not a repeating decimal
+    ("3 or 4", "3 or 4"), ("3 \\text{ or } 4", "3 \\text{ or } 4"), ("2 x", "2 x"), ("f(1,2)", "f(1,2)"),
+    ("(0,9)\\cup(9,36)", "(0,9)\\cup(9,36)"), ("0.3", "0.3"), ("x \\text{ cm}", "x \\text{ cm}"),
+])
+def test_clean_answer(text, cleaned):
+    assert clean_answer(text) == cleaned
+
+
+def test_exact_towers_match_plain_python():
+    assert exact_int("2^{2^{2^{2^{2}}}}") == 2 ** 65536
+    assert exact_int("3^{3^{3}}") == 7625597484987
+    assert exact_int("(2^{3})^{2}") == 64 and exact_int("4!") == 24 and exact_int("2^{3!}") == 64
+    assert exact_int("9^{9^{9^{9}}}") is None and exact_int("10^{200000}") is None   # too many digits
+
+
+@pytest.mark.parametrize("pred, gold_text, expected", [
+    ("\\$18.5", "18.50", True), ("18.5 dollars", "\\$18.50", True), ("\\$18.05", "18.50", False),
+    ("\\$1,250", "1250", True), ("\\$1,250.50", "1250", False),
+    ("12 apples", "12", True), ("13 apples", "12", False),
+    ("0.\\overline{3}", "\\frac{1}{3}", True), ("0.\\overline{3}", "\\frac{3}{10}", False), ("0.33", "0.\\overline{3}", False),
+    ("2(1,2,3)", "(2,4,6)", True), ("2(1,2,3)", "(2,4,5)", False),
+    ("\\frac{1}{\\sqrt{2}}(1,1)", "\\left(\\frac{\\sqrt{2}}{2},\\frac{\\sqrt{2}}{2}\\right)", True),
+    ("\\sqrt{2}(1,1)", "(1,1)", False),
+    ("3\\begin{pmatrix}1\\\\-2\\end{pmatrix}", "\\begin{pmatrix}3\\\\-6\\end{pmatrix}", True),
+    ("3\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}3\\\\-6\\end{pmatrix}", False),
+    ("0.142857", "\\frac{1}{7}", False), ("1.414214", "\\sqrt{2}", False), ("3.141593", "\\pi", False),
+    ("0.125", "\\frac{1}{8}", True), ("\\frac{7}{4}", "1.75", True),
+    ("\\text{\\textbf{Evelyn}}", "\\text{Evelyn}", True), ("\\text{\\textbf{Amy}}", "\\text{Evelyn}", False),
+    ("\\textbf{\\text{(C)}}", "\\text{(C)}", True), ("\\text{\\textbf{6}}", "5", False),
+    ("2^{2^{2^{2^{2}}}}", "2^{65536}", True), ("2^{2^{2^{2}}}", "65537", False), ("3^{3^{3}}", "27^{3}", False),
+])
+def test_families_through_the_grader(pred, gold_text, expected):
+    from rftt_plugin.reward import normalize_gold
+
+    verdict = check_equivalence(pred, normalize_gold(gold_text))
+    assert verdict.equivalent is expected, verdict
+    assert not verdict.timed_out

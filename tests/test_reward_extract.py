@@ -103,11 +103,13 @@ def test_unbalanced_braces():
 def test_200k_character_responses_are_linear(make):
     text = make(200_000)
     assert len(text) >= 190_000
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     extract_answer(text)
     result = compute_score("math", text, "5")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"{elapsed:.2f}s for a 200k-character response"
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    # CPU time of this process: other jobs on a shared machine stretch wall time, not this
+    assert cpu < 2.0, f"{cpu:.2f}s CPU for a 200k-character response"
+    assert elapsed < 10.0, f"{elapsed:.2f}s wall for a 200k-character response"
     assert set(result) == {"score", "acc", "pred", "has_answer", "format_ok", "timed_out"}
 
 

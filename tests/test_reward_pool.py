@@ -31,6 +31,10 @@ from rftt_plugin.reward.extract import GoldAnswer
 
 HANG = "(x+1)^{100000}"     # sympy expands it for minutes against this gold; only a kill stops it
 HANG_GOLD = "x+1"
+# Correctness checks (not the bound) get a generous bound: other jobs may load this machine's
+# cores many times over, and a slow answer must not read as a lost worker. The bound itself is
+# tested by the burst test here and by tests/test_reward_equivalence.py.
+ROOMY = 30.0
 
 
 def gold(text: str) -> GoldAnswer:
@@ -88,7 +92,7 @@ THREAD_CHURN = textwrap.dedent("""
 
     def grade(k):
         pred, g = pair(k)
-        v = eq.check_equivalence(pred, GoldAnswer((g,), "latex"))
+        v = eq.check_equivalence(pred, GoldAnswer((g,), "latex"), timeout_s={roomy})
         return v.equivalent, v.method
 
     results, zombies = [], []
@@ -105,7 +109,7 @@ THREAD_CHURN = textwrap.dedent("""
 def test_fresh_thread_pools_grade_every_equivalent_pair_correct_and_leave_no_zombies():
     import json
 
-    code = THREAD_CHURN.format(tests=os.path.dirname(__file__), batches=5, per=12)
+    code = THREAD_CHURN.format(tests=os.path.dirname(__file__), batches=5, per=12, roomy=ROOMY)
     env = {**os.environ, "RFTT_GRADER_WORKERS": "2"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -124,7 +128,7 @@ def test_in_process_fresh_executors_and_zombie_scan():
     results = []
     for batch in range(4):
         with ThreadPoolExecutor(3) as ex:
-            results += list(ex.map(lambda k: eq.check_equivalence(pair(k)[0], gold(pair(k)[1])),
+            results += list(ex.map(lambda k: eq.check_equivalence(pair(k)[0], gold(pair(k)[1]), timeout_s=ROOMY),
                                    range(1000 + batch * 9, 1000 + (batch + 1) * 9)))
     assert all(v.equivalent and v.method == "symbolic" for v in results), results
     assert zombie_children(os.getpid()) == []
@@ -137,7 +141,7 @@ def test_asyncio_from_fresh_loops_on_fresh_threads():
 
     def run_loop(base: int) -> None:
         async def main():
-            return await asyncio.gather(*(eq.check_equivalence_async(pair(k)[0], gold(pair(k)[1]))
+            return await asyncio.gather(*(eq.check_equivalence_async(pair(k)[0], gold(pair(k)[1]), timeout_s=ROOMY)
                                           for k in range(base, base + 8)))
         outcomes.extend(asyncio.run(main()))
 
@@ -173,7 +177,7 @@ def test_worker_killed_while_busy_and_while_idle():
     victim = eq._state.pool.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
     time.sleep(0.3)
-    verdicts = [eq.check_equivalence(pair(k)[0], gold(pair(k)[1])) for k in range(3000, 3006)]
+    verdicts = [eq.check_equivalence(pair(k)[0], gold(pair(k)[1]), timeout_s=ROOMY) for k in range(3000, 3006)]
     assert all(v.equivalent for v in verdicts), verdicts
     deadline = time.monotonic() + 10
     while len(eq._state.pool.worker_pids()) < size and time.monotonic() < deadline:
@@ -201,7 +205,7 @@ def test_burst_with_slow_items_keeps_every_call_within_its_bound():
     """200 concurrent calls, 4 of them hang bait, 2 workers: no call may wait past the bound
     (before: 35-50 calls over 5.5 s, up to 11 s, queued behind the timeouts), and the slow items
     must not stop the quick ones (a pool that let them hold both workers would answer about 30)."""
-    bound, margin = 3.0, 0.75
+    bound, margin = eq.get_config().timeout_s, 0.75   # the default 5 s, as in the issue
     assert eq.get_config().workers == 2
     # this machine's rate for quick symbolic items right now (other jobs may share the cores)
     eq.reset_grader_stats(clear_cache=True)
@@ -221,8 +225,27 @@ def test_burst_with_slow_items_keeps_every_call_within_its_bound():
     assert not wrong, wrong
     answered = sum(not v.timed_out for v in verdicts)
     expected = min(196, rate * bound)
-    assert answered >= 0.6 * expected, (answered, round(rate, 1), eq.grader_stats())
+    assert answered >= 0.5 * expected, (answered, round(rate, 1), eq.grader_stats())
     assert zombie_children(os.getpid()) == []
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])   # field 19 of proc(5): nice
+
+
+def test_a_slow_items_worker_is_reniced_and_others_are_not():
+    eq.shutdown()                                       # a fresh pool: every worker at our priority
+    assert eq.check_equivalence("\\sqrt{144}", gold("12")).equivalent
+    after = eq._state.pool.settings.renice_after_s
+    t = threading.Thread(target=eq.check_equivalence, args=("(x+7)^{100000}", gold("x+7")),
+                         kwargs={"timeout_s": after + 2.0})
+    t.start()
+    time.sleep(after + 0.8)
+    nices = {pid: _nice(pid) for pid in eq._state.pool.worker_pids()}
+    t.join(timeout=30)
+    base = os.getpriority(os.PRIO_PROCESS, 0)          # this test may itself run under `nice`
+    assert sorted(nices.values()) == [base] * (len(nices) - 1) + [min(19, base + 10)], nices
 
 
 def test_exact_power_tower_through_the_service():
@@ -236,11 +259,11 @@ def test_daemonic_caller_can_grade():
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as mp_pool:
-        assert mp_pool.apply(_daemonic_check, ((pair(5000)[0], pair(5000)[1]),), ) is True
+        assert mp_pool.apply(_daemonic_check, ((pair(5000)[0], pair(5000)[1]),)) is True
 
 
 def _daemonic_check(p) -> bool:
     from rftt_plugin.reward.equivalence import check_equivalence
 
-    v = check_equivalence(p[0], GoldAnswer((p[1],), "latex"))
+    v = check_equivalence(p[0], GoldAnswer((p[1],), "latex"), timeout_s=ROOMY)
     return v.equivalent and v.method == "symbolic"

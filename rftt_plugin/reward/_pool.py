@@ -20,8 +20,8 @@ Design, and why:
   more get ``overloaded`` at once.
 - **Slow items do not hold the line.** ``workers`` items run at a time; an item that has run for
   ``slow_after_s`` stops counting against that, so up to ``overflow_workers`` more processes serve
-  the queue while slow items run out their bound. A slow item's process is also reniced, so the
-  quick items get the CPU first.
+  the queue while slow items run out their bound. An item still running after ``renice_after_s``
+  has its process reniced, so the quick items get the CPU first.
 - **Daemonic callers** (e.g. a ``multiprocessing.Pool`` worker) may not normally have children;
   our workers die with their parent (death signal), which is the reason for that rule, so the
   check is bypassed for our own start only. Our workers are daemonic themselves, so a process
@@ -52,7 +52,8 @@ class GraderUnavailable(RuntimeError):
 class PoolSettings:
     workers: int = 2                   # items running at once (normal load)
     overflow_workers: int = 4          # extra processes for the queue while slow items run
-    slow_after_s: float = 1.0          # an item running this long no longer counts against `workers`
+    slow_after_s: float = 0.5          # an item running this long no longer counts against `workers`
+    renice_after_s: float = 2.0        # an item running this long is almost surely hang bait: renice
     max_queue: int = 4096              # callers waiting for a slot; more are answered "overloaded"
     memory_limit_mb: int | None = 4096  # growth cap per worker (RLIMIT_AS over the forked size)
     startup_timeout_s: float = 60.0
@@ -144,13 +145,38 @@ class _PoolHandle:
             self._error = f"{type(exc).__name__}: {exc}"
         finally:
             self._ready.set()
-        self._stop.wait()
+        reniced: set[int] = set()
+        while not self._stop.wait(0.2):
+            reniced = self._renice_slow(settings.renice_after_s, reniced)
         if self.pool is not None:
             try:
                 self.pool.stop()
                 self.pool.join(timeout=10)
             except Exception:  # noqa: BLE001 - workers are killed by pebble's stop anyway
                 logger.debug("grader pool stop raised", exc_info=True)
+
+    def _renice_slow(self, after_s: float, reniced: set[int]) -> set[int]:
+        """Lower the CPU priority of workers whose item has run ``after_s``, so the quick items
+        queued behind get the CPU first. pebble records the worker pid and start time on its task
+        when the worker acknowledges it (private state: best effort). An unprivileged process
+        cannot raise a priority again, so a reniced worker whose item does finish keeps the lower
+        priority; hence the long threshold (normal items finish well under a second, hang bait
+        runs into the kill, and a killed worker is replaced by a fresh fork at normal priority)."""
+        if self.pool is None:
+            return reniced
+        try:
+            tasks = tuple(self.pool._pool_manager.task_manager.tasks.values())  # noqa: SLF001
+            live = set(self.worker_pids())
+            now = time.time()
+            lower = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)   # relative: we may run under nice
+            for task in tasks:
+                pid, started = task.worker_id, task.timestamp
+                if pid and pid in live and pid not in reniced and started and now - started >= after_s:
+                    os.setpriority(os.PRIO_PROCESS, pid, lower)
+                    reniced.add(pid)
+            return reniced & live
+        except Exception:  # noqa: BLE001 - an optimisation only
+            return reniced
 
     def worker_pids(self) -> list[int]:
         """Live worker pids (for tests and health checks)."""
@@ -168,53 +194,78 @@ class _PoolHandle:
 # Admission: a FIFO of waiting callers with deadlines
 # ----------------------------------------------------------------------------------------------
 
+class _Waiter:
+    __slots__ = ("event", "token")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.token: int | None = None
+
+
 class _Gate:
+    """Slots are handed out in arrival order by whoever frees one (or by a 50 ms ticker while
+    callers wait, since running items turn "slow" with time, not on an event). Each waiter sleeps
+    on its own event until it is granted a slot or its deadline passes: no thundering herd of
+    hundreds of threads waking on every release."""
+
     def __init__(self, settings: PoolSettings) -> None:
         self.s = settings
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._running: dict[int, float] = {}     # token -> start (monotonic)
-        self._waiting: deque[int] = deque()
+        self._waiting: deque[_Waiter] = deque()
         self._ids = itertools.count(1)
+        self._ticker: threading.Thread | None = None
 
     def _free(self, now: float) -> bool:
         slow = sum(1 for t in self._running.values() if now - t >= self.s.slow_after_s)
         return (len(self._running) - slow < self.s.workers
                 and len(self._running) < self.s.workers + self.s.overflow_workers)
 
+    def _grant_locked(self) -> None:
+        now = time.monotonic()
+        while self._waiting and self._free(now):
+            waiter = self._waiting.popleft()
+            waiter.token = next(self._ids)
+            self._running[waiter.token] = now
+            waiter.event.set()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(0.05)
+            with self._lock:
+                if not self._waiting:
+                    self._ticker = None
+                    return
+                self._grant_locked()
+
     def acquire(self, deadline: float):
         """A token, ``None`` when the deadline passed first, or ``OVERLOADED``."""
-        with self._cond:
+        waiter = _Waiter()
+        with self._lock:
             if len(self._waiting) >= self.s.max_queue:
                 return OVERLOADED
-            me = next(self._ids)
-            self._waiting.append(me)
-            try:
-                while True:
-                    now = time.monotonic()
-                    if self._waiting[0] == me and self._free(now):
-                        self._waiting.popleft()
-                        self._running[me] = now
-                        self._cond.notify_all()  # the next in line may fit too
-                        return me
-                    if now >= deadline:
-                        self._waiting.remove(me)
-                        self._cond.notify_all()
-                        return None
-                    # re-check at least every 50 ms: items turn "slow" with time, not on an event
-                    self._cond.wait(min(deadline - now, 0.05))
-            except BaseException:
-                if me in self._waiting:
-                    self._waiting.remove(me)
-                    self._cond.notify_all()
-                raise
+            self._waiting.append(waiter)
+            self._grant_locked()
+            if waiter.token is not None:
+                return waiter.token
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="rftt-grader-gate", daemon=True)
+                self._ticker.start()
+        try:
+            waiter.event.wait(max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._lock:
+                if waiter.token is None:
+                    self._waiting.remove(waiter)
+        return waiter.token
 
     def release(self, token: int) -> None:
-        with self._cond:
+        with self._lock:
             self._running.pop(token, None)
-            self._cond.notify_all()
+            self._grant_locked()
 
     def snapshot(self) -> dict:
-        with self._cond:
+        with self._lock:
             return {"running": len(self._running), "waiting": len(self._waiting)}
 
 
@@ -286,9 +337,8 @@ class GraderPool:
         if token is None:
             self._event("queue_timeouts", 1)
             return Outcome(None, "queue_timeout")
-        renice = None
         try:
-            for attempt in range(3):
+            for _ in range(3):  # a retry after a worker death or a broken pool
                 budget = min(timeout_s, deadline - time.monotonic())
                 if budget <= 0:
                     self._event("queue_timeouts", 1)
@@ -302,9 +352,6 @@ class GraderPool:
                 except RuntimeError:  # "pool is not active" / "unexpected error": broken
                     self._rebuild(handle)
                     continue
-                renice = threading.Timer(self.settings.slow_after_s, _renice_running, args=(handle, future))
-                renice.daemon = True
-                renice.start()
                 try:
                     return Outcome(future.result(timeout=budget), "ok", full)
                 except FutureTimeout:
@@ -318,8 +365,6 @@ class GraderPool:
                 except (BrokenProcessPool, CancelledError, RuntimeError):
                     self._rebuild(handle)
                     continue
-                finally:
-                    renice.cancel()
             return Outcome(None, "error")
         finally:
             self._gate.release(token)
@@ -329,19 +374,3 @@ class GraderPool:
             self._closed = True
             handle = self._handle
         handle.stop(wait=True)
-
-
-def _renice_running(handle: _PoolHandle, future) -> None:
-    """A slow item's worker gets a lower CPU priority, so queued quick items run first.
-
-    pebble records the worker pid on its task when the worker acknowledges it; the future does not
-    expose it, so we look it up among the pool's tasks (best effort: private pebble state). The
-    worker keeps the lower priority if the item finishes; a killed one is replaced by a fresh fork.
-    """
-    try:
-        tasks = tuple(handle.pool._pool_manager.task_manager.tasks.values())  # noqa: SLF001
-        pid = next((t.worker_id for t in tasks if t.future is future), None)
-        if pid:
-            os.setpriority(os.PRIO_PROCESS, pid, 10)
-    except Exception:  # noqa: BLE001 - an optimisation only
-        pass

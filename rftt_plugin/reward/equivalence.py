@@ -82,7 +82,7 @@ class GraderConfig:
     workers: int = 2                  # items graded at once under normal load
     timeout_s: float = 5.0            # hard wall-clock bound per call: queueing + work
     overflow_workers: int = 4         # extra processes that serve the queue while slow items run
-    slow_after_s: float = 1.0         # an item running this long stops holding one of `workers`
+    slow_after_s: float = 0.5         # an item running this long stops holding one of `workers`
     max_queue: int = 4096             # callers waiting for a worker; more are refused at once
     memory_limit_mb: int | None = 4096  # growth cap per worker: hang bait must not eat the machine
     startup_timeout_s: float = 60.0   # the pool must import math-verify and fork within this
