@@ -123,6 +123,37 @@ def test_fresh_thread_pools_grade_every_equivalent_pair_correct_and_leave_no_zom
     assert not [pid for pid in out["workers"] if alive(pid)], "workers outlived their parent"
 
 
+BUILD_IN_A_THREAD_THEN_WAIT = textwrap.dedent("""
+    import sys, threading, time
+    from rftt_plugin.reward import equivalence as eq
+    from rftt_plugin.reward.extract import GoldAnswer
+    t = threading.Thread(target=eq.check_equivalence, args=("\\\\sqrt{{9}}", GoldAnswer(("3",), "latex")))
+    t.start(); t.join()                      # the pool was built from a thread that is now gone
+    print(" ".join(map(str, eq._state.pool.worker_pids())), flush=True)
+    time.sleep(60)
+""")
+
+
+def test_workers_outlive_the_building_thread_but_not_a_killed_parent():
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_IN_A_THREAD_THEN_WAIT.format()], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids
+        time.sleep(1.0)
+        assert all(alive(pid) for pid in pids), "a worker died with the thread that built the pool"
+        proc.kill()                                  # SIGKILL: no atexit, no cleanup of ours
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in pids if alive(pid)], "workers outlived a killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def test_in_process_fresh_executors_and_zombie_scan():
     eq.reset_grader_stats(clear_cache=True)
     results = []
