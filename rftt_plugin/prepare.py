@@ -258,6 +258,19 @@ def _is_nonempty_dir(path: Path) -> bool:
 def _check_out_dir(out: Path, source: str, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PrepareError(f"--out {out} exists and is not a directory")
+    # Before the model loads: the save needs a writable directory next to --out (the temporary copy).
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PrepareError(f"--out {out}: is under {parent}, which is a file, not a directory")
+    try:
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=parent, prefix=".rftt-write-check-"):
+            pass
+    except OSError as exc:
+        raise PrepareError(f"--out {out}: cannot write in {parent} ({exc.strerror or exc})") from None
     if Path(source).exists() and Path(source).resolve() == out.resolve():
         raise PrepareError(f"--out {out} is the source checkpoint itself; write to a new directory "
                            "(the source's weights are still being read while saving)")
