@@ -160,7 +160,6 @@ async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
 
     import rftt_plugin.reward.score as score_mod
-    from rftt_plugin.credit import dense_rewards, step_credit
 
     real = score_mod.score_response_async
 
@@ -198,8 +197,13 @@ async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_
         assert keys == [f"uid-D_{s}_0"] and partition == "train"
         rm = fields["rm_scores"][0]
         extra = fields["extra_fields"][0]
-        credit = step_credit(extra["rftt_node_values"], extra["rftt_root_value"], weight)
-        expected = dense_rewards(len(out.response_ids), extra["rftt_step_ends"], credit, outcome=out.reward_score)
+        # plain reference: w * (V(s_k) - V(s_{k-1})) at each step end, the outcome on the last trained id
+        values = [extra["rftt_root_value"], *extra["rftt_node_values"]]
+        expected = [0.0] * len(out.response_ids)
+        for k, end in enumerate(extra["rftt_step_ends"]):
+            expected[end] += weight * (values[k + 1] - values[k])
+        last_trained = max(t for t, m in enumerate(out.response_mask) if m)
+        expected[last_trained] += out.reward_score
         torch.testing.assert_close(rm, torch.tensor(expected, dtype=torch.float32))
         # the step credits telescope: sum = w * (V(leaf) - V(root)), plus the outcome
         telescoped = weight * (extra["rftt_node_values"][-1] - extra["rftt_root_value"]) + out.reward_score

@@ -23,24 +23,46 @@ def _reference_returns(rewards, mask, gamma):
     return out
 
 
-def _reference_tree_adv(returns, mask, index):
+def _valid(values, mask):
+    return [values[i][t] for i in range(len(mask)) for t in range(len(mask[i])) if mask[i][t]]
+
+
+def _reference_std(vals, min_std):
+    """Unbiased std of a plain list, floored at min_std (the estimator's documented formula)."""
+    mean = sum(vals) / len(vals)
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, max(var, min_std ** 2) ** 0.5
+
+
+def _reference_global_adv(returns, mask, min_std=0.1):
+    vals = _valid(returns, mask)
+    if len(vals) < 2:
+        return [[0.0] * len(r) for r in returns]
+    mean, std = _reference_std(vals, min_std)
+    return [[(returns[i][t] - mean) / std if mask[i][t] else 0.0 for t in range(len(mask[i]))]
+            for i in range(len(returns))]
+
+
+def _reference_tree_adv(returns, mask, index, min_std=0.1):
+    """Per-tree mean as the baseline, the batch's std of the centred values as the scale."""
     groups = {}
     for i, key in enumerate(index):
         groups.setdefault(key, []).append(i)
-    adv = [[0.0] * len(returns[0]) for _ in returns]
+    centred = [[0.0] * len(returns[0]) for _ in returns]
     for rows in groups.values():
         vals = [returns[i][t] for i in rows for t in range(len(mask[i])) if mask[i][t]]
-        if len(vals) < 2:
+        if not vals:
             continue
         mean = sum(vals) / len(vals)
-        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-        if std <= 1e-6:
-            continue
         for i in rows:
             for t in range(len(mask[i])):
                 if mask[i][t]:
-                    adv[i][t] = (returns[i][t] - mean) / std
-    return adv
+                    centred[i][t] = returns[i][t] - mean
+    vals = _valid(centred, mask)
+    if len(vals) < 2:
+        return [[0.0] * len(r) for r in returns]
+    _, std = _reference_std(vals, min_std)
+    return [[centred[i][t] / std if mask[i][t] else 0.0 for t in range(len(mask[i]))] for i in range(len(returns))]
 
 
 def _batch(seed, rows=7, length=11, pad_rows=1):
@@ -69,14 +91,73 @@ def test_returns_match_plain_reference(gamma, seed):
     np.testing.assert_allclose(got.numpy(), _reference_returns(rewards, mask, gamma), atol=1e-12)
 
 
+@pytest.mark.parametrize("min_std", [0.0, 0.1, 5.0])
 @pytest.mark.parametrize("seed", range(5))
-def test_tree_normalisation_matches_plain_reference(seed):
+def test_tree_normalisation_matches_plain_reference(seed, min_std):
     rewards, mask, index = _batch(seed)
     adv, ret = rftt_tree_advantage(torch.tensor(rewards, dtype=torch.float64), torch.tensor(mask), gamma=1.0,
-                                   normalize="tree", index=index)
-    expected = _reference_tree_adv(_reference_returns(rewards, mask, 1.0), mask, index)
+                                   normalize="tree", index=index, min_std=min_std)
+    expected = _reference_tree_adv(_reference_returns(rewards, mask, 1.0), mask, index, min_std)
     np.testing.assert_allclose(adv.numpy(), expected, atol=1e-6)
     assert torch.all(adv[-1] == 0)  # padding row
+
+
+@pytest.mark.parametrize("min_std", [0.0, 0.1, 5.0])
+@pytest.mark.parametrize("seed", range(5))
+def test_global_normalisation_matches_plain_reference(seed, min_std):
+    rewards, mask, index = _batch(seed)
+    adv, _ = rftt_tree_advantage(torch.tensor(rewards, dtype=torch.float64), torch.tensor(mask), gamma=0.9,
+                                 normalize="global", index=index, min_std=min_std)
+    expected = _reference_global_adv(_reference_returns(rewards, mask, 0.9), mask, min_std)
+    np.testing.assert_allclose(adv.numpy(), expected, atol=1e-6)
+
+
+def _kl_batch(seed, kl_scale=1e-3):
+    """Tree "same" (4 leaves, all correct) + two trees with mixed outcomes; KL noise of order 1e-3 per
+    token already folded into the rewards (r_t - beta * KL_t), non-contiguous masks."""
+    rng = random.Random(seed)
+    rewards, mask, index = [], [], []
+    outcomes = {"same": [1.0, 1.0, 1.0, 1.0], "mixed1": [1.0, 0.1, 0.0, 0.1], "mixed2": [0.0, 1.0, 0.1, 1.0]}
+    for uid, outs in outcomes.items():
+        for outcome in outs:
+            n = rng.randint(12, 30)
+            m = [1 if t < n else 0 for t in range(32)]
+            for t in rng.sample(range(n - 1), 3):  # inserted ids inside the path (non-contiguous mask)
+                m[t] = 0
+            r = [(-rng.uniform(0, 2) * kl_scale if m[t] else 0.0) for t in range(32)]
+            r[n - 1] += outcome
+            rewards.append(r)
+            mask.append(m)
+            index.append(uid)
+    return rewards, mask, index
+
+
+@pytest.mark.parametrize("normalize", ["global", "tree", "none"])
+@pytest.mark.parametrize("seed", range(3))
+def test_equal_outcome_tree_with_kl_noise_keeps_small_advantages(normalize, seed):
+    """A tree whose leaves share one outcome must not get its KL noise blown up to unit variance."""
+    rewards, mask, index = _kl_batch(seed)
+    adv, _ = rftt_tree_advantage(torch.tensor(rewards, dtype=torch.float64), torch.tensor(mask), gamma=1.0,
+                                 normalize=normalize, index=index)
+    same = [adv[i][t].item() for i in range(len(index)) if index[i] == "same" for t in range(32) if mask[i][t]]
+    mean = sum(same) / len(same)
+    std = (sum((v - mean) ** 2 for v in same) / (len(same) - 1)) ** 0.5
+    assert std <= 0.05, f"{normalize}: std {std:.4f} of an all-correct tree's advantages"
+    if normalize == "tree":  # its baseline is its own mean: no systematic push either way
+        assert abs(mean) <= 0.05
+
+
+def test_whole_batch_with_one_outcome_is_bounded_by_the_floor():
+    rewards, mask, index = _kl_batch(0)
+    index = ["same"] * len(index)
+    for i, row in enumerate(rewards):  # every leaf correct
+        last = max(t for t in range(32) if mask[i][t])
+        row[last] = 1.0 - 1e-3
+    for normalize in ("global", "tree"):
+        adv, _ = rftt_tree_advantage(torch.tensor(rewards, dtype=torch.float64), torch.tensor(mask), gamma=1.0,
+                                     normalize=normalize, index=index, min_std=0.1)
+        # returns differ by at most ~2e-3 * 30 tokens; divided by the floor 0.1 that stays < 1
+        assert adv.abs().max().item() < 1.0
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.95])
@@ -120,10 +201,36 @@ def test_unknown_normalize_mode_is_rejected():
 def test_step_credit_and_dense_rewards_place_values():
     credit = step_credit([0.5, 1.0], root_value=0.25, weight=0.5)
     assert credit == [0.125, 0.25]
-    dense = dense_rewards(8, [2, 5], credit, outcome=1.0)
+    dense = dense_rewards([1] * 8, [2, 5], credit, outcome=1.0)
     assert dense == [0, 0, 0.125, 0, 0, 0.25, 0, 1.0]
     with pytest.raises(ValueError):
-        dense_rewards(4, [9], [1.0], outcome=0.0)
+        dense_rewards([1] * 4, [9], [1.0], outcome=0.0)
+
+
+def test_outcome_is_never_placed_on_a_masked_token():
+    """loss_on_inserted=false masks the inserted EOS (last id): the outcome must move to the last trained id."""
+    mask = [0, 1, 1, 1, 0, 1, 1, 0]     # opening tag, text, closing tag, newline, ..., EOS
+    dense = dense_rewards(mask, [3, 6], [0.2, -0.1], outcome=1.0)
+    assert dense == [0, 0, 0, 0.2, 0, 0, 0.9, 0]
+    # a step end on a masked id moves to the trained id before it
+    assert dense_rewards([1, 0, 0, 1], [2], [0.5], outcome=0.0) == [0.5, 0, 0, 0]
+    # and the estimator sees the whole outcome in every trained token's return
+    adv, ret = rftt_tree_advantage(torch.tensor([dense], dtype=torch.float64), torch.tensor([mask]),
+                                   normalize="none")
+    assert ret[0].tolist() == pytest.approx([0, 1.1, 1.1, 1.1, 0, 0.9, 0.9, 0])
+
+
+def test_verl_reinforce_plus_plus_keeps_the_moved_outcome():
+    """The same placement through verl's own REINFORCE++ (recipe rftt): the outcome reaches every token."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo import core_algos
+
+    mask = torch.tensor([[0, 1, 1, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.float32)
+    rewards = torch.tensor([dense_rewards(mask[0].int().tolist(), [], [], 1.0),
+                            dense_rewards(mask[1].int().tolist(), [], [], 0.0)], dtype=torch.float32)
+    _, returns = core_algos.get_adv_estimator_fn("reinforce_plus_plus")(
+        token_level_rewards=rewards, response_mask=mask, config=OmegaConf.create({"gamma": 1.0}))
+    assert returns[0, 1].item() == pytest.approx(1.0) and returns[0, 6].item() == pytest.approx(1.0)
 
 
 def _verl_batch(normalize):
@@ -153,8 +260,11 @@ def test_estimator_through_verl_compute_advantage(normalize):
     cfg = OmegaConf.create({"gamma": 1.0, "lam": 1.0, "adv_estimator": "rftt_tree", "rftt_normalize": normalize})
     out = compute_advantage(data, adv_estimator="rftt_tree", gamma=1.0, lam=1.0, num_repeat=4, config=cfg)
     adv = out.batch["advantages"]
-    expected, _ = rftt_tree_advantage(rewards, mask, normalize=normalize, index=list(uids))
-    torch.testing.assert_close(adv, expected)
+    returns = _reference_returns(rewards.tolist(), mask.tolist(), 1.0)
+    reference = _reference_global_adv if normalize == "global" else (
+        lambda r, m: _reference_tree_adv(r, m, list(uids)))
+    expected = torch.tensor(reference(returns, mask.tolist()), dtype=adv.dtype)
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=1e-5)
     assert torch.all(adv[-1] == 0)
     assert adv[:-1][mask[:-1].bool()].abs().sum() > 0
 
@@ -168,8 +278,9 @@ def test_estimator_through_verl_v1_multi_trajectory_wrapper():
     out = compute_advantage_for_multi_trajectories(data, batch_keys=list(data.batch.keys()), adv_estimator="rftt_tree",
                                                    gamma=1.0, lam=1.0, num_repeat=4, norm_adv_by_std_in_grpo=True,
                                                    config=cfg)
-    expected, _ = rftt_tree_advantage(rewards, mask, normalize="tree", index=list(uids))
-    torch.testing.assert_close(out.batch["advantages"], expected)
+    expected = _reference_tree_adv(_reference_returns(rewards.tolist(), mask.tolist(), 1.0), mask.tolist(), list(uids))
+    torch.testing.assert_close(out.batch["advantages"], torch.tensor(expected, dtype=torch.float32), atol=1e-5,
+                               rtol=1e-5)
 
 
 def test_rftt_tree_recipe_composes_and_validates(tiny_model_dir):

@@ -63,13 +63,34 @@ def test_rule_blend_numpy_prm():
 
 @pytest.mark.parametrize("extra_info", [None, {}, {"prm_score": None}, {"prm_score": "n/a"},
                                         {"prm_score": float("nan")}, {"prm_score": []}])
-def test_rule_blend_without_prm_uses_default_and_counts(extra_info):
+def test_prm_rule_without_a_prm_score_is_an_error_unless_a_default_is_given(extra_info):
+    from rftt_plugin.reward.score import MissingPRMScore
+
     reset_grader_stats()
-    result = compute_score("math", GOOD, "5", extra_info=extra_info, rule="blend")
-    assert result["score"] == pytest.approx(0.6)
+    with pytest.raises(MissingPRMScore, match="rule 'blend' needs a PRM score"):
+        compute_score("math", GOOD, "5", extra_info=extra_info, rule="blend")
     assert grader_stats()["prm_missing"] == 1
     again = compute_score("math", GOOD, "5", extra_info=extra_info, rule="blend", prm_default=0.5)
-    assert again["score"] == pytest.approx(0.8)
+    assert again["score"] == pytest.approx(0.6 * 1 + 0.4 * 0.5)
+
+
+@pytest.mark.parametrize("response, prm, score", [
+    (GOOD, 0.3, 1.0),              # correct: 1 whatever the PRM says
+    (WRONG, 0.3, 0.1),             # answered but wrong: 0.1
+    (NO_ANSWER, 0.3, 0.3),         # no answer: sigma = the PRM's path score
+    (NO_ANSWER, [0.9, 0.45], 0.45),
+])
+def test_rule_rftt_prm_uses_the_prm_only_without_an_answer(response, prm, score):
+    assert compute_score("math", response, "5", extra_info={"prm_score": prm}, rule="rftt_prm")["score"] == \
+        pytest.approx(score)
+
+
+def test_rule_rftt_prm_needs_the_prm_only_when_there_is_no_answer():
+    from rftt_plugin.reward.score import MissingPRMScore
+
+    assert compute_score("math", GOOD, "5", rule="rftt_prm")["score"] == pytest.approx(1.0)
+    with pytest.raises(MissingPRMScore):
+        compute_score("math", NO_ANSWER, "5", rule="rftt_prm")
 
 
 def test_format_penalty():
@@ -82,7 +103,7 @@ def test_format_penalty():
 
 
 def test_unknown_rule_and_kwargs():
-    with pytest.raises(ValueError, match="unknown reward rule 'outcome'.*rftt, binary, blend"):
+    with pytest.raises(ValueError, match="unknown reward rule 'outcome'.*rftt, rftt_prm, binary, blend"):
         compute_score("math", GOOD, "5", rule="outcome")
     with pytest.raises(TypeError, match="format_penality"):
         compute_score("math", GOOD, "5", format_penality=0.1)

@@ -15,12 +15,25 @@ asyncio task keyed by ``uid``); every session awaits it and returns one leaf:
   shared state of the ``uid`` is removed when its last session leaves.
 
 Each leaf becomes an ``AgentLoopOutput`` with the exact prompt ids, response ids, loss mask and
-rollout log-probs of the search (nothing re-tokenised; see ``rftt_plugin.search.tree``). The
-reward is computed here (``reward_score`` set, so verl does not grade again); with
-``rftt.credit.mode=tree`` the output also carries dense per-token rewards that become
-``rm_scores`` (formula: ``rftt_plugin.credit``). When verl asks for greedy sampling
-(``temperature == 0``: validation by default) only the outcome is written, so validation scores
-stay comparable across credit modes.
+rollout log-probs of the search (nothing re-tokenised; see ``rftt_plugin.search.tree``).
+
+**One grade per leaf.** The search grades an ``<output>`` leaf once, on the text exactly as verl
+decodes it for its reward (``skip_special_tokens=True``); that :class:`RewardResult` is kept and
+becomes the leaf's ``reward_score``, ``acc`` and ``format_ok`` (so verl does not grade again). With
+a PRM rule (``rftt_prm``, ``blend``) the grade includes the PRM's path score from
+``rftt.reward.prm``; a leaf the search cut (depth, budget, a failed step) has no answer and gets,
+under those rules, its PRM value here (the tree's back-up used ``cut_reward`` for it).
+
+With ``rftt.credit.mode=tree``, or when ``rftt.search.loss_on_inserted=false`` masks the EOS the
+search inserts, the output carries dense per-token rewards that become ``rm_scores`` (formula:
+``rftt_plugin.credit``), with the outcome on the last *trained* token, so it is never dropped.
+When verl asks for greedy sampling (``temperature == 0``: validation by default) no step credit
+is written, so validation scores stay comparable across credit modes.
+
+**Rollout log-probs** are those of the search: step text sampled at
+``rftt.search.step_temperature``, the chosen tag's ranking log-prob, 0.0 on inserted ids. They
+are not the behaviour policy at the actor's temperature, so the config check refuses verl's
+rollout correction (``algorithm.rollout_correction``) with this loop.
 
 Tree statistics go into ``extra_fields`` (stored with every trajectory) and into
 ``extra_fields["reward_extra_info"]``, which verl turns into validation metrics.
@@ -38,53 +51,81 @@ from typing import Any, ClassVar, Optional
 import torch
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
+from rftt_plugin.config.schema import RfttSettings
 from rftt_plugin.credit import dense_rewards, step_credit
 from rftt_plugin.integration.server_backend import VerlServerBackend
-from rftt_plugin.search.config import SearchConfig
+from rftt_plugin.reward.score import RewardResult
 from rftt_plugin.search.layout import TokenLayout
 from rftt_plugin.search.mcts import FunctionalMCTS, SearchResult
 
 logger = logging.getLogger("rftt_plugin")
 
-CREDIT_MODES = ("outcome", "tree")
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the agent loop reads from the composed config's ``rftt`` section."""
+    """What the agent loop reads from the composed config (typed: ``rftt_plugin.config.schema``)."""
 
-    search: dict
-    token_mode: str
-    rule: str
-    format_penalty: float
-    timeout_s: float
-    credit_mode: str
-    step_weight: float
-    readout_top_k: int
+    rftt: RfttSettings
 
     @classmethod
     def from_config(cls, config: Any) -> "LoopSettings":
+        from rftt_plugin.config.schema import check_composed_config
+
         section = config.get("rftt") if hasattr(config, "get") else None
         if section is None:
             raise ValueError("the rftt_tree agent loop needs the `rftt` config section: run main_ppo with "
                              "+recipe=rftt (or +recipe=rftt_tree)")
-        from omegaconf import OmegaConf
+        settings = check_composed_config(config)
+        if not isinstance(settings, RfttSettings):
+            raise ValueError("the rftt_tree agent loop needs a phase-2 recipe (+recipe=rftt or rftt_tree), "
+                             f"not {getattr(settings, 'recipe', '?')!r}")
+        return cls(rftt=settings)
 
-        data = OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else dict(section)
-        token_mode = data.get("token_mode", "added")
-        if token_mode != "added":
-            raise ValueError("rftt.token_mode=text is not supported inside verl: its vLLM server runs with "
-                             "skip_tokenizer_init, so a step cannot stop on a closing-tag string. Prepare the model "
-                             "with `rftt prepare-model` and use token_mode=added.")
-        reward, credit = data.get("reward", {}) or {}, data.get("credit", {}) or {}
-        mode = credit.get("mode", "outcome")
-        if mode not in CREDIT_MODES:
-            raise ValueError(f"rftt.credit.mode must be one of {CREDIT_MODES}, got {mode!r}")
-        return cls(search=dict(data.get("search", {}) or {}), token_mode=token_mode,
-                   rule=str(reward.get("rule", "rftt")), format_penalty=float(reward.get("format_penalty", 0.0)),
-                   timeout_s=float(reward.get("timeout_s", 5.0)), credit_mode=mode,
-                   step_weight=float(credit.get("step_weight", 0.0)),
-                   readout_top_k=int(data.get("tag_readout_top_k", 20)))
+
+class _LeafGrader:
+    """Grades leaves of one tree exactly once each (keyed by the text verl decodes)."""
+
+    def __init__(self, settings: RfttSettings, question: str, gold: Any, data_source: Any, scorer: Any):
+        self.reward = settings.reward
+        self.max_depth = settings.search.max_depth
+        self.question, self.gold, self.data_source, self.scorer = question, gold, data_source, scorer
+        self.results: dict[str, RewardResult] = {}
+
+    async def prm_score(self, steps: list[str]) -> float | None:
+        if not self.reward.needs_prm:
+            return None
+        from rftt_plugin.reward.prm import path_score
+
+        scores = await self.scorer.score_steps_async(self.question, steps) if steps else []
+        return path_score(scores, self.reward.prm.aggregate)
+
+    async def grade_text(self, text: str) -> RewardResult:
+        """The reward of an ``<output>`` leaf (steps for the PRM parsed from the text)."""
+        if text in self.results:
+            return self.results[text]
+        from rftt_plugin.reward.score import score_response_async
+
+        prm = await self.prm_score(_steps_of(text)) if self.reward.needs_prm else None
+        result = await score_response_async(text, self.gold, rule=self.reward.rule,
+                                            format_penalty=self.reward.format_penalty, prm_score=prm,
+                                            data_source=self.data_source, timeout_s=self.reward.timeout_s,
+                                            max_depth=self.max_depth)
+        self.results[text] = result
+        return result
+
+    async def __call__(self, text: str) -> float:
+        return (await self.grade_text(text)).score
+
+
+def _steps_of(text: str) -> list[str]:
+    """Step texts of a tagged response for the PRM; an unparseable text is one step."""
+    from rftt_plugin.tokens import TagFormatError, parse
+
+    try:
+        return [step.text for step in parse(text)]
+    except TagFormatError:
+        return [text] if text.strip() else []
 
 
 class RfttLeafOutput(AgentLoopOutput):
@@ -117,10 +158,11 @@ class _TreeJob:
 class RfttTreeAgentLoop(AgentLoopBase):
     _jobs: ClassVar[dict[str, _TreeJob]] = {}
     _layouts: ClassVar[dict[int, TokenLayout]] = {}
+    _scorers: ClassVar[dict[Any, Any]] = {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.settings = LoopSettings.from_config(self.config)
+        self.settings = LoopSettings.from_config(self.config).rftt
         self.prompt_length = int(self.rollout_config.prompt_length)
         self.response_length = int(self.rollout_config.response_length)
 
@@ -128,84 +170,112 @@ class RfttTreeAgentLoop(AgentLoopBase):
     def _layout(self) -> TokenLayout:
         key = id(self.tokenizer)
         if key not in self._layouts:
-            self._layouts[key] = TokenLayout.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
+            layout = TokenLayout.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
+            tokenizer = self.tokenizer
+            # grade (and show) the text exactly as verl decodes a response for its reward
+            self._layouts[key] = dataclasses.replace(
+                layout, decode=lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
         return self._layouts[key]
 
-    async def _search(self, job: _TreeJob, kwargs: dict) -> tuple[SearchResult, VerlServerBackend]:
+    def _prm_scorer(self):
+        prm = self.settings.reward.prm
+        if not self.settings.reward.needs_prm:
+            return None
+        if prm not in self._scorers:  # one per worker process: an in-process PRM model loads once
+            from rftt_plugin.reward.prm import build_step_scorer
+
+            self._scorers[prm] = build_step_scorer(prm)
+        return self._scorers[prm]
+
+    async def _search(self, job: _TreeJob, kwargs: dict) -> tuple[SearchResult, VerlServerBackend, _LeafGrader]:
         messages = list(kwargs["raw_prompt"])
         prompt_ids = await self.ct_build_initial_tokens(messages)
         # All sessions of the uid were created in one go by verl and registered before this task
         # ran; yield once more so that any straggler is counted too.
         await asyncio.sleep(0)
         n = max(job.sessions) + 1
-        search = {**self.settings.search, "iterations": n, "token_mode": self.settings.token_mode}
-        search["max_response_tokens"] = min(int(search.get("max_response_tokens", self.response_length)),
-                                            self.response_length)
-        search["seed"] = int(search.get("seed", 0)) + int(kwargs.get("global_steps", 0) or 0)
-        config = SearchConfig.from_mapping(search)
+        base = self.settings.search
+        config = dataclasses.replace(
+            base, iterations=n, token_mode=self.settings.token_mode,
+            max_response_tokens=min(base.max_response_tokens, self.response_length),
+            seed=base.seed + int(kwargs.get("global_steps", 0) or 0))
         layout = dataclasses.replace(self._layout(), prompt_fn=lambda _question: prompt_ids)
         backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=layout.eos_id,
-                                    readout_top_k=self.settings.readout_top_k)
+                                    readout_top_k=self.settings.tag_readout_top_k)
         gold = (kwargs.get("reward_model") or {}).get("ground_truth")
-        data_source = kwargs.get("data_source")
-        settings = self.settings
-
-        async def grade(text: str) -> float:
-            from rftt_plugin.reward.score import score_response_async
-
-            result = await score_response_async(text, gold, rule=settings.rule, format_penalty=settings.format_penalty,
-                                                data_source=data_source, timeout_s=settings.timeout_s)
-            return result.score
-
         question = str(messages[-1].get("content", "")) if messages else ""
-        result = await FunctionalMCTS(backend, layout, config, grade).search(question, gold=gold,
-                                                                           meta={"uid": job.key})
+        grader = _LeafGrader(self.settings, question, gold, kwargs.get("data_source"), self._prm_scorer())
+        result = await FunctionalMCTS(backend, layout, config, grader).search(question, gold=gold,
+                                                                            meta={"uid": job.key})
         if not result.leaves:
             raise RuntimeError(f"rftt_tree: the search for uid {job.key} produced no leaf: "
                                f"{result.tree.meta.get('error', 'unknown error')}")
-        return result, backend
+        return result, backend, grader
 
     # -- one session ------------------------------------------------------------------------------
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         key = str(kwargs["uid"])
-        session = int(kwargs.get("session_id", 0))
+        if "session_id" not in kwargs:
+            # verl's V0 trainer creates sessions without an id: every rollout.n row would be leaf 0
+            raise RuntimeError("rftt_tree: this verl session has no session_id (verl's V0 trainer, "
+                               "trainer.use_v1=False?); the rftt_tree agent loop needs the V1 trainer")
+        session = int(kwargs["session_id"])
         job = self._jobs.setdefault(key, _TreeJob(key))
         job.sessions.add(session)  # before any await: the search sizes itself from these
         if job.task is None:
             job.task = asyncio.create_task(self._search(job, kwargs))
         t0 = time.perf_counter()
         try:
-            result, backend = await asyncio.shield(job.task)
-            return await self._leaf_output(result, backend, session, sampling_params, kwargs, time.perf_counter() - t0)
+            result, backend, grader = await asyncio.shield(job.task)
+            return await self._leaf_output(result, backend, grader, session, sampling_params,
+                                           time.perf_counter() - t0)
         finally:
             job.finished += 1
             if job.finished >= len(job.sessions) and self._jobs.get(key) is job:
                 del self._jobs[key]
 
-    async def _leaf_output(self, result: SearchResult, backend: VerlServerBackend, session: int,
-                           sampling_params: dict, kwargs: dict, wall_s: float) -> AgentLoopOutput:
-        from rftt_plugin.reward.score import score_response_async
+    async def _leaf_reward(self, result: SearchResult, leaf, grader: _LeafGrader, text: str,
+                           cut_by_length: bool) -> tuple[float, RewardResult | None]:
+        """(outcome, grade) of a leaf; the grade is the one the search computed, never a second one."""
+        cut_reward = float((result.tree.meta.get("config") or {}).get("cut_reward", 0.0))
+        if cut_by_length:
+            return cut_reward, None
+        if leaf.terminal_reason == "output":
+            graded = grader.results.get(text)
+            if graded is None:  # the search's grade failed (recorded on the node): same value as the back-up
+                return float(leaf.reward), None
+            return graded.score, graded
+        if self.settings.reward.needs_prm:
+            # no answer: rftt_prm -> sigma = the PRM's path score; blend -> 0.4 x the same
+            steps = [result.tree[i].text for i in leaf.node_ids if result.tree[i].text]
+            prm = await grader.prm_score(steps)
+            from rftt_plugin.reward.score import BLEND_PRM
 
+            return (prm if self.settings.reward.rule == "rftt_prm" else BLEND_PRM * prm), None
+        return cut_reward, None
+
+    async def _leaf_output(self, result: SearchResult, backend: VerlServerBackend, grader: _LeafGrader,
+                           session: int, sampling_params: dict, wall_s: float) -> AgentLoopOutput:
         leaves = result.leaves
         leaf = leaves[session % len(leaves)]
         limit = self.response_length
         response_ids = leaf.response_ids[:limit]
+        loss_mask = leaf.loss_mask[:limit]
         cut_by_length = len(leaf.response_ids) > limit
         # as verl decodes for its reward: EOS and other special tokens dropped, the (normal) tag tokens kept
         text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
-        graded = await score_response_async(text, (kwargs.get("reward_model") or {}).get("ground_truth"),
-                                            rule=self.settings.rule, format_penalty=self.settings.format_penalty,
-                                            data_source=kwargs.get("data_source"), timeout_s=self.settings.timeout_s)
+        outcome, graded = await self._leaf_reward(result, leaf, grader, text, cut_by_length)
         is_output = leaf.terminal_reason == "output" and not cut_by_length
-        cut_reward = float((result.tree.meta.get("config") or {}).get("cut_reward", 0.0))
-        outcome = float(leaf.reward) if not cut_by_length else cut_reward
         greedy = float(sampling_params.get("temperature", 1.0) or 0.0) == 0.0
 
         token_rewards = None
-        if self.settings.credit_mode == "tree" and not greedy and response_ids:
-            credit = step_credit(leaf.node_values, result.tree.root.value, self.settings.step_weight)
-            ends = [(e, c) for e, c in zip(leaf.step_ends, credit) if e < len(response_ids)]
-            token_rewards = dense_rewards(len(response_ids), [e for e, _ in ends], [c for _, c in ends], outcome)
+        step_ends = [int(e) for e in leaf.step_ends if e < len(response_ids)]
+        tree_credit = self.settings.credit.mode == "tree" and not greedy
+        outcome_masked = bool(response_ids) and not loss_mask[-1]
+        if response_ids and (tree_credit or outcome_masked):
+            credit = step_credit(leaf.node_values, result.tree.root.value, self.settings.credit.step_weight)
+            ends = [(e, c) for e, c in zip(leaf.step_ends, credit) if e < len(response_ids)] if tree_credit else []
+            token_rewards = dense_rewards(loss_mask, [e for e, _ in ends], [c for _, c in ends], outcome)
 
         stats = result.stats
         tree_info = {
@@ -216,17 +286,17 @@ class RfttTreeAgentLoop(AgentLoopBase):
             "rftt_leaf_steps": leaf.n_steps, "rftt_leaf_duplicate": int(leaf.duplicate),
             "rftt_leaf_reused": int(session >= len(leaves)),
             "rftt_leaf_truncated": int(not is_output),
-            "rftt_format_ok": int(bool(graded.format_ok) and is_output),
+            "rftt_format_ok": int(graded is not None and graded.format_ok and is_output),
             **{f"rftt_tag_{tag}": count for tag, count in sorted(stats.tag_histogram.items())},
         }
-        reward_info = {"score": outcome, "acc": float(bool(graded.acc) and is_output),
-                       "has_answer": float(bool(graded.has_answer) and is_output), **tree_info}
+        reward_info = {"score": outcome, "acc": float(graded is not None and graded.acc and is_output),
+                       "has_answer": float(graded is not None and graded.has_answer and is_output), **tree_info}
         extra_fields = {
             **tree_info,
             "rftt_terminal_reason": leaf.terminal_reason if not cut_by_length else "response_length",
             "rftt_tags": list(leaf.tags),
             # what the dense rewards were built from (analysis, and tests recompute them)
-            "rftt_step_ends": [int(e) for e in leaf.step_ends if e < len(response_ids)],
+            "rftt_step_ends": step_ends,
             "rftt_node_values": [float(v) for v in leaf.node_values],
             "rftt_root_value": float(result.tree.root.value),
             "reward_extra_info": reward_info,
@@ -239,7 +309,7 @@ class RfttTreeAgentLoop(AgentLoopBase):
                         stats.leaves, stats.mean_reward, result.wall_s)
         return RfttLeafOutput(
             prompt_ids=list(leaf.prompt_ids), response_ids=response_ids,
-            response_mask=leaf.loss_mask[:limit], response_logprobs=leaf.response_logprobs[:limit],
+            response_mask=loss_mask, response_logprobs=leaf.response_logprobs[:limit],
             reward_score=outcome, num_turns=2,
             metrics=AgentLoopMetrics(generate_sequences=wall_s),
             extra_fields=extra_fields, token_rewards=token_rewards,

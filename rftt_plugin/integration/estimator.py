@@ -2,8 +2,9 @@
 
 verl calls estimators with ``token_level_rewards``, ``response_mask``, ``config`` (the
 ``algorithm`` section) and ``index`` (the uid of each row = one tree); ``gamma`` comes from
-``algorithm.gamma`` and the normalisation from ``algorithm.rftt_normalize`` (set by the
-``rftt_tree`` recipe from ``rftt.credit.normalize``).
+``algorithm.gamma``, the normalisation from ``algorithm.rftt_normalize`` and its floor from
+``algorithm.rftt_min_std`` (set by the ``rftt_tree`` recipe from ``rftt.credit.normalize`` and
+``rftt.credit.min_std``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ def compute_rftt_tree_advantage(token_level_rewards, response_mask, config=None,
     if normalize is None:
         raise ValueError("algorithm.rftt_normalize is not set: use `+recipe=rftt_tree`, which sets it from "
                          "rftt.credit.normalize (global | tree | none)")
+    min_std = config.get("rftt_min_std", None)
+    if min_std is None:
+        from rftt_plugin.credit import DEFAULT_MIN_STD as min_std
     if index is not None:
         index = list(index)
-    return rftt_tree_advantage(token_level_rewards, response_mask, gamma=gamma, normalize=str(normalize), index=index)
+    return rftt_tree_advantage(token_level_rewards, response_mask, gamma=gamma, normalize=str(normalize), index=index,
+                               min_std=float(min_std))
 
 
 def register(core_algos_module) -> None:

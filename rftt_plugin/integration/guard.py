@@ -12,6 +12,10 @@ starts Ray, which resolves the interpolation:
   the ``hydra_plugins`` fallback that also makes the recipe group resolvable, so the check is
   present whenever the recipe is.
 
+The same resolver validates the whole composed config (the typed ``rftt:`` schema, unknown keys,
+ranges, and the cross-section checks of ``rftt_plugin.config.schema``) before Ray starts, so a typo
+or an impossible setting stops the run in seconds with one line naming the key.
+
 (If rftt-plugin is not installed at all, ``+recipe=rftt`` cannot resolve and Hydra adds a plain
 ``recipe: rftt`` key; nothing of ours can run then. ``--info defaults`` shows what was composed.)
 """
@@ -36,12 +40,17 @@ def plugin_loaded() -> bool:
     return bool(module is not None and getattr(module, "LOADED", False))
 
 
-def require_plugin(value=None):
-    """OmegaConf resolver: pass ``value`` through when the plugin is loaded, else raise."""
+def require_plugin(value=None, *, _root_=None):
+    """OmegaConf resolver: pass ``value`` through when the plugin is loaded and the composed config
+    passes :func:`rftt_plugin.config.schema.check_composed_config`, else raise one clear line."""
     if not plugin_loaded():
         import os
 
         raise RuntimeError(NOT_LOADED_MESSAGE.format(policy=os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")))
+    if _root_ is not None:
+        from rftt_plugin.config.schema import check_composed_config
+
+        check_composed_config(_root_)
     return value
 
 

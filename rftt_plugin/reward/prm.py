@@ -30,7 +30,9 @@ __all__ = [
     "PRMError",
     "StepScorer",
     "TransformersStepScorer",
+    "build_step_scorer",
     "format_math_shepherd",
+    "path_score",
     "step_tag_spans",
 ]
 
@@ -262,3 +264,40 @@ class TransformersStepScorer:
 
     async def score_steps_async(self, question: str, steps: list[str]) -> list[float]:
         return await asyncio.to_thread(self.score_steps, question, steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# From the recipe's `rftt.reward.prm` section
+# ----------------------------------------------------------------------------------------------
+
+def path_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
+    """One score for a path from its step scores (``rftt.reward.prm.aggregate``).
+
+    >>> path_score([0.9, 0.2, 0.4], "last"), path_score([0.9, 0.2, 0.4], "min")
+    (0.4, 0.2)
+    >>> round(path_score([0.9, 0.2, 0.4], "mean"), 6)
+    0.5
+    >>> path_score([], "last")
+    0.0
+    """
+    scores = [float(s) for s in step_scores]
+    if not scores:
+        return 0.0  # a path without a step has nothing a PRM could approve
+    if aggregate == "last":
+        return scores[-1]
+    if aggregate == "mean":
+        return sum(scores) / len(scores)
+    if aggregate == "min":
+        return min(scores)
+    raise ValueError(f"unknown PRM aggregate {aggregate!r}; choose last, mean or min")
+
+
+def build_step_scorer(settings: Any) -> StepScorer:
+    """A scorer for a :class:`rftt_plugin.config.schema.PrmSettings` (``url`` or ``model``)."""
+    if getattr(settings, "url", None):
+        return HttpStepScorer(url=settings.url, timeout_s=settings.timeout_s, batch_size=settings.batch_size,
+                              retries=settings.retries, step_tag=settings.step_tag,
+                              request_key=settings.request_key, response_key=settings.response_key)
+    if getattr(settings, "model", None):
+        return TransformersStepScorer(settings.model, step_tag=settings.step_tag)
+    raise ValueError("rftt.reward.prm has neither url nor model set")

@@ -4,12 +4,16 @@ Rules (keyword ``rule``; verl passes ``reward.custom_reward_function.reward_kwar
 
 - ``rftt`` (default; the paper's outcome reward): 1.0 correct, 0.1 answered but wrong, 0.0 no
   answer. An answer whose check timed out counts as answered but wrong (0.1).
+- ``rftt_prm`` (the paper with a PRM): as ``rftt``, but a response with no answer gets
+  ``sigma`` = the PRM's score of the path instead of 0.
 - ``binary``: 1.0 correct, else 0.0.
-- ``blend`` (the reference code's last-step reward): ``0.6 * correct + 0.4 * prm`` with ``prm`` from
-  ``extra_info["prm_score"]`` (a number in [0, 1], or a list of step scores whose last is used).
-  When it is missing or not a finite number, ``prm_default`` (0.0) is used instead, so the blend
-  degrades to ``0.6 * correct`` and never raises mid-training; each such call is counted as
-  ``prm_missing`` in :func:`grader_stats` and logged once per process.
+- ``blend`` (the reference code's last-step reward): ``0.6 * correct + 0.4 * prm``.
+
+For the two PRM rules the path score comes from ``prm_score`` (``extra_info["prm_score"]`` in
+:func:`compute_score`: a number in [0, 1], or a list of step scores whose last is used). It must be
+there: a missing or non-finite score raises :class:`MissingPRMScore` instead of silently
+training on ``0.6 * correct``, unless the caller passes ``prm_default`` explicitly. Inside verl the
+``rftt_tree`` agent loop scores paths with ``rftt.reward.prm`` itself.
 
 ``format_penalty`` (default 0.0 = off) is subtracted when the response does not follow the tag
 grammar (``rftt_plugin.tokens.validate``). The result dict always has the same keys (verl stacks
@@ -24,6 +28,8 @@ them across a batch): ``score``, ``acc``, ``pred``, ``has_answer``, ``format_ok`
 0.1
 >>> score_response("\\\\boxed{6}", "5", rule="blend", prm_score=0.5).score
 0.2
+>>> score_response("no answer", "5", rule="rftt_prm", prm_score=[0.9, 0.3]).score
+0.3
 """
 
 from __future__ import annotations
@@ -40,12 +46,13 @@ from rftt_plugin.reward.equivalence import (
 )
 from rftt_plugin.reward.extract import Extraction, GoldAnswer, extract_answer, normalize_gold
 
-__all__ = ["RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
+__all__ = ["MissingPRMScore", "PRM_RULES", "RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
            "score_response", "score_response_async"]
 
 logger = logging.getLogger("rftt_plugin.reward")
 
-RULES = ("rftt", "binary", "blend")
+RULES = ("rftt", "rftt_prm", "binary", "blend")
+PRM_RULES = ("rftt_prm", "blend")
 CORRECT, ANSWERED_WRONG, NO_ANSWER = 1.0, 0.1, 0.0   # the paper's outcome reward
 BLEND_OUTCOME, BLEND_PRM = 0.6, 0.4                 # reference code: 0.6 * c + 0.4 * p_n
 MAX_PRED_CHARS = 1000  # the pred string is logged by verl per sample; keep it bounded
@@ -53,7 +60,10 @@ MAX_PRED_CHARS = 1000  # the pred string is logged by verl per sample; keep it b
 # verl adds these when a reward-model router is configured; we have no use for them.
 _VERL_EXTRA_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 _OUR_KWARGS = frozenset({"rule", "format_penalty", "prm_default", "timeout_s", "max_depth"})
-_prm_missing_logged = False
+
+
+class MissingPRMScore(ValueError):
+    """A PRM rule was asked to score a response without a usable PRM score."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +96,9 @@ def _format_ok(text: str, max_depth: int) -> bool:
         return False
 
 
-def _prm_value(prm_score: object, prm_default: float) -> float:
-    """A finite PRM score in [0, 1] (list -> its last element), else ``prm_default``."""
-    global _prm_missing_logged
+def _prm_value(prm_score: object, prm_default: float | None, rule: str) -> float:
+    """A finite PRM score in [0, 1] (list -> its last element); else ``prm_default`` if given,
+    else :class:`MissingPRMScore`."""
     value = prm_score
     if hasattr(value, "tolist"):
         value = value.tolist()  # numpy arrays and scalars from verl's non_tensor_batch
@@ -101,10 +111,10 @@ def _prm_value(prm_score: object, prm_default: float) -> float:
     if math.isfinite(number):
         return min(1.0, max(0.0, number))
     record_event("prm_missing")
-    if not _prm_missing_logged:
-        _prm_missing_logged = True
-        logger.warning("rule='blend' without a usable extra_info['prm_score'] (%r); using %s",
-                       prm_score, prm_default)
+    if prm_default is None:
+        raise MissingPRMScore(f"reward rule {rule!r} needs a PRM score, got {prm_score!r:.80}: configure "
+                              "rftt.reward.prm (the rftt_tree agent loop scores paths with it) or pass "
+                              "extra_info['prm_score'] / prm_default")
     return float(prm_default)
 
 
@@ -118,15 +128,17 @@ def _pred_for(extraction: Extraction, gold: GoldAnswer) -> str | None:
 
 
 def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: str, format_penalty: float,
-             prm_score: object, prm_default: float) -> RewardResult:
+             prm_score: object, prm_default: float | None) -> RewardResult:
     correct = verdict.equivalent
     has_answer = extraction.has_answer
     if rule == "rftt":
         score = CORRECT if correct else (ANSWERED_WRONG if has_answer else NO_ANSWER)
+    elif rule == "rftt_prm":
+        score = CORRECT if correct else (ANSWERED_WRONG if has_answer else _prm_value(prm_score, prm_default, rule))
     elif rule == "binary":
         score = 1.0 if correct else 0.0
     else:  # blend
-        score = BLEND_OUTCOME * float(correct) + BLEND_PRM * _prm_value(prm_score, prm_default)
+        score = BLEND_OUTCOME * float(correct) + BLEND_PRM * _prm_value(prm_score, prm_default, rule)
     if format_penalty and not format_ok:
         score -= float(format_penalty)
     pred = extraction.answer or ""
@@ -143,7 +155,7 @@ def _prepare(response: str, gold: object, data_source: str | None, rule: str):
 
 
 def score_response(response: str, gold: object, *, rule: str = "rftt", format_penalty: float = 0.0,
-                   prm_score: object = None, prm_default: float = 0.0, data_source: str | None = None,
+                   prm_score: object = None, prm_default: float | None = None, data_source: str | None = None,
                    timeout_s: float | None = None, max_depth: int = 18) -> RewardResult:
     """Score one response against a gold answer (raw ground truth or :class:`GoldAnswer`). Blocking."""
     text, gold_answer, extraction = _prepare(response, gold, data_source, rule)
@@ -154,7 +166,7 @@ def score_response(response: str, gold: object, *, rule: str = "rftt", format_pe
 
 async def score_response_async(response: str, gold: object, *, rule: str = "rftt",
                                format_penalty: float = 0.0, prm_score: object = None,
-                               prm_default: float = 0.0, data_source: str | None = None,
+                               prm_default: float | None = None, data_source: str | None = None,
                                timeout_s: float | None = None, max_depth: int = 18) -> RewardResult:
     """:func:`score_response` for asyncio code: the symbolic check does not block the loop."""
     text, gold_answer, extraction = _prepare(response, gold, data_source, rule)

@@ -63,28 +63,43 @@ class SearchConfig:
     token_mode: str = "added"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.iterations < 1:
-            problems.append(f"iterations must be >= 1 (got {self.iterations})")
-        if self.uct_c < 0:
-            problems.append(f"uct_c must be >= 0 (got {self.uct_c})")
-        if self.max_depth < 1:
-            problems.append(f"max_depth must be >= 1 (got {self.max_depth})")
-        if self.step_temperature < 0:
-            problems.append(f"step_temperature must be >= 0 (got {self.step_temperature})")
-        if not 0 < self.step_top_p <= 1:
-            problems.append(f"step_top_p must be in (0, 1] (got {self.step_top_p})")
-        for name in ("step_max_tokens", "direct_answer_max_tokens", "max_response_tokens"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.max_iterations < 0:
-            problems.append(f"max_iterations must be >= 0 (got {self.max_iterations})")
-        if not 0 <= self.min_tag_prior < 1:
-            problems.append(f"min_tag_prior must be in [0, 1) (got {self.min_tag_prior})")
-        if self.token_mode not in TOKEN_MODES:
-            problems.append(f"token_mode must be one of {TOKEN_MODES} (got {self.token_mode!r})")
+        problems = self.problems_of(asdict(self))
         if problems:
-            raise ValueError("invalid SearchConfig: " + "; ".join(problems))
+            raise ValueError("invalid rftt.search: " + "; ".join(problems))
+
+    @staticmethod
+    def problems_of(values: Mapping[str, Any]) -> list[str]:
+        """Range problems of the given field values (missing fields take the defaults), each as
+        ``key=value: allowed`` so that callers can prefix the config path."""
+        v = {f.name: f.default for f in fields(SearchConfig)}
+        v.update(values)
+        problems = []
+
+        def bad(name: str, allowed: str) -> None:
+            problems.append(f"{name}={v[name]!r}: {allowed}")
+
+        if v["iterations"] < 1:
+            bad("iterations", "must be >= 1")
+        if v["uct_c"] < 0:
+            bad("uct_c", "must be >= 0")
+        if v["max_depth"] < 1:
+            bad("max_depth", "must be >= 1")
+        if v["step_temperature"] < 0:
+            bad("step_temperature", "must be >= 0")
+        if not 0 < v["step_top_p"] <= 1:
+            bad("step_top_p", "must be in (0, 1]")
+        if v["step_top_k"] < -1 or v["step_top_k"] == 0:
+            bad("step_top_k", "must be -1 (off) or >= 1")
+        for name in ("step_max_tokens", "direct_answer_max_tokens", "max_response_tokens"):
+            if v[name] < 1:
+                bad(name, "must be >= 1")
+        if v["max_iterations"] < 0:
+            bad("max_iterations", "must be >= 0 (0 = 4 x iterations)")
+        if not 0 <= v["min_tag_prior"] < 1:
+            bad("min_tag_prior", "must be in [0, 1)")
+        if v["token_mode"] not in TOKEN_MODES:
+            bad("token_mode", f"must be one of {', '.join(TOKEN_MODES)}")
+        return problems
 
     @property
     def iteration_limit(self) -> int:
