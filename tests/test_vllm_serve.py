@@ -1,8 +1,8 @@
 """``rftt search --backend openai`` against a real ``vllm serve`` (vLLM's CPU build), started by
 the test on 127.0.0.1 and stopped afterwards.
 
-* the trees are valid and token-exact: each step is its opening-tag id (inserted) followed by the
-  ids vLLM sampled, one log-prob per id, ending on that tag's closing id or the step budget;
+* the trees are valid and token-exact: each step is its opening-tag id and newline (inserted by the
+  search) followed by the ids vLLM sampled, one log-prob per id, ending on that tag's closing id or the step budget;
 * under greedy decoding the first-step tags (the root's children, in rank order) equal those of
   the hf backend on the same checkpoint (an independent implementation: transformers);
 * the padded-row guard: the checkpoint has embedding rows beyond the tokenizer that carry real
@@ -102,8 +102,10 @@ def _check_tree(tree, tags) -> None:
             continue
         ids = node.token_ids
         assert len(node.logprobs) == len(node.sampled) == len(ids)
-        assert opening.get(ids[0]) == node.tag and node.sampled[0] is False, (node.id, ids[:3])
-        assert all(node.sampled[1:]), f"node {node.id}: an id after the opening tag was not sampled"
+        inserted = 1 + len(tags.newline_ids)  # the search inserts "<tag>\n", the model writes the rest
+        assert opening.get(ids[0]) == node.tag, (node.id, ids[:3])
+        assert ids[1:inserted] == list(tags.newline_ids) and not any(node.sampled[:inserted]), (node.id, ids[:3])
+        assert all(node.sampled[inserted:]), f"node {node.id}: an id after '<tag>\\n' was not sampled"
         close = tags.close_ids[node.tag][0]
         if node.close_index is not None:
             assert ids[node.close_index] == close and node.close_index == len(ids) - 1, (node.id, ids)
