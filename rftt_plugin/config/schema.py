@@ -156,6 +156,9 @@ class RfttSettings:
         out = []
         if self.token_mode not in TOKEN_MODES:
             out.append(_problem(f"{path}.token_mode", self.token_mode, f"must be one of {', '.join(TOKEN_MODES)}"))
+        if self.search.token_mode != self.token_mode:
+            out.append(_problem(f"{path}.search.token_mode", self.search.token_mode,
+                                f"differs from {path}.token_mode={self.token_mode!r}: set {path}.token_mode only"))
         if not 0 <= self.tag_readout_top_k <= 1000:
             out.append(_problem(f"{path}.tag_readout_top_k", self.tag_readout_top_k, "must be in [0, 1000]"))
         return out + self.reward.problems(f"{path}.reward") + self.credit.problems(f"{path}.credit")
@@ -243,6 +246,8 @@ def settings_from_mapping(data: Mapping[str, Any] | None) -> RfttSettings | SftS
     """Build and range-check the ``rftt:`` section from a plain mapping (first problem raised)."""
     data = dict(data or {})
     cls = SftSettings if data.get("trainer") == "sft" or data.get("recipe") == "rftt_sft" else RfttSettings
+    if cls is RfttSettings and isinstance(data.get("search"), Mapping) and isinstance(data.get("token_mode"), str):
+        data["search"] = {"token_mode": data["token_mode"], **data["search"]}  # one setting: rftt.token_mode
     settings = _build(cls, data, "rftt")
     problems = settings.problems("rftt")
     if problems:
