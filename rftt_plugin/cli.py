@@ -93,17 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         if debug or not isinstance(exc.code, str):
             raise
-        return _report(name, _as_user_error(exc.code))
+        from rftt_plugin.errors import UserError  # a command's `raise SystemExit("message")`
+
+        return _report(name, UserError(exc.code, f"see rftt {name} --help"))
     except Exception as exc:  # noqa: BLE001 - the one place errors become the one-line style
         if debug:
             raise
         return _report(name, exc)
-
-
-def _as_user_error(message: str):
-    from rftt_plugin.errors import UserError
-
-    return UserError(message)
 
 
 if __name__ == "__main__":  # pragma: no cover
