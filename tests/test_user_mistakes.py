@@ -611,3 +611,23 @@ def test_prepare_model_library_call_with_an_out_under_a_file(tmp_path, tiny_mode
     with pytest.raises(prepare.PrepareError, match=f"--out {tmp_path / 'f' / 'o'}: is under {tmp_path / 'f'}, "
                                                    "which is a file"):
         prepare.prepare_model(str(tiny_model_dir), tmp_path / "f" / "o", progress=False)
+
+
+def test_model_directory_without_tokenizer_files(tmp_path, capsys, questions, tiny_model_dir, no_model_loading):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", ckpt)
+    shutil.copy(tiny_model_dir / "model.safetensors", ckpt)
+    rc, err = _run(["search", "--backend", "hf", "--model", str(ckpt), "--questions", str(questions),
+                    "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and f"--model {ckpt}: the checkpoint has no tokenizer files (tokenizer_config.json / " \
+                       "tokenizer.json)" in err
+
+
+def test_model_whose_tokenizer_has_no_chat_template(tmp_path, capsys, questions, tiny_model_dir):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, ckpt)
+    (ckpt / "chat_template.jinja").unlink()
+    rc, err = _run(["search", "--backend", "hf", "--model", str(ckpt), "--questions", str(questions),
+                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--no-progress"], capsys)
+    assert rc == 2 and f"--model {ckpt}: the tokenizer has no chat template" in err

@@ -2,9 +2,10 @@
 
 **Model paths vs hub ids** (the rule every command uses):
 
-1. An existing path is local. A directory must hold ``config.json`` (a checkpoint) -- or, for a
-   tokenizer-only argument, ``tokenizer_config.json`` / ``tokenizer.json``; a file, or a directory
-   of data files, is refused with a line saying what was found.
+1. An existing path is local. A directory must hold ``config.json`` and tokenizer files (a
+   checkpoint: every command loads its tokenizer from the same directory) -- or, for a
+   tokenizer-only argument, tokenizer files alone; a file, or a directory of data files, is
+   refused with a line saying what was found.
 2. A value that does not exist is a hub id only when it is written ``org/name`` (one slash, the
    hub's characters, not starting with ``.``, ``/`` or ``~``) AND ``org`` is not an existing local
    directory. Everything else -- ``./ckpt``, ``../x``, ``runs/a/b``, a bare ``ckpt-rftt``, or
@@ -71,7 +72,12 @@ def check_model(value: str | None, flag: str = "--model", *, tokenizer_only: boo
             raise UserError(f"{flag} {value}: is a file, not a checkpoint directory",
                             "pass the directory that holds config.json and the weights")
         names = {p.name for p in path.iterdir()}
-        ok = bool(names & set(TOKENIZER_FILES)) if tokenizer_only else "config.json" in names
+        has_tokenizer = bool(names & set(TOKENIZER_FILES))
+        ok = has_tokenizer if tokenizer_only else "config.json" in names
+        if ok and not has_tokenizer:  # a checkpoint's tokenizer is loaded from the same directory
+            raise UserError(f"{flag} {value}: the checkpoint has no tokenizer files "
+                            f"({' / '.join(TOKENIZER_FILES[:2])})",
+                            "save the tokenizer next to the weights (tokenizer.save_pretrained)")
         if not ok:
             data = sorted(n for n in names if n.endswith(DATA_SUFFIXES) and n not in TOKENIZER_FILES)
             what = "tokenizer files" if tokenizer_only else "config.json"

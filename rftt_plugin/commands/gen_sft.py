@@ -34,7 +34,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--tokenizer", default=None,
                    help="tokenizer (chat template) to render prompts with; default: --model (openai needs it locally)")
     g.add_argument("--device", default="cpu", help="hf: torch device (default cpu)")
-    g.add_argument("--dtype", default="float32", help="hf: weights dtype (default float32)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+                   help="hf: weights dtype (default float32)")
     g.add_argument("--prm-url", default=None,
                    help="Math-Shepherd-style PRM service; when given, paths are chosen by mean PRM step score")
     g = parser.add_argument_group("data")

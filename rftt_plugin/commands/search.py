@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
     src.add_argument("--logprob-method", choices=("prompt_logprobs", "top_logprobs"), default="prompt_logprobs")
     src.add_argument("--device", default="cpu", help="hf backend device (cpu, cuda, cuda:1)")
-    src.add_argument("--dtype", default="float32", help="hf backend dtype (float32, bfloat16, auto)")
+    src.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+                     help="hf backend dtype")
     src.add_argument("--max-batch-size", type=int, default=16, help="hf backend micro-batch size")
 
     data = parser.add_argument_group("questions")
@@ -157,7 +158,15 @@ def build_layout(args: argparse.Namespace, config: SearchConfig):
 
     from rftt_plugin.tokens import TagVocabularyError
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError) as exc:  # e.g. a cached hub id without its tokenizer files, offline
+        raise UserError(f"--model {args.model}: cannot load the tokenizer ({exc})",
+                        "pass a local checkpoint directory with its tokenizer files") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"--model {args.model}: the tokenizer has no chat template (the question is sent as "
+                        "the user turn of it)", "use a chat/instruct checkpoint, or set chat_template in "
+                        "tokenizer_config.json")
     try:
         layout = TokenLayout.from_tokenizer(tokenizer, mode=config.token_mode)
     except TagVocabularyError as exc:
@@ -214,8 +223,12 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
     if args.backend == "hf":
         from rftt_plugin.backends.hf import HFBackend
 
-        backend = HFBackend.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                            max_batch_size=args.max_batch_size, seed=config.seed)
+        try:
+            backend = HFBackend.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                max_batch_size=args.max_batch_size, seed=config.seed)
+        except (OSError, ValueError) as exc:  # missing weights, bad --dtype/--device
+            raise UserError(f"--model {args.model}: cannot load the model ({exc})",
+                            "check the checkpoint files, --dtype and --device") from None
     else:
         if not args.base_url:
             raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
