@@ -287,8 +287,13 @@ class GenSftJob:
             else:
                 drops[outcome.drop] += 1
         done = sum(1 for q in loaded.questions if q.key in sample_records)
+        from rftt_plugin.fingerprint import input_fingerprint
+
         report: dict[str, Any] = {
             "source": source,
+            # provenance only: samples are keyed by question text + gold, so an edited source
+            # cannot mix (a changed question is a new key; its old sample is not written)
+            "source_content": input_fingerprint(source) if source else None,
             "out": str(self.out),
             "parquet": str(self.out / PARQUET_FILE),
             "rows": len(rows),
