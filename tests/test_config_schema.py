@@ -105,3 +105,13 @@ def test_main_ppo_stops_before_ray_with_the_message(override, message, tmp_path)
     assert message in out, out[-3000:]
     assert "ray init kwargs" not in out and "Started a local Ray instance" not in out   # stopped before ray.init
     print(f"stopped after {time.time() - t0:.1f} s")
+
+
+def test_doctor_config_runs_the_same_check():
+    from rftt_plugin.commands.doctor import check_config
+
+    assert check_config(["+recipe=rftt", "rftt.search.max_depth=0"]) == (False, "rftt.search.max_depth=0: must be >= 1")
+    ok, line = check_config(["+recipe=rftt_tree"])
+    assert ok and "rftt_tree" in line
+    ok, line = check_config(["trainer.total_epochs=1"])
+    assert not ok and "no rftt section" in line

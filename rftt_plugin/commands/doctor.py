@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", help="also check the functional tokens of this checkpoint (path or id)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray-actor pass (faster)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    parser.add_argument("--config", nargs="+", metavar="OVERRIDE",
+                        help="only check a composed config, as main_ppo would compose it from these overrides "
+                             "(e.g. --config +recipe=rftt rftt.search.uct_c=3): the typed rftt: schema and the "
+                             "cross-checks that main_ppo runs before Ray starts; prints one line, exit 2 on a problem")
 
 
 def _fresh_process(model: str | None) -> dict:
@@ -79,7 +83,33 @@ def _print_table(rows: list[tuple[str, dict]], vers: dict) -> None:
     console.print(vt)
 
 
+def check_config(overrides: list[str]) -> tuple[bool, str]:
+    """Compose verl's ``ppo_trainer`` config with ``overrides`` and run the plugin's config check."""
+    import verl  # noqa: F401  (loads the plugin and its recipe search path, as main_ppo does)
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rftt_plugin.config.schema import ConfigError, check_composed_config
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+            cfg = compose(config_name="ppo_trainer", overrides=list(overrides))
+        settings = check_composed_config(cfg)
+    except ConfigError as exc:
+        return False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - Hydra's own composition errors (bad override syntax, unknown group)
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
+    if settings is None:
+        return False, "the composed config has no rftt section: add +recipe=rftt (or rftt_tree, rftt_sft)"
+    return True, f"config ok (recipe {settings.recipe})"
+
+
 def run(args) -> int:
+    if args.config:
+        ok, line = check_config(args.config)
+        print(line)
+        return 0 if ok else 2
     results = [("driver", _fresh_process(args.model))]
     if not args.no_ray:
         results.append(("ray actor", _ray_actor(args.model)))
