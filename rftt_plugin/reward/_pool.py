@@ -115,7 +115,6 @@ class _PoolHandle:
     def __init__(self, size: int, settings: PoolSettings) -> None:
         self.size = size
         self.pool = None
-        self.pids: tuple[int, ...] = ()
         self._error: str | None = None
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -140,7 +139,6 @@ class _PoolHandle:
                                     initargs=(os.getpid(), settings.memory_limit_mb), context=_fork_context())
             # The first schedule forks all workers, from this (long-lived) thread.
             self.pool.schedule(_worker.ping).result(timeout=settings.startup_timeout_s)
-            self.pids = tuple(self.pool._pool_manager.worker_manager.workers)  # noqa: SLF001
         except BaseException as exc:  # noqa: BLE001 - reported to the builder
             self._error = f"{type(exc).__name__}: {exc}"
         finally:
