@@ -45,7 +45,12 @@ TRUNCATION_CODES = {"missing_output", "unclosed", "partial_tag", "mismatched", "
 def warm_vllm_model(tmp_path_factory):
     """The prepared head_dim-32 tiny model warmed on tagged arithmetic (as tests' warm_model_dir)."""
     require_vllm_lane()
+    import os
+
     from rftt_plugin.warmup import warmed_arithmetic_model
+
+    if os.environ.get("RFTT_VLLM_WARM_MODEL"):  # developer shortcut: a model this fixture built before
+        return os.environ["RFTT_VLLM_WARM_MODEL"]
 
     root = tmp_path_factory.mktemp("vllm_warm")
     prepared = build_vllm_tiny(root)

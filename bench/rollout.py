@@ -1,0 +1,306 @@
+"""Rollout cost of RFTT tree search against verl's stock GRPO rollout, on one engine in one run.
+
+    python bench/rollout.py                       # vLLM (the vLLM lane's .venv-vllm) and hfcpu
+    python bench/rollout.py --engine hfcpu        # the default lane: no vLLM needed
+    python bench/rollout.py --model ckpt/prepared --prompts 8 --n 16
+
+Per engine, on the same model, prompts and token budgets, it runs one rollout step of each:
+
+* ``grpo``: what verl's stock ``single_turn_agent`` sends for ``rollout.n`` samples: one request
+  per sample (``max_tokens`` = the response budget, temperature 1, sampled log-probs);
+* ``rftt_tree``: the ``rftt_tree`` agent loop's search (``FunctionalMCTS`` with ``iterations =
+  rollout.n`` over ``VerlServerBackend``, i.e. the exact requests the agent loop sends through
+  ``server_manager.generate``), one tree per prompt, all trees concurrently.
+
+Engines answer ``generate(request_id, prompt_ids, sampling_params)`` with verl 0.9.1's server
+semantics: vLLM is an in-process ``AsyncLLM`` with verl's request conversion (``logprobs`` ->
+sampled only, ``prompt_logprobs`` through verl's ``extract_prompt_logprobs``) and verl's OOV
+mask; hfcpu is the plugin's ``HFCPUServer`` (no prefix cache). The prefix cache is reset before
+each phase. Reported per phase: wall time, generate calls (and how many were tag read-outs),
+generated tokens, prompt tokens, prompt tokens prefilled without the cache (vLLM's own per-request
+``num_cached_tokens``), and the share of prompt tokens served from the cache. The last line is::
+
+    rollout: engine=vllm grpo_s=... rftt_s=... ratio=... cached_prompt_share=...
+
+``--block-size`` (default 16) sets vLLM's KV block size: vLLM caches whole blocks only, and its
+CPU default (128) is longer than most toy contexts, which would then never hit the cache.
+The default model is the tiny head_dim-32 Qwen2 model prepared with the functional tokens,
+random weights (steps run to their budget): a cost benchmark, not a quality one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # verl's OOV mask via collective_rpc
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+QUESTIONS = [
+    "What is 12 plus 30?", "Compute 7 * 6 and check it.", "Subtract 9 from 30.", "What is 17 + 25?",
+    "Divide 84 by 7.", "What is 3 times 14?", "Add 19 and 23.", "What is 100 minus 58?",
+    "Compute 6 * 7 - 0.", "What is 21 + 21?", "Halve 84.", "What is 50 - 8?",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# What each generate call cost
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Call:
+    kind: str            # "grpo", "step", "readout k=20", "readout k=0"
+    prompt_tokens: int
+    cached_tokens: int
+    generated: int
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    @staticmethod
+    def kind(params: dict) -> str:
+        if params.get("prompt_logprobs") is not None:
+            return f"readout k={params['prompt_logprobs']}"
+        return "step" if params.get("stop_token_ids") else "grpo"
+
+    def summary(self) -> dict:
+        prompt = sum(c.prompt_tokens for c in self.calls)
+        cached = sum(c.cached_tokens for c in self.calls)
+        kinds: dict[str, int] = {}
+        for c in self.calls:
+            kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        return {"calls": len(self.calls), "kinds": kinds, "generated": sum(c.generated for c in self.calls),
+                "prompt": prompt, "uncached": prompt - cached, "cached_share": cached / prompt if prompt else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines with verl's server semantics
+# ---------------------------------------------------------------------------------------------
+
+def _mask_oov(worker, vocab_size: int) -> bool:
+    from verl.workers.rollout.vllm_rollout.utils import monkey_patch_compute_logits
+
+    monkey_patch_compute_logits(worker.model_runner.model, vocab_size)
+    return True
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model_dir: str, vocab_size: int, max_model_len: int, response_length: int, block_size: int):
+        self.args = dict(model=model_dir, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=0,
+                         block_size=block_size, enable_prefix_caching=True, max_num_seqs=256)
+        self.vocab_size, self.max_model_len, self.response_length = vocab_size, max_model_len, response_length
+        self.rec = Recorder()
+        self._ids = 0
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.args))
+        await self.engine.collective_rpc(_mask_oov, args=(self.vocab_size,))
+
+    async def reset(self) -> None:
+        await self.engine.reset_prefix_cache()
+        self.rec = Recorder()
+
+    async def generate(self, request_id: str = "", prompt_ids=None, sampling_params=None, **_):
+        from vllm import SamplingParams
+        from verl.workers.rollout.vllm_rollout.utils import extract_prompt_logprobs
+
+        params = dict(sampling_params or {})
+        kind = Recorder.kind(params)
+        prompt_ids = [int(t) for t in prompt_ids]
+        room = self.max_model_len - len(prompt_ids)
+        max_tokens = max(1, min(int(params.pop("max_tokens", min(self.response_length, room))), room))
+        params["logprobs"] = 0 if params.pop("logprobs", False) else None  # as verl's server
+        self._ids += 1  # verl gives vLLM a fresh id per call (the sticky id only routes)
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": prompt_ids},
+                                              SamplingParams(max_tokens=max_tokens, **params), f"{request_id}-{self._ids}"):
+            final = out
+        extra: dict = {"num_cached_tokens": final.num_cached_tokens or 0}
+        extract_prompt_logprobs(final, params.get("prompt_logprobs"), extra)
+        choice = final.outputs[0]
+        lps = None
+        if params["logprobs"] is not None:
+            lps = [lp[t].logprob for t, lp in zip(choice.token_ids, choice.logprobs)]
+        self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids)))
+        return SimpleNamespace(token_ids=list(choice.token_ids), log_probs=lps, extra_fields=extra,
+                               stop_reason="completed")
+
+    async def close(self) -> None:
+        self.engine.shutdown()
+
+
+class HFCPUEngine:
+    name = "hfcpu"
+
+    def __init__(self, model_dir: str, max_prompt: int, response_length: int):
+        self.model_dir, self.max_prompt, self.response_length = model_dir, max_prompt, response_length
+        self.rec = Recorder()
+
+    async def start(self) -> None:
+        import verl  # noqa: F401  (the plugin puts +dryrun=cpu on Hydra's search path)
+        from hydra import compose, initialize_config_module
+        from verl.workers.rollout.replica import RolloutMode
+
+        from rftt_plugin.cpu.hfcpu.server import HFCPUServer
+
+        with initialize_config_module("verl.trainer.config", version_base=None):
+            cfg = compose("ppo_trainer", overrides=[
+                "+dryrun=cpu", f"actor_rollout_ref.model.path={self.model_dir}",
+                f"data.max_prompt_length={self.max_prompt}", f"data.max_response_length={self.response_length}",
+                "actor_rollout_ref.rollout.load_format=auto",
+            ])
+        self.server = HFCPUServer(cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.model, RolloutMode("colocated"))
+
+    async def reset(self) -> None:
+        self.rec = Recorder()
+
+    async def generate(self, request_id: str = "", prompt_ids=None, sampling_params=None, **_):
+        params = dict(sampling_params or {})
+        out = await self.server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id=request_id)
+        self.rec.calls.append(Call(Recorder.kind(params), len(prompt_ids), 0, len(out.token_ids)))
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The two rollouts
+# ---------------------------------------------------------------------------------------------
+
+async def grpo_step(engine, prompts: list[list[int]], n: int, budget: int) -> None:
+    """verl's single_turn_agent: rollout.n independent requests per prompt, all in flight at once."""
+    params = {"max_tokens": budget, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
+    await asyncio.gather(*(engine.generate(request_id=f"grpo-{i}-{j}", prompt_ids=p, sampling_params=params)
+                           for i, p in enumerate(prompts) for j in range(n)))
+
+
+async def rftt_step(engine, prompts: list[list[int]], questions: list[str], layout, config, top_k: int) -> list:
+    """The rftt_tree agent loop's search, one tree per prompt, concurrently (as its worker does)."""
+    from rftt_plugin.integration.server_backend import VerlServerBackend
+    from rftt_plugin.search.mcts import FunctionalMCTS
+
+    async def one(i: int):
+        lay = dataclasses.replace(layout, prompt_fn=lambda _q, _p=prompts[i]: _p)
+        backend = VerlServerBackend(engine, request_id=f"rftt-{i}", eos_id=lay.eos_id, readout_top_k=top_k)
+        return await FunctionalMCTS(backend, lay, config).search(questions[i], meta={"uid": i})
+
+    return await asyncio.gather(*(one(i) for i in range(len(prompts))))
+
+
+def _row(name: str, wall: float, s: dict) -> str:
+    readouts = sum(v for k, v in s["kinds"].items() if k.startswith("readout"))
+    return (f"| {name:<9} | {wall:7.2f} | {s['calls']:5d} | {readouts:8d} | {s['generated']:9d} | {s['prompt']:8d} "
+            f"| {s['uncached']:8d} | {s['cached_share']:6.3f} |")
+
+
+async def bench_engine(engine, args, tok, layout, config) -> dict:
+    from rftt_plugin.search.layout import chat_prompt_ids
+
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.prompts)]
+    prompts = [chat_prompt_ids(tok, q) for q in questions]
+    t0 = time.perf_counter()
+    await engine.start()
+    print(f"[{engine.name}] engine up in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.warmup:  # one small request first: lazy initialisation must not count against either phase
+        await engine.generate(request_id="warm", prompt_ids=prompts[0], sampling_params={"max_tokens": 2})
+    out = {}
+    for phase in ("grpo", "rftt_tree"):
+        await engine.reset()
+        t0 = time.perf_counter()
+        if phase == "grpo":
+            await grpo_step(engine, prompts, args.n, args.budget)
+        else:
+            results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k)
+            out["leaves"] = sum(len(r.leaves) for r in results)
+        out[phase] = (time.perf_counter() - t0, engine.rec.summary())
+    await engine.close()
+    return out
+
+
+def build_default_model(root: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from rftt_plugin.prepare import prepare_model
+    from rftt_plugin.tiny_model import build_tiny_model
+
+    base = build_tiny_model(root / "base", num_heads=2, num_kv_heads=1)  # head_dim 32: vLLM's CPU attention
+    prepare_model(str(base), str(root / "prepared"), overwrite=True, progress=False, log=lambda _m: None)
+    return root / "prepared"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=("vllm", "hfcpu", "both"), default="both")
+    parser.add_argument("--model", help="a prepared checkpoint (default: the tiny random head_dim-32 model)")
+    parser.add_argument("--prompts", type=int, default=8, help="concurrent prompts (>= 8 so batching matters)")
+    parser.add_argument("--n", type=int, default=16, help="rollout.n: samples (GRPO) = leaves (rftt_tree) per prompt")
+    parser.add_argument("--budget", type=int, default=128, help="response budget in tokens (both rollouts)")
+    parser.add_argument("--step-max-tokens", type=int, default=24)
+    parser.add_argument("--max-depth", type=int, default=4)
+    parser.add_argument("--readout-top-k", type=int, default=20)
+    parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false")
+    args = parser.parse_args(argv)
+    if args.prompts < 1 or args.n < 1:
+        parser.error("--prompts and --n must be >= 1")
+
+    from transformers import AutoTokenizer
+
+    from rftt_plugin.search.config import SearchConfig
+    from rftt_plugin.search.layout import TokenLayout
+
+    tmp = tempfile.TemporaryDirectory(prefix="rftt-bench-rollout-")
+    model = Path(args.model) if args.model else build_default_model(Path(tmp.name))
+    tok = AutoTokenizer.from_pretrained(model)
+    layout = TokenLayout.from_tokenizer(tok, mode="added")
+    layout = dataclasses.replace(layout, decode=lambda ids: tok.decode(list(ids), skip_special_tokens=True))
+    config = SearchConfig(iterations=args.n, max_depth=args.max_depth, step_max_tokens=args.step_max_tokens,
+                          direct_answer_max_tokens=args.step_max_tokens, max_response_tokens=args.budget,
+                          token_mode="added", seed=0)
+    max_prompt = 64
+    engines = ["hfcpu", "vllm"] if args.engine == "both" else [args.engine]  # vLLM last: its line ends the output
+    print(f"model {model}; {args.prompts} prompts x n={args.n}; response budget {args.budget}, step budget "
+          f"{args.step_max_tokens}, depth {args.max_depth}, read-out top-k {args.readout_top_k}, vLLM block {args.block_size}")
+    last = ""
+    for name in engines:
+        if name == "vllm":
+            engine = VLLMEngine(str(model), len(tok), max_prompt + args.budget + 8, args.budget, args.block_size)
+        else:
+            engine = HFCPUEngine(str(model), max_prompt, args.budget)
+        res = asyncio.run(bench_engine(engine, args, tok, layout, config))
+        (g_wall, g), (r_wall, r) = res["grpo"], res["rftt_tree"]
+        print(f"\n[{name}] one rollout step ({args.prompts} prompts, n={args.n}; rftt_tree leaves {res['leaves']})")
+        print("| phase     |  wall s | calls | readouts | generated |  prompt | uncached | cached |")
+        print("|-----------|---------|-------|----------|-----------|---------|----------|--------|")
+        print(_row("grpo", g_wall, g))
+        print(_row("rftt_tree", r_wall, r))
+        print(f"rftt_tree calls by kind: {r['kinds']}")
+        print(f"ratios rftt_tree/grpo: wall {r_wall / g_wall:.2f}, calls {r['calls'] / max(g['calls'], 1):.2f}, "
+              f"generated tokens {r['generated'] / max(g['generated'], 1):.2f}, "
+              f"prefilled prompt tokens {r['uncached'] / max(g['uncached'], 1):.2f}")
+        last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
+                f"cached_prompt_share={r['cached_share']:.3f}")
+        print(last, flush=True)
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
