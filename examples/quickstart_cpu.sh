@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # CPU quickstart: set everything up on a fresh machine, check the wiring, then run the whole RFTT
-# pipeline at toy scale, for real, offline (about 5 minutes on 2 cores after the ~4 min setup):
-# tiny model -> rftt prepare-model -> synthetic tagged arithmetic -> phase-1 SFT with verl's SFT
-# trainer (+recipe=rftt_sft) -> rftt eval (chain + tree) -> phase-2 RL with verl's main_ppo
-# (+recipe=rftt +dryrun=cpu) -> rftt eval again -> table, reward_curve.png, tree.html.
+# pipeline at toy scale, for real, offline (README "Results" gives the measured stage times):
+# tiny model -> rftt prepare-model -> three-digit sums in functional tokens (phase-1 samples that
+# mirror gen-sft, 250 held-out questions) -> phase-1 SFT with verl's SFT trainer (+recipe=rftt_sft)
+# -> rftt eval (chain + tree) -> phase-2 RL with verl's main_ppo (+recipe=rftt +dryrun=cpu) -> rftt
+# eval again -> table with 95% intervals, reward_curve.png, tree.html. Each stage prints progress.
+# Extra arguments go to `rftt quickstart` (e.g. --compare-chain, --seeds 3).
 # Re-running resumes: finished stages in the output directory are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -32,7 +32,10 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["tree"]["benchmarks"]["arith"]["accuracy"].keys() == {"k=1", "k=2"}
     table = (out / "results.md").read_text()
-    assert "after SFT (phase 1)" in table and "after RL (phase 2)" in table
+    assert "after SFT (phase 1)" in table and "after tree RL (phase 2, +recipe=rftt)" in table
+    assert "95% intervals" in table  # the SFT -> RL verdict line, with Wilson intervals
+    results = json.loads((out / "results.json").read_text())
+    assert results["eval_sft"]["chain pass@1"]["n"] == 3  # eval_limit of --smoke
     assert (out / "reward_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "tree.html").read_text()
     assert "<details" in html and "</html>" in html
