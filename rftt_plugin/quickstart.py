@@ -76,8 +76,9 @@ class QuickstartConfig:
     rl_steps: int = 20            # verl main_ppo steps
     rl_prompts: int = 16          # prompts per RL step (= data.train_batch_size, as the recipe)
     rl_leaves: int = 4            # rollout.n = search iterations per prompt (recipe: 16)
-    rl_mini_batch: int = 0        # prompts per optimizer step; 0 = the recipe's (1: one optimizer step per tree)
-    rl_lr: float = 5e-5           # tiny model: large steps (the paper uses 5e-7 for 7B); 3e-4 degrades it (README)
+    rl_mini_batch: int = 4        # prompts per optimizer step (recipe: 1, i.e. 16 optimizer steps per RL step;
+                                  # with this tiny model that many steps at lr >= 1e-4 degrade it, see README)
+    rl_lr: float = 1e-4           # tiny model: large steps (the paper uses 5e-7 for 7B); 3e-4 degrades it (README)
     # The toy policy is near-deterministic after SFT: sample step text at temperature 1 so leaves of a
     # tree differ (the paper samples at 0.1), and prune tags the SFT model never uses (the paper keeps
     # every allowed tag); both are recipe keys.
@@ -96,7 +97,7 @@ class QuickstartConfig:
     @classmethod
     def smoke(cls, **changes) -> "QuickstartConfig":
         """Minutes-scale settings for CI: every stage runs for real, just shorter."""
-        base = dict(n_train=64, n_test=6, sft_steps=20, rl_steps=2, rl_prompts=2, rl_leaves=2,
+        base = dict(n_train=64, n_test=6, sft_steps=20, rl_steps=2, rl_prompts=2, rl_mini_batch=2, rl_leaves=2,
                     eval_limit=3, rollouts=(1, 2), timeout_s=600)
         return cls(**{**base, **changes})
 
@@ -265,9 +266,10 @@ class Quickstart:
 
         Differences from the recipe (``recipes/rftt.yaml``), all of scale, each with its reason:
         ``trainer.total_training_steps`` / ``data.train_batch_size`` / ``rollout.n`` (16 prompts x
-        4 leaves x 20 steps fits the CPU minutes; the recipe's 16 leaves; ``ppo_mini_batch_size`` stays
-        the recipe's 1 prompt per optimizer step unless ``rl_mini_batch`` is set),
-        ``actor.optim.lr`` 5e-5 (a ~0.5M-parameter random model; 5e-7 is for 7B), prompt /
+        4 leaves x 20 steps fits the CPU minutes; the recipe's 16 leaves), ``ppo_mini_batch_size``
+        4 (4 optimizer steps per RL step instead of the recipe's 16: measured, 16 steps at lr 1e-4
+        or more make this tiny model worse), ``actor.optim.lr`` 1e-4 (a ~0.5M-parameter random
+        model; 5e-7 is for 7B), prompt /
         response lengths (the toy's answers are ~60 tokens), ``rftt.search.step_max_tokens`` /
         ``direct_answer_max_tokens`` / ``max_depth`` 8 (the same), ``rftt.search.step_temperature``
         1.0 and ``min_tag_prior`` 0.05 (see :class:`QuickstartConfig`), and the dry-run overlay's
