@@ -57,6 +57,9 @@ QUESTIONS = [
 # What each generate call cost
 # ---------------------------------------------------------------------------------------------
 
+TOP_LOGPROBS_KEY = "rftt_top_logprobs"
+
+
 @dataclasses.dataclass
 class Call:
     kind: str            # "grpo", "step", "readout k=20", "readout k=0"
@@ -71,6 +74,8 @@ class Recorder:
 
     @staticmethod
     def kind(params: dict) -> str:
+        if params.get(TOP_LOGPROBS_KEY):
+            return "readout top-k (cached)"
         if params.get("prompt_logprobs") is not None:
             return f"readout k={params['prompt_logprobs']}"
         return "step" if params.get("stop_token_ids") else "grpo"
@@ -123,10 +128,13 @@ class VLLMEngine:
 
         params = dict(sampling_params or {})
         kind = Recorder.kind(params)
+        top_k = params.pop(TOP_LOGPROBS_KEY, None)  # the plugin's cached read-out (see the module docstring)
         prompt_ids = [int(t) for t in prompt_ids]
         room = self.max_model_len - len(prompt_ids)
         max_tokens = max(1, min(int(params.pop("max_tokens", min(self.response_length, room))), room))
         params["logprobs"] = 0 if params.pop("logprobs", False) else None  # as verl's server
+        if top_k:
+            params["logprobs"] = int(top_k)
         self._ids += 1  # verl gives vLLM a fresh id per call (the sticky id only routes)
         final = None
         async for out in self.engine.generate({"prompt_token_ids": prompt_ids},
@@ -138,6 +146,9 @@ class VLLMEngine:
         lps = None
         if params["logprobs"] is not None:
             lps = [lp[t].logprob for t, lp in zip(choice.token_ids, choice.logprobs)]
+        if top_k:
+            first = sorted(choice.logprobs[0].items(), key=lambda kv: kv[1].rank)[: int(top_k)]
+            extra["top_logprobs"] = {"ids": [int(t) for t, _ in first], "logprobs": [v.logprob for _, v in first]}
         self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids)))
         return SimpleNamespace(token_ids=list(choice.token_ids), log_probs=lps, extra_fields=extra,
                                stop_reason="completed")
@@ -192,22 +203,29 @@ async def grpo_step(engine, prompts: list[list[int]], n: int, budget: int) -> No
                            for i, p in enumerate(prompts) for j in range(n)))
 
 
-async def rftt_step(engine, prompts: list[list[int]], questions: list[str], layout, config, top_k: int) -> list:
+async def rftt_step(engine, prompts: list[list[int]], questions: list[str], layout, config, top_k: int,
+                    readout: str) -> list:
     """The rftt_tree agent loop's search, one tree per prompt, concurrently (as its worker does)."""
     from rftt_plugin.integration.server_backend import VerlServerBackend
     from rftt_plugin.search.mcts import FunctionalMCTS
 
     async def one(i: int):
         lay = dataclasses.replace(layout, prompt_fn=lambda _q, _p=prompts[i]: _p)
-        backend = VerlServerBackend(engine, request_id=f"rftt-{i}", eos_id=lay.eos_id, readout_top_k=top_k)
+        backend = VerlServerBackend(engine, request_id=f"rftt-{i}", eos_id=lay.eos_id, readout_top_k=top_k,
+                                    readout=readout)
         return await FunctionalMCTS(backend, lay, config).search(questions[i], meta={"uid": i})
 
     return await asyncio.gather(*(one(i) for i in range(len(prompts))))
 
 
+def _tree_key(tree) -> list:
+    """What must not change with the read-out: every node's tag, rank and ids."""
+    return [(n.id, n.parent, n.tag, n.rank, tuple(n.token_ids)) for n in tree.walk()]
+
+
 def _row(name: str, wall: float, s: dict) -> str:
     readouts = sum(v for k, v in s["kinds"].items() if k.startswith("readout"))
-    return (f"| {name:<9} | {wall:7.2f} | {s['calls']:5d} | {readouts:8d} | {s['generated']:9d} | {s['prompt']:8d} "
+    return (f"| {name:<14} | {wall:7.2f} | {s['calls']:5d} | {readouts:8d} | {s['generated']:9d} | {s['prompt']:8d} "
             f"| {s['uncached']:8d} | {s['cached_share']:6.3f} |")
 
 
@@ -222,15 +240,19 @@ async def bench_engine(engine, args, tok, layout, config) -> dict:
     if args.warmup:  # one small request first: lazy initialisation must not count against either phase
         await engine.generate(request_id="warm", prompt_ids=prompts[0], sampling_params={"max_tokens": 2})
     out = {}
-    for phase in ("grpo", "rftt_tree"):
+    trees = {}
+    for phase in ("grpo", "rftt_before", "rftt_after"):
         await engine.reset()
         t0 = time.perf_counter()
         if phase == "grpo":
             await grpo_step(engine, prompts, args.n, args.budget)
         else:
-            results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k)
+            readout = "prompt_logprobs" if phase == "rftt_before" else "top_logprobs"
+            results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
             out["leaves"] = sum(len(r.leaves) for r in results)
+            trees[phase] = [_tree_key(r.tree) for r in results]
         out[phase] = (time.perf_counter() - t0, engine.rec.summary())
+    out["same_trees"] = trees["rftt_before"] == trees["rftt_after"]
     await engine.close()
     return out
 
@@ -285,16 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             engine = HFCPUEngine(str(model), max_prompt, args.budget)
         res = asyncio.run(bench_engine(engine, args, tok, layout, config))
-        (g_wall, g), (r_wall, r) = res["grpo"], res["rftt_tree"]
+        (g_wall, g), (b_wall, b), (r_wall, r) = res["grpo"], res["rftt_before"], res["rftt_after"]
         print(f"\n[{name}] one rollout step ({args.prompts} prompts, n={args.n}; rftt_tree leaves {res['leaves']})")
-        print("| phase     |  wall s | calls | readouts | generated |  prompt | uncached | cached |")
-        print("|-----------|---------|-------|----------|-----------|---------|----------|--------|")
+        print("| phase          |  wall s | calls | readouts | generated |  prompt | uncached | cached |")
+        print("|----------------|---------|-------|----------|-----------|---------|----------|--------|")
         print(_row("grpo", g_wall, g))
-        print(_row("rftt_tree", r_wall, r))
-        print(f"rftt_tree calls by kind: {r['kinds']}")
-        print(f"ratios rftt_tree/grpo: wall {r_wall / g_wall:.2f}, calls {r['calls'] / max(g['calls'], 1):.2f}, "
-              f"generated tokens {r['generated'] / max(g['generated'], 1):.2f}, "
-              f"prefilled prompt tokens {r['uncached'] / max(g['uncached'], 1):.2f}")
+        print(_row("rftt (before)", b_wall, b))
+        print(_row("rftt (after)", r_wall, r))
+        print(f"rftt_tree calls by kind: before {b['kinds']}; after {r['kinds']}")
+        for label, w, x in (("before", b_wall, b), ("after", r_wall, r)):
+            print(f"ratios rftt_tree ({label})/grpo: wall {w / g_wall:.2f}, calls {x['calls'] / max(g['calls'], 1):.2f}, "
+                  f"generated tokens {x['generated'] / max(g['generated'], 1):.2f}, "
+                  f"prefilled prompt tokens {x['uncached'] / max(g['uncached'], 1):.2f}")
+        print(f"same trees before/after the read-out change (tags, ranks, ids): {res['same_trees']}")
         last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
                 f"cached_prompt_share={r['cached_share']:.3f}")
         print(last, flush=True)

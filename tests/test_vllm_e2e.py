@@ -7,13 +7,21 @@ environment; the plugin's vLLM patch keeps weights loadable). Asserted:
 
 * both exit 0 after 2 steps; a worker traceback stops the run at once (watchdog), and a hard
   timeout bounds it (a dead vLLM worker makes main_ppo hang instead of exit);
-* grad norms equal within a relative 1e-3 (fp32 on both sides; measured ~1e-6..1e-4);
-* the rollout's perplexity (``rollout_corr/rollout_ppl``, from the log-probs the server returned)
-  equal within a relative 1e-3 at both steps. The rollout starts from dummy weights
-  (``load_format=dummy``), so this holds only if vLLM received the actor's weights at init and
-  again after step 1 (the step-2 rollout runs on them);
-* identical leaves: every trained response (rollout dump) has the same text on both engines, and
-  each is grammar-valid or cut at its end (a step stops on a closing-tag id, or its budget);
+* step 1 (both rollouts run on the actor's initial weights, synced into a server that started
+  from dummy weights, ``load_format=dummy``): identical leaves (every trained response has the same
+  text on both engines), rollout perplexity (``rollout_corr/rollout_ppl``, from the log-probs the
+  server returned) equal within a relative 1e-4 (measured 1e-7), grad norms within 1e-3
+  (measured 0 to 3e-5: two runs of the *same* engine differ by as much, because samples come back
+  in a different order and float sums follow it);
+* step 2 (the rollout runs on the weights synced after step 1): grad norm and rollout perplexity
+  within a relative 2e-2. Not tighter, and leaves not compared, because the actor's weights after
+  step 1 already differ between runs: AdamW's first update is about lr * sign(g) per coordinate,
+  so the 1e-5-level gradient difference flips coordinates whose gradient is near zero, and the
+  step-2 sampling (temperature 0.1) can then take another token (measured on rftt_tree: grad
+  norms 0.8594 vs 0.8659, perplexities 1.5472 vs 1.5423). A server that missed the sync would
+  sample from the dummy weights and be far off;
+* every trained response is grammar-valid or cut at its end (a step stops on a closing-tag id,
+  or its budget);
 * no stale trajectories.
 """
 
@@ -37,7 +45,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 STEPS = 2
 N_LEAVES = 4
 RUN_TIMEOUT_S = 420
-REL_TOL = 1e-3
+GRAD_REL_TOL = {1: 1e-3, 2: 2e-2}  # see the module docstring
+PPL_REL_TOL = {1: 1e-4, 2: 2e-2}
 TRUNCATION_CODES = {"missing_output", "unclosed", "partial_tag", "mismatched", "nested", "empty"}
 
 
@@ -121,8 +130,8 @@ def run_verl_watched(cmd, workdir, tag):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-8)
+def _close(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol * max(abs(a), abs(b), 1e-8)
 
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT_S + 120)
@@ -139,9 +148,10 @@ def test_vllm_rollout_trains_like_hfcpu(recipe, warm_vllm_model, data_files, tmp
                       f"rollout_ppl hfcpu {h['rollout_corr/rollout_ppl']:.6f} vllm {v['rollout_corr/rollout_ppl']:.6f}")
         assert v["training/off_policy/trajectory_staleness/max"] == 0
         assert h["actor/grad_norm"] > 0
-    print(f"\n[{recipe}] " + "\n[{recipe}] ".join(report))
+    print(f"\n[{recipe}] " + f"\n[{recipe}] ".join(report))
     for step in range(1, STEPS + 1):
-        assert hf_out[step] == vl_out[step], f"step {step}: leaves differ between hfcpu and vLLM"
+        if step == 1:
+            assert hf_out[step] == vl_out[step], f"step {step}: leaves differ between hfcpu and vLLM"
         h, v = hf_steps[step], vl_steps[step]
-        assert _close(h["actor/grad_norm"], v["actor/grad_norm"]), report[step - 1]
-        assert _close(h["rollout_corr/rollout_ppl"], v["rollout_corr/rollout_ppl"]), report[step - 1]
+        assert _close(h["actor/grad_norm"], v["actor/grad_norm"], GRAD_REL_TOL[step]), report[step - 1]
+        assert _close(h["rollout_corr/rollout_ppl"], v["rollout_corr/rollout_ppl"], PPL_REL_TOL[step]), report[step - 1]

@@ -16,12 +16,31 @@ request is ``context + [candidate]`` with ``max_tokens=1``; verl returns, per pr
 distribution at the candidate's position (the candidate itself is dropped when it is not in the
 top-k); with ``k = 0`` it holds exactly the candidate's own log-prob. So: one request with the
 top-k; any allowed tag missing from it gets its own ``k = 0`` request (exact, never a guess).
-The CPU ``hfcpu`` server reproduces this layout; on vLLM it needs a GPU check.
+The CPU ``hfcpu`` server reproduces this layout; the vLLM lane checks it on vLLM's CPU build.
+
+Cost (issue 14, measured with bench/rollout.py): in vLLM 0.27.1 a request that asks for
+``prompt_logprobs`` skips reading the prefix cache (``SamplingParams.skip_reading_prefix_cache``
+defaults to ``prompt_logprobs is not None``) and computes log-probs at every prompt position, so
+each read-out re-prefills its whole context. (Forcing ``skip_reading_prefix_cache=False`` is not
+an option: vLLM then returns prompt log-prob rows only for the uncached positions and its
+detokenizer crashes on the rest, ``OverflowError``, checked on 0.27.1.)
+
+:func:`read_tag_logprobs_cached` reads the same numbers from an ordinary generate request on the
+context itself -- which reuses the prefix cache -- through the plugin's extension key
+``rftt_top_logprobs=k``: the server returns the top-k of the next-token distribution (full
+vocabulary, temperature 1, after verl's OOV mask) in ``extra_fields["top_logprobs"]``; tags
+outside the top-k still get their exact ``k = 0`` ``prompt_logprobs`` request. The ``hfcpu``
+server implements the key. verl's stock vLLM server does not (it forces ``logprobs`` to the
+sampled token and rejects unknown keys). :class:`VerlServerBackend`'s ``readout``:
+``"prompt_logprobs"`` (default, the read-out above), ``"top_logprobs"`` (the cached one; errors
+if the server refuses), ``"auto"`` (tries the key once per process and falls back to
+:func:`read_tag_logprobs` for good when the server refuses).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
@@ -64,11 +83,53 @@ async def read_tag_logprobs(server_manager: Any, request_id: str, context_ids: S
     return [found[c] for c in candidates]
 
 
+TOP_LOGPROBS_KEY = "rftt_top_logprobs"  # == rftt_plugin.cpu.hfcpu.sampling.TOP_LOGPROBS_KEY
+READOUTS = ("auto", "top_logprobs", "prompt_logprobs")
+_REFUSED: dict[str, str] = {}  # "top_logprobs" -> why the server refused it (once per process)
+
+
+class ReadoutUnsupported(RuntimeError):
+    """The rollout server does not implement ``rftt_top_logprobs``."""
+
+
+async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context_ids: Sequence[int],
+                                   candidate_ids: Sequence[int], top_k: int = 20) -> list[float]:
+    """Same values as :func:`read_tag_logprobs`, from one generate request on the context (cacheable).
+
+    Tags missing from the top-k get the exact ``k = 0`` ``prompt_logprobs`` request, concurrently.
+    """
+    context = [int(t) for t in context_ids]
+    candidates = [int(c) for c in candidate_ids]
+    if not context:
+        raise ValueError("tag read-out needs a non-empty context")
+    if not 1 <= top_k <= 20:
+        raise ValueError(f"top_k must be in [1, 20] for the cached read-out, got {top_k}")
+    # Neutral sampling: the server's top-k is then the raw next-token distribution. A fixed seed
+    # keeps the one sampled token (discarded) from drawing on the server's shared generator.
+    out = await server_manager.generate(
+        request_id=request_id, prompt_ids=context,
+        sampling_params={"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+                         "seed": 0, "logprobs": False, TOP_LOGPROBS_KEY: top_k},
+    )
+    top = (out.extra_fields or {}).get("top_logprobs")
+    if top is None:
+        raise ReadoutUnsupported(f"the rollout server ignored {TOP_LOGPROBS_KEY} (no extra_fields['top_logprobs'])")
+    found = {int(i): float(lp) for i, lp in zip(top["ids"], top["logprobs"]) if int(i) in candidates}
+    missing = [c for c in candidates if c not in found]
+    if missing:
+        exact = await read_tag_logprobs(server_manager, request_id, context, missing, top_k=0)
+        found.update(zip(missing, exact))
+    return [found[c] for c in candidates]
+
+
 class VerlServerBackend(BaseBackend):
     """Backend for one tree: every call goes through ``server_manager`` with the tree's request id."""
 
     def __init__(self, server_manager: Any, request_id: str, eos_id: int, *, readout_top_k: int = 20,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, readout: str = "prompt_logprobs"):
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
         self.server_manager = server_manager
         self.request_id = request_id
         self.eos_id = int(eos_id)
@@ -90,6 +151,18 @@ class VerlServerBackend(BaseBackend):
 
     async def next_token_logprobs(self, context_ids: Sequence[int], candidate_ids: Sequence[int]) -> list[float]:
         self.calls += 1
+        cached = self.readout == "top_logprobs" or (self.readout == "auto" and "top_logprobs" not in _REFUSED)
+        if cached and self.readout_top_k > 0:
+            try:
+                return await read_tag_logprobs_cached(self.server_manager, self.request_id, context_ids,
+                                                      candidate_ids, top_k=min(self.readout_top_k, 20))
+            except Exception as exc:  # stock vLLM server: unknown sampling key (TypeError) or ignored
+                if self.readout == "top_logprobs":
+                    raise
+                _REFUSED["top_logprobs"] = f"{type(exc).__name__}: {exc}"
+                logging.getLogger("rftt_plugin").warning(
+                    "rftt_tree: the rollout server refused the cached tag read-out (%s); using prompt_logprobs "
+                    "read-outs (exact, but uncached) from now on in this process", _REFUSED["top_logprobs"])
         return await read_tag_logprobs(self.server_manager, self.request_id, context_ids, candidate_ids,
                                        top_k=self.readout_top_k)
 

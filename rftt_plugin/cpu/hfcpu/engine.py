@@ -47,6 +47,7 @@ class GenerationResult:
     finish_reason: str  # "stop" (EOS / stop token / stop string) or "length"
     prompt_ids: Optional[list[list[int]]] = None  # only when spec.prompt_logprobs is not None
     prompt_logprobs: Optional[list[list[float]]] = None
+    top_logprobs: Optional[tuple[list[int], list[float]]] = None  # only when spec.top_logprobs
 
 
 class _RowState:
@@ -59,6 +60,7 @@ class _RowState:
         self.tokens: list[int] = []
         self.logprobs: list[float] = []
         self.finish_reason: Optional[str] = None
+        self.top: Optional[tuple[list[int], list[float]]] = None
         self.seen = torch.tensor(request.prompt_ids, dtype=torch.long)  # for repetition_penalty
 
     @property
@@ -149,6 +151,9 @@ class BatchGenerator:
             for i, row in enumerate(rows):
                 if row.done:
                     continue
+                if _step == 0 and row.spec.top_logprobs:  # raw next-token distribution (OOV-masked)
+                    top = torch.topk(torch.log_softmax(logits[i].float(), dim=-1), row.spec.top_logprobs)
+                    row.top = (top.indices.tolist(), top.values.tolist())
                 token, logprob = choose_token(logits[i], row.spec, row.seen, row.generator)
                 row.tokens.append(token)
                 row.logprobs.append(logprob)
@@ -173,6 +178,7 @@ class BatchGenerator:
                 token_ids=row.tokens,
                 log_probs=row.logprobs if row.spec.logprobs else None,
                 finish_reason=row.finish_reason or "length",
+                top_logprobs=row.top,
             )
             if row.spec.prompt_logprobs is not None:
                 result.prompt_ids, result.prompt_logprobs = self.prompt_logprobs(

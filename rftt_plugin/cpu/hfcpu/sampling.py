@@ -26,6 +26,10 @@ import torch
 
 GREEDY_EPS = 1e-5  # vLLM's _SAMPLING_EPS: temperatures below this are greedy
 MAX_PROMPT_LOGPROBS = 20  # vLLM's default max_logprobs; larger requests fail there, so here too
+# rftt-plugin's extension (not a vLLM key): the top-k of the first generated position's distribution,
+# full vocabulary at temperature 1 after the OOV mask, in extra_fields["top_logprobs"]. The tag
+# read-out uses it to read P(tag | context) from a request that reuses the prefix cache on vLLM.
+TOP_LOGPROBS_KEY = "rftt_top_logprobs"
 
 # vLLM parameters that only shape the *text* vLLM would return. verl's server reads token ids,
 # so they cannot change anything here; accepted and ignored.
@@ -53,6 +57,7 @@ SUPPORTED_PARAMS = frozenset(
     {
         "n", "temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "stop", "stop_token_ids",
         "ignore_eos", "allowed_token_ids", "logprobs", "prompt_logprobs", "repetition_penalty", "seed",
+        TOP_LOGPROBS_KEY,
     }
 )
 
@@ -91,6 +96,7 @@ class SamplingSpec:
     allowed_token_ids: Optional[tuple[int, ...]] = None
     logprobs: bool = False
     prompt_logprobs: Optional[int] = None
+    top_logprobs: Optional[int] = None  # TOP_LOGPROBS_KEY
     repetition_penalty: float = 1.0
     seed: Optional[int] = None
     ignored: tuple[str, ...] = field(default=())  # text-only params that were present
@@ -188,6 +194,12 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
                 f"got {prompt_logprobs}"
             )
 
+    top_logprobs = params.get(TOP_LOGPROBS_KEY)
+    if top_logprobs is not None:
+        top_logprobs = int(top_logprobs)
+        if not 1 <= top_logprobs <= MAX_PROMPT_LOGPROBS:
+            raise UnsupportedRequest(f"{TOP_LOGPROBS_KEY} must be in [1, {MAX_PROMPT_LOGPROBS}], got {top_logprobs}")
+
     seed = _get(params, "seed", limits.default_seed)
     stop = _as_tuple_of_str(params.get("stop"), "stop")
     if stop and not limits.stop_strings_allowed:
@@ -207,6 +219,7 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
         allowed_token_ids=allowed,
         logprobs=bool(params.get("logprobs", False)),
         prompt_logprobs=prompt_logprobs,
+        top_logprobs=top_logprobs,
         repetition_penalty=float(_get(params, "repetition_penalty", limits.repetition_penalty)),
         seed=None if seed is None else int(seed),
         ignored=tuple(sorted(set(params) & TEXT_ONLY_PARAMS)),

@@ -165,6 +165,8 @@ class HFCPUServer:
         if result.prompt_ids is not None:
             extra_fields["prompt_ids"] = result.prompt_ids
             extra_fields["prompt_logprobs"] = result.prompt_logprobs
+        if result.top_logprobs is not None:  # rftt_top_logprobs (sampling.TOP_LOGPROBS_KEY)
+            extra_fields["top_logprobs"] = {"ids": result.top_logprobs[0], "logprobs": result.top_logprobs[1]}
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs,
