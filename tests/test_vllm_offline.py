@@ -48,7 +48,7 @@ def lane(tmp_path_factory):
     assert hf.get_input_embeddings().num_embeddings > len(tok), "the fixture must have padded rows"
     t0 = time.time()
     llm = LLM(model=str(model_dir), dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0, max_num_seqs=16,
-              enforce_eager=True)
+              enforce_eager=True, logprobs_mode="processed_logprobs")  # verl's rollout.logprobs_mode default
     print(f"\n[vllm offline] engine up in {time.time() - t0:.1f} s")
     server = OfflineVerlServer(llm, vocab_size=len(tok), max_model_len=MAX_MODEL_LEN)
     yield {"dir": model_dir, "tok": tok, "hf": hf, "llm": llm, "server": server}
@@ -133,7 +133,8 @@ def test_step_stops_on_a_closing_tag_included_as_last_token(lane):
 
 
 def test_tag_readout_equals_masked_forward_pass(lane):
-    from rftt_plugin.integration.server_backend import read_tag_logprobs
+    """Both read-outs: prompt_logprobs (uncached) and the cached one (top-k of a generate request)."""
+    from rftt_plugin.integration.server_backend import read_tag_logprobs, read_tag_logprobs_cached
 
     tok, server = lane["tok"], lane["server"]
     tags = _tags(tok)
@@ -144,6 +145,10 @@ def test_tag_readout_equals_masked_forward_pass(lane):
         ref = _masked_forward_logprobs(lane["hf"], tok, ctx)
         for top_k in (20, 0):  # top-k row plus exact k=0 fall-backs, and k=0 only
             got = asyncio.run(read_tag_logprobs(server, "t", ctx, opening, top_k=top_k))
+            for cand, lp in zip(opening, got):
+                worst = max(worst, abs(lp - float(ref[cand])))
+        for top_k in (20, 2):  # cached read-out, with few and with many fall-backs
+            got = asyncio.run(read_tag_logprobs_cached(server, "t", ctx, opening, top_k=top_k))
             for cand, lp in zip(opening, got):
                 worst = max(worst, abs(lp - float(ref[cand])))
     print(f"\n[vllm offline] tag read-out vs masked transformers forward: max |diff| = {worst:.2e}")

@@ -80,6 +80,9 @@ class OfflineVerlServer:
         max_tokens = params.pop("max_tokens", min(self.response_length, room))
         max_tokens = max(1, min(int(max_tokens), room))
         params["logprobs"] = 0 if params.pop("logprobs", False) else None
+        top_k = params.pop("rftt_top_logprobs", None)  # what a server implementing the plugin key does
+        if top_k:
+            params["logprobs"] = int(top_k)
         self.calls += 1
         out = self.llm.generate([{"prompt_token_ids": prompt_ids}], SamplingParams(max_tokens=max_tokens, **params),
                                 use_tqdm=False)[0]
@@ -89,6 +92,9 @@ class OfflineVerlServer:
         log_probs = None
         if params["logprobs"] is not None:
             log_probs = [lp[t].logprob for t, lp in zip(choice.token_ids, choice.logprobs)]
+        if top_k:
+            first = sorted(choice.logprobs[0].items(), key=lambda kv: kv[1].rank)[: int(top_k)]
+            extra["top_logprobs"] = {"ids": [int(t) for t, _ in first], "logprobs": [v.logprob for _, v in first]}
         return SimpleNamespace(token_ids=list(choice.token_ids), log_probs=log_probs, extra_fields=extra,
                                stop_reason="completed", finish_reason=choice.finish_reason,
                                vllm_stop_reason=choice.stop_reason, prompt_token_ids=list(out.prompt_token_ids))
