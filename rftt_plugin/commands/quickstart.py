@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
         "tokens (prepare-model), make a synthetic task (three-digit sums) with held-out questions and phase-1 "
         "data that mirrors gen-sft, phase-1 SFT with verl's SFT trainer (+recipe=rftt_sft), evaluate (chain + "
         "tree search), phase-2 RL with verl's main_ppo (+recipe=rftt +dryrun=cpu), evaluate again, then print a "
-        "before/after table with 95%% intervals and write reward_curve.png and tree.html. Stages already done "
+        "before/after table with 95% intervals and write reward_curve.png and tree.html. Stages already done "
         "in --out are skipped, so a rerun resumes."
     )
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
