@@ -165,7 +165,7 @@ async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_
 
     async def varied(text, gold, **kw):  # a random tiny model never answers: make rewards vary by path
         result = await real(text, gold, **kw)
-        return result.__class__(**{**result.to_dict(), "score": (zlib.crc32(text.encode()) % 5) / 4})
+        return result.__class__(**{**result.to_dict(), "score": (zlib.crc32(text.encode()) % 4 + 1) / 4})  # never 0: any output leaf moves V
 
     monkeypatch.setattr(score_mod, "score_response_async", varied)
     model, tok = model_and_tok
