@@ -24,8 +24,12 @@ generated tokens, prompt tokens, prompt tokens prefilled without the cache (vLLM
 
 ``--block-size`` (default 16) sets vLLM's KV block size: vLLM caches whole blocks only, and its
 CPU default (128) is longer than most toy contexts, which would then never hit the cache.
-The default model is the tiny head_dim-32 Qwen2 model prepared with the functional tokens,
-random weights (steps run to their budget): a cost benchmark, not a quality one.
+The default model is the tiny head_dim-32 Qwen2 model prepared with the functional tokens and
+warmed on tagged arithmetic (``--warm-steps``, ~1 min on an idle 2-core machine), so steps end on
+closing tags and trees branch; a cost benchmark, not a quality one. Each engine runs three phases:
+``grpo``, ``rftt (before)`` (tag read-out through ``prompt_logprobs``, uncached on vLLM) and
+``rftt (after)`` (the cached read-out, ``rftt_top_logprobs``: see
+rftt_plugin/integration/server_backend.py); the trees of the last two must be identical.
 """
 
 from __future__ import annotations
@@ -257,14 +261,22 @@ async def bench_engine(engine, args, tok, layout, config) -> dict:
     return out
 
 
-def build_default_model(root: Path) -> Path:
+def build_default_model(root: Path, warm_steps: int) -> Path:
+    """The tiny head_dim-32 model, prepared, warmed on tagged arithmetic (so steps end on closing
+    tags and trees grow as they would with a trained policy; a random model never closes a tag)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from rftt_plugin.prepare import prepare_model
     from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.warmup import warmed_arithmetic_model
 
     base = build_tiny_model(root / "base", num_heads=2, num_kv_heads=1)  # head_dim 32: vLLM's CPU attention
     prepare_model(str(base), str(root / "prepared"), overwrite=True, progress=False, log=lambda _m: None)
-    return root / "prepared"
+    if warm_steps <= 0:
+        return root / "prepared"
+    t0 = time.perf_counter()
+    warmed_arithmetic_model(str(root / "prepared"), str(root / "warm"), steps=warm_steps, log=None)
+    print(f"warmed the tiny model for {warm_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    return root / "warm"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-depth", type=int, default=4)
     parser.add_argument("--readout-top-k", type=int, default=20)
     parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the engine's first request")
+    parser.add_argument("--warm-steps", type=int, default=300,
+                        help="warm-up steps of the default model (0: random weights; steps then never close)")
     args = parser.parse_args(argv)
     if args.prompts < 1 or args.n < 1:
         parser.error("--prompts and --n must be >= 1")
@@ -289,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from rftt_plugin.search.layout import TokenLayout
 
     tmp = tempfile.TemporaryDirectory(prefix="rftt-bench-rollout-")
-    model = Path(args.model) if args.model else build_default_model(Path(tmp.name))
+    model = Path(args.model) if args.model else build_default_model(Path(tmp.name), args.warm_steps)
     tok = AutoTokenizer.from_pretrained(model)
     layout = TokenLayout.from_tokenizer(tok, mode="added")
     layout = dataclasses.replace(layout, decode=lambda ids: tok.decode(list(ids), skip_special_tokens=True))

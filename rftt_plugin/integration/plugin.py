@@ -31,6 +31,9 @@ def _register_all() -> None:
     # importing our agent-loop module registers `rftt_tree` through verl's public @register
     import_hooks.when_imported("verl.experimental.agent_loop.agent_loop",
                                lambda _module: importlib.import_module("rftt_plugin.integration.agent_loop"))
+    # verl's vLLM server learns the cached tag read-out key (rftt_top_logprobs); see vllm_readout
+    import_hooks.when_imported("verl.workers.rollout.vllm_rollout.vllm_async_server",
+                               lambda module: importlib.import_module("rftt_plugin.integration.vllm_readout").install(module))
 
 
 try:

@@ -30,17 +30,19 @@ context itself -- which reuses the prefix cache -- through the plugin's extensio
 ``rftt_top_logprobs=k``: the server returns the top-k of the next-token distribution (full
 vocabulary, temperature 1, after verl's OOV mask) in ``extra_fields["top_logprobs"]``; tags
 outside the top-k still get their exact ``k = 0`` ``prompt_logprobs`` request. The ``hfcpu``
-server implements the key. verl's stock vLLM server does not (it forces ``logprobs`` to the
-sampled token and rejects unknown keys). :class:`VerlServerBackend`'s ``readout``:
+server implements the key; verl's stock vLLM server does not (it forces ``logprobs`` to the
+sampled token and rejects unknown keys), the plugin's subclass of it does. :class:`VerlServerBackend`'s ``readout``:
 ``"prompt_logprobs"`` (default, the read-out above), ``"top_logprobs"`` (the cached one; errors
 if the server refuses), ``"auto"`` (tries the key once per process and falls back to
-:func:`read_tag_logprobs` for good when the server refuses).
+:func:`read_tag_logprobs` for good when the server refuses); ``$RFTT_TAG_READOUT`` sets the
+default. On vLLM the key is served by :mod:`rftt_plugin.integration.vllm_readout`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
@@ -126,7 +128,10 @@ class VerlServerBackend(BaseBackend):
     """Backend for one tree: every call goes through ``server_manager`` with the tree's request id."""
 
     def __init__(self, server_manager: Any, request_id: str, eos_id: int, *, readout_top_k: int = 20,
-                 max_model_len: int | None = None, readout: str = "prompt_logprobs"):
+                 max_model_len: int | None = None, readout: str | None = None):
+        # default: $RFTT_TAG_READOUT, else the uncached prompt_logprobs read-out (until the agent
+        # loop passes a config value)
+        readout = readout or os.environ.get("RFTT_TAG_READOUT", "").strip() or "prompt_logprobs"
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
