@@ -79,7 +79,7 @@ class Recorder:
     @staticmethod
     def kind(params: dict) -> str:
         if params.get(TOP_LOGPROBS_KEY):
-            return "readout top-k (cached)"
+            return "readout allowed (cached)" if params.get("allowed_token_ids") else "readout top-k (cached)"
         if params.get("prompt_logprobs") is not None:
             return f"readout k={params['prompt_logprobs']}"
         return "step" if params.get("stop_token_ids") else "grpo"
@@ -245,18 +245,21 @@ async def bench_engine(engine, args, tok, layout, config) -> dict:
         await engine.generate(request_id="warm", prompt_ids=prompts[0], sampling_params={"max_tokens": 2})
     out = {}
     trees = {}
-    for phase in ("grpo", "rftt_before", "rftt_after"):
+    for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
         await engine.reset()
         t0 = time.perf_counter()
         if phase == "grpo":
             await grpo_step(engine, prompts, args.n, args.budget)
         else:
-            readout = "prompt_logprobs" if phase == "rftt_before" else "top_logprobs"
+            readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
             results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
             out["leaves"] = sum(len(r.leaves) for r in results)
             trees[phase] = [_tree_key(r.tree) for r in results]
         out[phase] = (time.perf_counter() - t0, engine.rec.summary())
     out["same_trees"] = trees["rftt_before"] == trees["rftt_after"]
+    # control: the old read-out again. vLLM's numerics depend on batch composition (asynchronous
+    # arrival), so two runs with the same seeds can already differ there; hfcpu is deterministic.
+    out["same_trees_control"] = trees["rftt_before"] == trees["rftt_control"]
     await engine.close()
     return out
 
@@ -333,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratios rftt_tree ({label})/grpo: wall {w / g_wall:.2f}, calls {x['calls'] / max(g['calls'], 1):.2f}, "
                   f"generated tokens {x['generated'] / max(g['generated'], 1):.2f}, "
                   f"prefilled prompt tokens {x['uncached'] / max(g['uncached'], 1):.2f}")
-        print(f"same trees before/after the read-out change (tags, ranks, ids): {res['same_trees']}")
+        print(f"same trees before/after the read-out change (tags, ranks, ids): {res['same_trees']}; "
+              f"control, the old read-out run twice: {res['same_trees_control']}")
         last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
                 f"cached_prompt_share={r['cached_share']:.3f}")
         print(last, flush=True)

@@ -20,6 +20,9 @@ environment; the plugin's vLLM patch keeps weights loadable). Asserted:
   step-2 sampling (temperature 0.1) can then take another token (measured on rftt_tree: grad
   norms 0.8594 vs 0.8659, perplexities 1.5472 vs 1.5423). A server that missed the sync would
   sample from the dummy weights and be far off;
+* ``rftt`` uses the ``prompt_logprobs`` tag read-out, ``rftt_tree`` the cached one
+  (``RFTT_TAG_READOUT=top_logprobs``: verl's vLLM server through the plugin's subclass), so the
+  step-1 leaf identity checks both read-outs on the real server;
 * every trained response is grammar-valid or cut at its end (a step stops on a closing-tag id,
   or its budget);
 * no stale trajectories.
@@ -92,7 +95,13 @@ def _run(recipe: str, engine: str, model, data, tmp_path):
     ]
     if recipe == "rftt_tree":
         cmd.append("rftt.credit.step_weight=1.0")
-    result, _ = run_verl_watched(cmd, tmp_path, f"v-{recipe}-{engine[:2]}")
+    # rftt_tree runs with the cached tag read-out (rftt_top_logprobs: hfcpu natively, verl's vLLM server
+    # through rftt_plugin.integration.vllm_readout); rftt with the default prompt_logprobs read-out.
+    readout = "top_logprobs" if recipe == "rftt_tree" else "prompt_logprobs"
+    result, _ = run_verl_watched(cmd, tmp_path, f"v-{recipe}-{engine[:2]}", {"RFTT_TAG_READOUT": readout})
+    if readout == "top_logprobs":
+        assert any("tag read-out via rftt_top_logprobs" in line for line in result.lines), \
+            f"{engine}: the cached read-out was not used"
     tail = "".join(result.lines[-80:])
     print(f"\n[{recipe} on {engine}] wall {result.wall_s:.1f} s, peak process-tree RSS {result.peak_tree_rss_mb:.0f} MiB")
     assert result.aborted is None, f"{engine}: {result.aborted}\n{tail}"
@@ -112,7 +121,7 @@ def _run(recipe: str, engine: str, model, data, tmp_path):
     return steps, outputs, result
 
 
-def run_verl_watched(cmd, workdir, tag):
+def run_verl_watched(cmd, workdir, tag, extra_env=None):
     """tests.helpers.run_verl plus the watchdog: stop at the first worker traceback."""
     import os
     import shutil
@@ -122,7 +131,7 @@ def run_verl_watched(cmd, workdir, tag):
     ray_tmp = f"/tmp/rftt-{tag}-{os.getpid()}"  # short: AF_UNIX socket paths must fit in ~107 bytes
     os.makedirs(ray_tmp, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp}
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp, **(extra_env or {})}
     try:
         return run_logged(cmd, env, workdir / f"{tag}.log", RUN_TIMEOUT_S, marker=ray_tmp,
                           watch=worker_traceback), ray_tmp

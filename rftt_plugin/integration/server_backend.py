@@ -88,6 +88,7 @@ async def read_tag_logprobs(server_manager: Any, request_id: str, context_ids: S
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"  # == rftt_plugin.cpu.hfcpu.sampling.TOP_LOGPROBS_KEY
 READOUTS = ("auto", "top_logprobs", "prompt_logprobs")
 _REFUSED: dict[str, str] = {}  # "top_logprobs" -> why the server refused it (once per process)
+_ANNOUNCED: set[str] = set()
 
 
 class ReadoutUnsupported(RuntimeError):
@@ -96,9 +97,15 @@ class ReadoutUnsupported(RuntimeError):
 
 async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context_ids: Sequence[int],
                                    candidate_ids: Sequence[int], top_k: int = 20) -> list[float]:
-    """Same values as :func:`read_tag_logprobs`, from one generate request on the context (cacheable).
+    """Same values as :func:`read_tag_logprobs`, from generate requests on the context (cacheable).
 
-    Tags missing from the top-k get the exact ``k = 0`` ``prompt_logprobs`` request, concurrently.
+    1. ``rftt_top_logprobs=k``, no mask: the top-k of the full next-token distribution. Its most
+       likely entry is the *anchor* ``a`` with a known full-vocabulary log-prob ``lp(a)``.
+    2. Only if some tags are outside the top-k: one more request on the same context with
+       ``allowed_token_ids = missing + [a]`` and ``rftt_top_logprobs = len(those)``. The server's
+       processed log-probs are then renormalised over that set: ``lp_S(t) = lp(t) - log P(S)``, so
+       ``lp(t) = lp_S(t) - lp_S(a) + lp(a)`` exactly (float rounding aside). Both requests share the
+       context's prefix; neither asks for ``prompt_logprobs``.
     """
     context = [int(t) for t in context_ids]
     candidates = [int(c) for c in candidate_ids]
@@ -119,8 +126,23 @@ async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context
     found = {int(i): float(lp) for i, lp in zip(top["ids"], top["logprobs"]) if int(i) in candidates}
     missing = [c for c in candidates if c not in found]
     if missing:
-        exact = await read_tag_logprobs(server_manager, request_id, context, missing, top_k=0)
-        found.update(zip(missing, exact))
+        anchor, anchor_lp = int(top["ids"][0]), float(top["logprobs"][0])
+        allowed = missing + [anchor]
+        out = await server_manager.generate(
+            request_id=request_id, prompt_ids=context,
+            sampling_params={"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
+                             "repetition_penalty": 1.0, "seed": 0, "logprobs": False,
+                             "allowed_token_ids": allowed, TOP_LOGPROBS_KEY: len(allowed)},
+        )
+        sub = (out.extra_fields or {}).get("top_logprobs")
+        if sub is None:
+            raise ReadoutUnsupported(f"the rollout server ignored {TOP_LOGPROBS_KEY} (no extra_fields['top_logprobs'])")
+        renorm = {int(i): float(lp) for i, lp in zip(sub["ids"], sub["logprobs"])}
+        if anchor not in renorm or any(c not in renorm for c in missing):
+            raise RuntimeError(f"the server's allowed_token_ids read-out returned ids {sorted(renorm)}, "
+                               f"expected {sorted(allowed)}")
+        for c in missing:
+            found[c] = renorm[c] - renorm[anchor] + anchor_lp
     return [found[c] for c in candidates]
 
 
@@ -159,8 +181,14 @@ class VerlServerBackend(BaseBackend):
         cached = self.readout == "top_logprobs" or (self.readout == "auto" and "top_logprobs" not in _REFUSED)
         if cached and self.readout_top_k > 0:
             try:
-                return await read_tag_logprobs_cached(self.server_manager, self.request_id, context_ids,
-                                                      candidate_ids, top_k=min(self.readout_top_k, 20))
+                values = await read_tag_logprobs_cached(self.server_manager, self.request_id, context_ids,
+                                                        candidate_ids, top_k=min(self.readout_top_k, 20))
+                if "top_logprobs" not in _ANNOUNCED:  # once per process: which read-out a run used
+                    _ANNOUNCED.add("top_logprobs")
+                    logging.getLogger("rftt_plugin").warning(
+                        "rftt_tree: tag read-out via %s (cached; exact prompt_logprobs fall-back outside the top-%d)",
+                        TOP_LOGPROBS_KEY, min(self.readout_top_k, 20))
+                return values
             except Exception as exc:  # stock vLLM server: unknown sampling key (TypeError) or ignored
                 if self.readout == "top_logprobs":
                     raise

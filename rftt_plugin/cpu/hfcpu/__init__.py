@@ -34,8 +34,9 @@ Request
     ``prompt_logprobs``         ``k`` in [0, 20]: see below
     ``rftt_top_logprobs``       plugin extension, ``k`` in [1, 20]: ``extra_fields["top_logprobs"] =
                                 {"ids": [...], "logprobs": [...]}``, the top-k of the first generated
-                                position's distribution (OOV-masked logits, temperature 1, no
-                                penalties), most likely first (the cached tag read-out, issue 14)
+                                position's distribution as vLLM's processed log-probs (OOV mask,
+                                ``allowed_token_ids``, penalties, temperature; no top-k/top-p), most
+                                likely first (the cached tag read-out, issue 14)
     ``repetition_penalty``      vLLM semantics (prompt + output tokens); default ``rollout.repetition_penalty`` or 1
     ``seed``                    per-request generator; default from ``rollout.seed`` when ``full_determinism``
     ``n``                       must be 1 (verl's agent loops send ``rollout.n`` separate requests)

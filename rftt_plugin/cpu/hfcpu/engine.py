@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from rftt_plugin.cpu.hfcpu.prompt_logprobs import prompt_logprobs_layout
-from rftt_plugin.cpu.hfcpu.sampling import SamplingSpec, choose_token
+from rftt_plugin.cpu.hfcpu.sampling import SamplingSpec, apply_allowed_and_penalty, choose_token
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,9 @@ class BatchGenerator:
             for i, row in enumerate(rows):
                 if row.done:
                     continue
-                if _step == 0 and row.spec.top_logprobs:  # raw next-token distribution (OOV-masked)
-                    top = torch.topk(torch.log_softmax(logits[i].float(), dim=-1), row.spec.top_logprobs)
+                if _step == 0 and row.spec.top_logprobs:  # vLLM's processed log-probs, before top-k/top-p
+                    processed = apply_allowed_and_penalty(logits[i], row.spec, row.seen) / max(row.spec.temperature, 1e-5)
+                    top = torch.topk(torch.log_softmax(processed, dim=-1), row.spec.top_logprobs)
                     row.top = (top.indices.tolist(), top.values.tolist())
                 token, logprob = choose_token(logits[i], row.spec, row.seen, row.generator)
                 row.tokens.append(token)
