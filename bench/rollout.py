@@ -110,7 +110,8 @@ class VLLMEngine:
 
     def __init__(self, model_dir: str, vocab_size: int, max_model_len: int, response_length: int, block_size: int):
         self.args = dict(model=model_dir, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=0,
-                         block_size=block_size, enable_prefix_caching=True, max_num_seqs=256)
+                         block_size=block_size, enable_prefix_caching=True, max_num_seqs=256,
+                         logprobs_mode="processed_logprobs")  # verl's rollout.logprobs_mode default
         self.vocab_size, self.max_model_len, self.response_length = vocab_size, max_model_len, response_length
         self.rec = Recorder()
         self._ids = 0

@@ -45,6 +45,16 @@ _CLASS = None
 STATUS = {"state": "pending", "detail": ""}
 
 
+def _enter(box: dict):
+    # Module-level helpers, not the ContextVar itself, are what the methods reference: Ray copies an
+    # actor class's methods by value, and a ContextVar cannot be pickled (functions are by reference).
+    return _BOX.set(box)
+
+
+def _leave(token) -> None:
+    _BOX.reset(token)
+
+
 def _top_entries(logprobs_at_first: dict, k: int) -> dict[str, list]:
     first = sorted(logprobs_at_first.items(), key=lambda kv: kv[1].rank)[:k]
     return {"ids": [int(t) for t, _ in first], "logprobs": [float(v.logprob) for _, v in first]}
@@ -91,11 +101,11 @@ def server_class(base: type) -> type:
                 raise ValueError(f"{TOP_LOGPROBS_KEY} must be in [1, 20], got {k}")
             _wrap_engine(self)
             box = {"k": k, "top": None}
-            token = _BOX.set(box)
+            token = _enter(box)
             try:
                 out = await super().generate(prompt_ids, sampling_params, request_id, *args, **kwargs)
             finally:
-                _BOX.reset(token)
+                _leave(token)
             if box["top"] is not None and out.extra_fields is not None:
                 out.extra_fields["top_logprobs"] = box["top"]
             return out
