@@ -31,7 +31,8 @@ context itself -- which reuses the prefix cache -- through the plugin's extensio
 vocabulary, temperature 1, after verl's OOV mask) in ``extra_fields["top_logprobs"]``; tags
 outside the top-k still get their exact ``k = 0`` ``prompt_logprobs`` request. The ``hfcpu``
 server implements the key; verl's stock vLLM server does not (it forces ``logprobs`` to the
-sampled token and rejects unknown keys), the plugin's subclass of it does. :class:`VerlServerBackend`'s ``readout``:
+sampled token and rejects unknown keys), the plugin's subclass of it does
+(:mod:`rftt_plugin.integration.vllm_readout`). :class:`VerlServerBackend`'s ``readout``:
 ``"prompt_logprobs"`` (default, the read-out above), ``"top_logprobs"`` (the cached one; errors
 if the server refuses), ``"auto"`` (tries the key once per process and falls back to
 :func:`read_tag_logprobs` for good when the server refuses); ``$RFTT_TAG_READOUT`` sets the
@@ -41,7 +42,6 @@ default. On vLLM the key is served by :mod:`rftt_plugin.integration.vllm_readout
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Any, Sequence
 
@@ -185,17 +185,18 @@ class VerlServerBackend(BaseBackend):
                                                         candidate_ids, top_k=min(self.readout_top_k, 20))
                 if "top_logprobs" not in _ANNOUNCED:  # once per process: which read-out a run used
                     _ANNOUNCED.add("top_logprobs")
-                    logging.getLogger("rftt_plugin").warning(
-                        "rftt_tree: tag read-out via %s (cached; exact prompt_logprobs fall-back outside the top-%d)",
-                        TOP_LOGPROBS_KEY, min(self.readout_top_k, 20))
+                    # print, not logging: in a process that imported vLLM, its logging set-up can
+                    # silence other loggers, and this line is how a run shows which read-out it used
+                    print(f"[rftt_plugin] rftt_tree: tag read-out via {TOP_LOGPROBS_KEY} (cached; tags outside "
+                          f"the top-{min(self.readout_top_k, 20)} via allowed_token_ids)", flush=True)
                 return values
             except Exception as exc:  # stock vLLM server: unknown sampling key (TypeError) or ignored
                 if self.readout == "top_logprobs":
                     raise
                 _REFUSED["top_logprobs"] = f"{type(exc).__name__}: {exc}"
-                logging.getLogger("rftt_plugin").warning(
-                    "rftt_tree: the rollout server refused the cached tag read-out (%s); using prompt_logprobs "
-                    "read-outs (exact, but uncached) from now on in this process", _REFUSED["top_logprobs"])
+                print(f"[rftt_plugin] rftt_tree: the rollout server refused the cached tag read-out "
+                      f"({_REFUSED['top_logprobs']}); using prompt_logprobs read-outs (exact, but uncached) from now "
+                      f"on in this process", flush=True)
         return await read_tag_logprobs(self.server_manager, self.request_id, context_ids, candidate_ids,
                                        top_k=self.readout_top_k)
 
