@@ -2,7 +2,9 @@
 
 POST ``{"query": [path, ...]}`` -> ``{"rewards": [[score per step], ...]}``: every step scores
 ``step_score`` except the last, which scores ``last_score`` (so tests can tell which one a rule
-used). Steps are counted by the Math-Shepherd step tag. Requests are recorded.
+used), or, with ``last_per_step``, ``min(1, last_per_step x number of steps)`` (so paths of
+different lengths get different scores). Steps are counted by the Math-Shepherd step tag.
+Requests are recorded.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ STEP_TAG = "ки"
 
 
 class PRMServer:
-    def __init__(self, step_score: float = 0.25, last_score: float = 0.625):
-        self.step_score, self.last_score = step_score, last_score
+    def __init__(self, step_score: float = 0.25, last_score: float = 0.625, last_per_step: float | None = None):
+        self.step_score, self.last_score, self.last_per_step = step_score, last_score, last_per_step
         self.requests: list[list[str]] = []
         owner = self
 
@@ -28,7 +30,8 @@ class PRMServer:
                 rewards = []
                 for path in paths:
                     n = path.count(STEP_TAG)
-                    rewards.append([owner.step_score] * (n - 1) + [owner.last_score] if n else [])
+                    last = owner.last_score if owner.last_per_step is None else min(1.0, owner.last_per_step * n)
+                    rewards.append([owner.step_score] * (n - 1) + [last] if n else [])
                 data = json.dumps({"rewards": rewards}).encode("utf-8")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -14,6 +14,7 @@ which the agent loop marks); rollout weights fresh at every step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -26,6 +27,7 @@ from rftt_plugin.cpu.dryrun.report import parse_step_metrics
 from rftt_plugin.synthetic import rl_row, split_problems
 from rftt_plugin.tokens import validate
 from tests.helpers import run_verl
+from tests.prm_server import PRMServer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,8 +44,17 @@ TRUNCATION_CODES = {"missing_output", "unclosed", "partial_tag", "mismatched", "
 
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT_S)
-@pytest.mark.parametrize("recipe", ["rftt", "rftt_tree"])
+@pytest.mark.parametrize("recipe", ["rftt", "rftt_tree", "rftt+blend_prm"])
 def test_main_ppo_with_rftt_recipe_two_steps_on_cpu(recipe, warm_model_dir, tmp_path):
+    """``rftt+blend_prm``: recipe rftt with rule blend and a PRM served on 127.0.0.1 whose last-step
+    score is 0.1 x (number of steps): every leaf's score must be 0.6 x correct + 0.04 x k, k >= 0."""
+    recipe, _, variant = recipe.partition("+")
+    with contextlib.ExitStack() as stack:
+        prm = stack.enter_context(PRMServer(step_score=0.25, last_per_step=0.1)) if variant else None
+        _run_two_steps(recipe, warm_model_dir, tmp_path, prm)
+
+
+def _run_two_steps(recipe, warm_model_dir, tmp_path, prm):
     train, test = split_problems(16, 4, seed=7)
     pd.DataFrame([rl_row(p, i, "train") for i, p in enumerate(train)]).to_parquet(tmp_path / "train.parquet")
     pd.DataFrame([rl_row(p, i, "test") for i, p in enumerate(test)]).to_parquet(tmp_path / "test.parquet")
@@ -61,6 +72,8 @@ def test_main_ppo_with_rftt_recipe_two_steps_on_cpu(recipe, warm_model_dir, tmp_
     ]
     if recipe == "rftt_tree":
         cmd.append("rftt.credit.step_weight=1.0")
+    if prm is not None:
+        cmd += ["rftt.reward.rule=blend", f"rftt.reward.prm.url={prm.url}"]
     result, _ = run_verl(cmd, tmp_path, RUN_TIMEOUT_S, f"e2e-{recipe}")
     log_tail = "".join(result.lines[-80:])
     print(f"\n[{recipe} e2e] wall {result.wall_s:.1f} s, peak process-tree RSS {result.peak_tree_rss_mb:.0f} MiB")
@@ -86,3 +99,9 @@ def test_main_ppo_with_rftt_recipe_two_steps_on_cpu(recipe, warm_model_dir, tmp_
             assert report.ok or codes <= TRUNCATION_CODES, (codes, r["output"][:400])
         scores = {round(r["score"], 4) for r in rows}
         assert len(scores) > 1, f"step {step}: every leaf got the same reward {scores}"
+        if prm is not None:  # hand-worked: 0.4 x 0.1 x k for a path of k steps, plus 0.6 when correct
+            for score in scores:
+                k = (score - 0.6 if score >= 0.6 else score) / 0.04
+                assert abs(k - round(k)) < 1e-6 and 0 <= round(k) <= 6, (score, scores)  # k = 0: no step with text
+    if prm is not None:
+        assert prm.requests, "the PRM server was never called"

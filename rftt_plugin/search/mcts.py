@@ -44,6 +44,8 @@ it keeps at most one request in flight; throughput comes from running many trees
 
 from __future__ import annotations
 
+import logging
+
 import inspect
 import math
 import time
@@ -59,6 +61,8 @@ from rftt_plugin.search.tree import Iteration, Leaf, Node, Tree, TreeStats
 from rftt_plugin.tokens import TAGS, FunctionalTag, allowed_next
 
 GradeFn = Callable[[str], "float | Awaitable[float]"]
+
+logger = logging.getLogger("rftt_plugin.search")
 
 
 @dataclass
@@ -272,4 +276,6 @@ class FunctionalMCTS:
             return float(value)
         except Exception as exc:  # noqa: BLE001 - a grader failure must not kill the tree
             node.error = f"grade: {_error_text(exc)}"
+            logger.warning("grading leaf %d failed (scored as cut_reward %s): %s", node.id, self.config.cut_reward,
+                           node.error)
             return self.config.cut_reward
