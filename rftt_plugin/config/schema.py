@@ -34,6 +34,7 @@ CREDIT_MODES = ("outcome", "tree")
 NORMALIZE_MODES = ("global", "tree", "none")
 PRM_AGGREGATES = ("last", "mean", "min")
 TOKEN_MODES = ("added", "text")
+TAG_READOUTS = ("prompt_logprobs", "top_logprobs", "auto")   # rftt_plugin.integration.server_backend
 PHASE2_RECIPES = ("rftt", "rftt_tree")
 
 
@@ -148,6 +149,7 @@ class RfttSettings:
     recipe: str = "rftt"
     token_mode: str = "added"
     tag_readout_top_k: int = 20
+    tag_readout: str = "prompt_logprobs"
     search: SearchConfig = field(default_factory=SearchConfig)
     reward: RewardSettings = field(default_factory=RewardSettings)
     credit: CreditSettings = field(default_factory=CreditSettings)
@@ -159,6 +161,8 @@ class RfttSettings:
         if self.search.token_mode != self.token_mode:
             out.append(_problem(f"{path}.search.token_mode", self.search.token_mode,
                                 f"differs from {path}.token_mode={self.token_mode!r}: set {path}.token_mode only"))
+        if self.tag_readout not in TAG_READOUTS:
+            out.append(_problem(f"{path}.tag_readout", self.tag_readout, f"must be one of {', '.join(TAG_READOUTS)}"))
         if not 0 <= self.tag_readout_top_k <= 1000:
             out.append(_problem(f"{path}.tag_readout_top_k", self.tag_readout_top_k, "must be in [0, 1000]"))
         return out + self.reward.problems(f"{path}.reward") + self.credit.problems(f"{path}.credit")

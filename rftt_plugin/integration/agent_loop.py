@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -201,7 +202,9 @@ class RfttTreeAgentLoop(AgentLoopBase):
             seed=base.seed + int(kwargs.get("global_steps", 0) or 0))
         layout = dataclasses.replace(self._layout(), prompt_fn=lambda _question: prompt_ids)
         backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=layout.eos_id,
-                                    readout_top_k=self.settings.tag_readout_top_k)
+                                    readout_top_k=self.settings.tag_readout_top_k,
+                                    # $RFTT_TAG_READOUT wins (benchmarks and the vLLM lane switch engines with it)
+                                    readout=os.environ.get("RFTT_TAG_READOUT", "").strip() or self.settings.tag_readout)
         gold = (kwargs.get("reward_model") or {}).get("ground_truth")
         question = str(messages[-1].get("content", "")) if messages else ""
         grader = _LeafGrader(self.settings, question, gold, kwargs.get("data_source"), self._prm_scorer())
