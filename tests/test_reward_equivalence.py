@@ -217,7 +217,9 @@ def test_pool_recovers_from_dead_workers():
     while len(eq._state.pool.worker_pids()) < size and time.monotonic() < deadline:
         time.sleep(0.05)
     pids = eq._state.pool.worker_pids()
-    assert len(pids) == size and all(_alive(pid) for pid in pids)
+    # at least the old size (pebble may still hold a replacement that is being retired, or an
+    # overflow worker for an item that ran long on a loaded machine), and every one alive
+    assert len(pids) >= size and all(_alive(pid) for pid in pids), (size, pids)
 
 
 # ---------------------------------------------------------------------------------------------
