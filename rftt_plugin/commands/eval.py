@@ -82,16 +82,11 @@ def run(args) -> int:
     from rftt_plugin.data.rl import RowError
     from rftt_plugin.evaluate import EvalConfig, EvalError, evaluate
     from rftt_plugin.evaluation.selection import parse_budgets
-    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.commands._checks import check_backend_paths
     from rftt_plugin.evaluation.store import RunLocked, RunMismatch
 
     # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
-    if args.backend == "hf":
-        check_model(args.model)
-        check_model(args.tokenizer, "--tokenizer", tokenizer_only=True)
-    else:
-        check_model(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model", tokenizer_only=True)
-    check_out(args.out)
+    check_backend_paths(args)
     try:
         cfg = EvalConfig(
             model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,

@@ -131,7 +131,7 @@ def _saved(out) -> int:
 
 
 def run(args) -> int:
-    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.commands._checks import check_backend_paths
     from rftt_plugin.data.gen_sft import GenSftJob, load_questions
     from rftt_plugin.data.sft import SampleConfig
     from rftt_plugin.errors import UserError
@@ -143,12 +143,7 @@ def run(args) -> int:
             raise UserError(f"{flag} {value}: must be >= 1", "see rftt gen-sft --help")
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url", "e.g. --base-url http://localhost:8000/v1")
-    if args.backend == "hf":
-        check_model(args.model)
-        check_model(args.tokenizer, "--tokenizer", tokenizer_only=True)
-    else:
-        check_model(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model", tokenizer_only=True)
-    check_out(args.out)
+    check_backend_paths(args)
     try:
         knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
                      max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,
