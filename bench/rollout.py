@@ -270,8 +270,8 @@ def build_default_model(root: Path, warm_steps: int) -> Path:
     tags and trees grow as they would with a trained policy; a random model never closes a tag)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from rftt_plugin.prepare import prepare_model
-    from rftt_plugin.tiny_model import build_tiny_model
-    from rftt_plugin.warmup import warmed_arithmetic_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.demo.warmup import warmed_arithmetic_model
 
     base = build_tiny_model(root / "base", num_heads=2, num_kv_heads=1)  # head_dim 32: vLLM's CPU attention
     prepare_model(str(base), str(root / "prepared"), overwrite=True, progress=False, log=lambda _m: None)

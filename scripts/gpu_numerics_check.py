@@ -48,13 +48,13 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rftt_plugin.credit import rftt_tree_advantage
+    from rftt_plugin.search.advantage import rftt_tree_advantage
     from rftt_plugin.prepare import prepare_model
     from rftt_plugin.search.layout import chat_prompt_ids
-    from rftt_plugin.synthetic import make_problems, tagged_solution
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.synthetic import make_problems, tagged_solution
+    from rftt_plugin.demo.tiny_model import build_tiny_model
     from rftt_plugin.tokens import TAGS, TagVocabulary
-    from rftt_plugin.warmup import warmed_arithmetic_model
+    from rftt_plugin.demo.warmup import warmed_arithmetic_model
 
     assert torch.cuda.is_available(), "this check needs a CUDA device"
     t0 = time.time()

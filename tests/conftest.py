@@ -17,7 +17,7 @@ SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Random Qwen2-style causal LM + byte-level BPE tokenizer with a chat template."""
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """Random Llama-style model (untied head) with a Metaspace BPE tokenizer."""
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), arch="llama")
 
@@ -33,7 +33,7 @@ def tiny_llama_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_padded_dir(tmp_path_factory):
     """Qwen2.5-style: embedding matrix padded beyond the tokenizer's vocabulary."""
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_padded"), padded_vocab=576)
 
@@ -60,7 +60,7 @@ def prepared_model_dir(tmp_path_factory, tiny_model_dir):
 def warm_model_dir(tmp_path_factory, prepared_model_dir):
     """The prepared tiny model after a short CPU warm-up on synthetic tagged arithmetic: it writes
     well-formed tagged solutions with (mostly wrong) boxed answers, so rewards vary."""
-    from rftt_plugin.warmup import warmed_arithmetic_model
+    from rftt_plugin.demo.warmup import warmed_arithmetic_model
 
     out = tmp_path_factory.mktemp("tiny_warm")
     warmed_arithmetic_model(str(prepared_model_dir), str(out), steps=300, log=None)

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from rftt_plugin.search.chat import ChatParams, Completion
-from rftt_plugin.search.prompts import request_kind
+from rftt_plugin.phase1.chat import ChatParams, Completion
+from rftt_plugin.phase1.prompt_templates import request_kind
 
 _Q_RE = re.compile(r"What is (\d+) \+ (\d+) \* (\d+)\?")
 

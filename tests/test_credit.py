@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rftt_plugin.credit import dense_rewards, returns_to_go, rftt_tree_advantage, step_credit
+from rftt_plugin.search.advantage import returns_to_go, rftt_tree_advantage
+from rftt_plugin.search.credit import dense_rewards, step_credit
 
 
 def _reference_returns(rewards, mask, gamma):

@@ -19,7 +19,7 @@ from rftt_plugin.evaluation.selection import (
     score_budget,
     select_answer,
 )
-from rftt_plugin.evaluation.store import RunLocked, RunMismatch, RunStore
+from rftt_plugin.store.run_dir import RunLocked, RunMismatch, RunStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -83,7 +83,7 @@ def test_pass_any_ignores_leaves_that_cannot_vote():
     assert (out.pred, out.acc, out.pass_any, out.answered) == ("9", False, False, True)
 
 
-@pytest.mark.parametrize("module_name", ["rftt_plugin.evaluation.selection", "rftt_plugin.evaluation.store"])
+@pytest.mark.parametrize("module_name", ["rftt_plugin.evaluation.selection", "rftt_plugin.store.run_dir"])
 def test_doctests(module_name):
     import doctest
     import importlib
@@ -262,7 +262,7 @@ async def test_first_k_leaves_are_a_k_iteration_search():
 def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     from collections import Counter
 
-    from rftt_plugin.evaluate import EvalConfig, evaluate
+    from rftt_plugin.evaluation.job import EvalConfig, evaluate
     from rftt_plugin.search import Tree
 
     backend, layout = _fake()
@@ -315,7 +315,7 @@ def test_tree_eval_through_an_openai_compatible_server(tmp_path, sevens):
     import threading
 
     from rftt_plugin.backends.openai_server import CompletionServer
-    from rftt_plugin.evaluate import EvalConfig, evaluate
+    from rftt_plugin.evaluation.job import EvalConfig, evaluate
 
     direct_backend, layout = _fake()
     cfg_direct = EvalConfig(model="fake-policy", out=str(tmp_path / "direct"), mode="tree", rollouts=[1, 4],

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rftt_plugin.data.gen_sft import GenSftJob, JobError, load_questions, question_key
-from rftt_plugin.data.journal import Journal, JournalError
-from rftt_plugin.data.sft import PathInfo, SampleConfig, build_sample, choose, merge_steps
-from rftt_plugin.search.prompted import PHASE1_GRAMMAR, PromptedConfig, PromptedSearch
-from rftt_plugin.search.prompts import (
+from rftt_plugin.phase1.job import GenSftJob, JobError, load_questions, question_key
+from rftt_plugin.store.journal import Journal, JournalError
+from rftt_plugin.phase1.stitch import PathInfo, SampleConfig, build_sample, choose, merge_steps
+from rftt_plugin.phase1.prompted_search import PHASE1_GRAMMAR, PromptedConfig, PromptedSearch
+from rftt_plugin.phase1.prompt_templates import (
     ACTIONS, action_messages, clean_reply, request_kind, states_answer, verify_messages,
 )
 from rftt_plugin.search.tree import Tree
@@ -222,7 +222,7 @@ def test_merge_refuses_paths_that_do_not_share_the_prefix():
 def test_prompts_render_with_a_real_chat_template(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from rftt_plugin.search.chat import chat_ids
+    from rftt_plugin.phase1.chat import chat_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     steps = [Step(T.ANALYZE, "Multiply first."), Step(T.SUBQUESTION, "What is 3 * 4?")]
@@ -243,7 +243,7 @@ def test_prompts_render_with_a_real_chat_template(tiny_model_dir):
 
 async def test_backend_chat_over_the_hf_backend(tiny_model_dir):
     from rftt_plugin.backends.hf import HFBackend
-    from rftt_plugin.search.chat import BackendChat, ChatParams
+    from rftt_plugin.phase1.chat import BackendChat, ChatParams
 
     backend = HFBackend.from_pretrained(str(tiny_model_dir))
     try:
@@ -261,7 +261,7 @@ async def test_phase1_search_through_an_openai_compatible_server(tiny_model_dir)
     from rftt_plugin.backends.hf import HFBackend
     from rftt_plugin.backends.openai import OpenAIBackend
     from rftt_plugin.backends.openai_server import CompletionServer
-    from rftt_plugin.search.chat import BackendChat
+    from rftt_plugin.phase1.chat import BackendChat
 
     inner = HFBackend.from_pretrained(str(tiny_model_dir))
     server = CompletionServer(inner, "tiny", decode=inner._decode)
@@ -593,8 +593,8 @@ def test_question_key_is_stable():
     assert len(question_key("Q", "1")) == 16
 
 
-@pytest.mark.parametrize("module_name", ["rftt_plugin.search.prompts", "rftt_plugin.data.journal",
-                                         "rftt_plugin.data.gen_sft"])
+@pytest.mark.parametrize("module_name", ["rftt_plugin.phase1.prompt_templates", "rftt_plugin.store.journal",
+                                         "rftt_plugin.phase1.job"])
 def test_doctests(module_name):
     import doctest
     import importlib

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from rftt_plugin.quickstart import Quickstart, QuickstartConfig, seeds_report, wilson_interval
-from rftt_plugin.synthetic import phase1_sample, split_sum_problems, sum_problems
+from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report, wilson_interval
+from rftt_plugin.demo.synthetic import phase1_sample, split_sum_problems, sum_problems
 from rftt_plugin.tokens import validate
 
 

@@ -7,7 +7,7 @@ import re
 
 from rftt_plugin.search.tree import Iteration, Tree
 from rftt_plugin.tokens import FunctionalTag as T
-from rftt_plugin.viz import leaf_correctness, render_html
+from rftt_plugin.tree_view.render import leaf_correctness, render_html
 
 GREEN_HUES = range(90, 151)  # hsl hues a reader sees as green
 

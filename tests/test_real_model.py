@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from rftt_plugin.real_model import INSTALL_HINT, RealModelUnavailable, smollm2_checkpoint
+from rftt_plugin.demo.real_model import INSTALL_HINT, RealModelUnavailable, smollm2_checkpoint
 
 
 def test_missing_package_names_the_install_command(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from rftt_plugin.cpu.dryrun.report import parse_step_metrics
-from rftt_plugin.synthetic import rl_row, split_problems
+from rftt_plugin.demo.synthetic import rl_row, split_problems
 from rftt_plugin.tokens import validate
 from tests.helpers import run_verl
 from tests.prm_server import PRMServer

@@ -8,7 +8,7 @@ import pytest
 
 from rftt_plugin import cli
 from rftt_plugin.search.tree import Tree
-from rftt_plugin.viz import render_html, render_text
+from rftt_plugin.tree_view.render import render_html, render_text
 
 
 @pytest.fixture

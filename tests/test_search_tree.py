@@ -159,7 +159,7 @@ def test_search_and_backends_do_not_import_verl():
     import sys
 
     code = ("import sys; import rftt_plugin.search, rftt_plugin.backends.fake, rftt_plugin.backends.hf, "
-            "rftt_plugin.backends.openai, rftt_plugin.backends.openai_server, rftt_plugin.viz; "
+            "rftt_plugin.backends.openai, rftt_plugin.backends.openai_server, rftt_plugin.tree_view.render; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('verl', 'ray', 'vllm')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -28,8 +28,8 @@ def _compose(overrides):
 
 def _make_parquet(out: Path, n_questions: int) -> Path:
     """A non-empty SFT parquet from our own pipeline (scripted instruct model)."""
-    from rftt_plugin.data.gen_sft import GenSftJob, load_questions
-    from rftt_plugin.search.prompted import PromptedConfig
+    from rftt_plugin.phase1.job import GenSftJob, load_questions
+    from rftt_plugin.phase1.prompted_search import PromptedConfig
 
     src = out.parent / f"{out.name}_questions.jsonl"
     src.write_text("".join(json.dumps({"problem": q, "answer": g}) + "\n"

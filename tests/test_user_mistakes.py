@@ -161,7 +161,7 @@ def test_search_into_a_directory_that_holds_other_files(tmp_path, capsys, questi
 
 
 def test_search_after_the_model_weights_were_overwritten(tmp_path, capsys, tiny_model_dir):
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
@@ -241,9 +241,9 @@ def test_data_source_typo_in_a_relative_path_is_no_dataset_id(tmp_path, capsys, 
         assert rc == 2 and f"{source}: no such file" in err, err
 
 
-@pytest.mark.parametrize("module_name", ["rftt_plugin.fingerprint", "rftt_plugin.errors", "rftt_plugin.tree_check",
+@pytest.mark.parametrize("module_name", ["rftt_plugin.fingerprint", "rftt_plugin.errors", "rftt_plugin.tree_view.validate",
                                          "rftt_plugin.commands._checks", "rftt_plugin.data.sources",
-                                         "rftt_plugin.evaluation.store"])
+                                         "rftt_plugin.store.run_dir"])
 def test_doctests(module_name):
     import doctest
     import importlib
@@ -427,7 +427,7 @@ def own_model(tmp_path, tiny_model_dir):
 
 
 def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, shared_data_dir):
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source",
             f"math500={shared_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
@@ -469,7 +469,7 @@ def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_mo
 
 
 def test_gen_sft_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model):
-    from rftt_plugin.tiny_model import build_tiny_model
+    from rftt_plugin.demo.tiny_model import build_tiny_model
 
     src = _jsonl(tmp_path / "q.jsonl", [{"problem": "What is 2 + 3?", "answer": "5"}])
     argv = ["gen-sft", "--backend", "hf", "--model", str(own_model), "--source", str(src), "--out",
@@ -584,7 +584,7 @@ def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
 
 def test_journal_edited_by_hand_in_the_middle_eval_policy_skips_gen_sft_policy_refuses(tmp_path):
     """One journal for both resumable outputs; the two damage policies side by side."""
-    from rftt_plugin.data.journal import Journal, JournalError
+    from rftt_plugin.store.journal import Journal, JournalError
 
     path = tmp_path / "r.jsonl"
     path.write_bytes(b'{"id": "a"}\n{edited by hand\n{"id": "c"}\n{"id": "d"}')  # last line lost its newline

@@ -38,7 +38,7 @@ import pytest
 
 from rftt_plugin.cpu.dryrun.process import worker_traceback
 from rftt_plugin.cpu.dryrun.report import parse_step_metrics
-from rftt_plugin.synthetic import rl_row, split_problems
+from rftt_plugin.demo.synthetic import rl_row, split_problems
 from rftt_plugin.tokens import validate
 from tests.helpers import run_verl
 from tests.vllm_lane import build_vllm_tiny, require_vllm_lane
@@ -59,7 +59,7 @@ def warm_vllm_model(tmp_path_factory):
     require_vllm_lane()
     import os
 
-    from rftt_plugin.warmup import warmed_arithmetic_model
+    from rftt_plugin.demo.warmup import warmed_arithmetic_model
 
     if os.environ.get("RFTT_VLLM_WARM_MODEL"):  # developer shortcut: a model this fixture built before
         return os.environ["RFTT_VLLM_WARM_MODEL"]

@@ -28,13 +28,13 @@ def add_arguments(parser) -> None:
 
 
 def _fresh_process(model: str | None) -> dict:
-    cmd = [sys.executable, "-m", "rftt_plugin.integration.doctor", "--json"] + (["--model", model] if model else [])
+    cmd = [sys.executable, "-m", "rftt_plugin.integration.wiring_checks", "--json"] + (["--model", model] if model else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FRESH_TIMEOUT_S)
     for line in proc.stdout.splitlines():
         if line.startswith("RFTT_DOCTOR_JSON "):
             return json.loads(line.split(" ", 1)[1])
     return {"checks": [{"name": "doctor subprocess", "ok": False, "detail": (proc.stderr or proc.stdout)[-800:],
-                        "fix": "run `python -m rftt_plugin.integration.doctor --json` to see the error"}],
+                        "fix": "run `python -m rftt_plugin.integration.wiring_checks --json` to see the error"}],
             "versions": {}}
 
 
@@ -48,7 +48,7 @@ def _ray_actor(model: str | None) -> dict:
     try:
         @ray.remote(num_cpus=1)
         def _checks(model_arg):
-            from rftt_plugin.integration.doctor import _payload
+            from rftt_plugin.integration.wiring_checks import _payload
 
             return _payload(model_arg)
 

@@ -80,10 +80,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
     from rftt_plugin.data.rl import RowError
-    from rftt_plugin.evaluate import EvalConfig, EvalError, evaluate
+    from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
     from rftt_plugin.evaluation.selection import parse_budgets
     from rftt_plugin.commands._checks import check_backend_paths
-    from rftt_plugin.evaluation.store import RunLocked, RunMismatch
+    from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
     # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
     check_backend_paths(args)

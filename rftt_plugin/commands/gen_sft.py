@@ -22,7 +22,7 @@ report.json. Train on it with:
 
 
 def add_arguments(parser) -> None:
-    from rftt_plugin.search.prompted import PromptedConfig
+    from rftt_plugin.phase1.prompted_search import PromptedConfig
 
     d = PromptedConfig()
     parser.description = DESCRIPTION
@@ -79,7 +79,7 @@ def _parse_samples(text: str | None) -> dict[str, int] | None:
 def _build_model(args):
     """(chat model, tokenizer, backend) for the chosen backend."""
     from rftt_plugin.backends import make_backend
-    from rftt_plugin.search.chat import BackendChat
+    from rftt_plugin.phase1.chat import BackendChat
 
     if args.quiet:  # --quiet: no transformers "Loading weights" bar either
         from transformers.utils import logging as hf_logging
@@ -132,10 +132,10 @@ def _saved(out) -> int:
 
 def run(args) -> int:
     from rftt_plugin.commands._checks import check_backend_paths
-    from rftt_plugin.data.gen_sft import GenSftJob, load_questions
-    from rftt_plugin.data.sft import SampleConfig
+    from rftt_plugin.phase1.job import GenSftJob, load_questions
+    from rftt_plugin.phase1.stitch import SampleConfig
     from rftt_plugin.errors import UserError
-    from rftt_plugin.search.prompted import PromptedConfig
+    from rftt_plugin.phase1.prompted_search import PromptedConfig
 
     # Cheap checks first: numbers, output directory, model paths, input rows -- then the model.
     for flag, value in (("--limit", args.limit), ("--max-length", args.max_length)):
@@ -166,7 +166,7 @@ def run(args) -> int:
         raise UserError(f"no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
                         "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
     settings = _settings(args)
-    from rftt_plugin.data.gen_sft import check_run_file, run_fingerprint
+    from rftt_plugin.phase1.job import check_run_file, run_fingerprint
 
     # A resume that would mix settings or model files is refused before the model loads.
     check_run_file(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), write=False)

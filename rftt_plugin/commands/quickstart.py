@@ -1,4 +1,4 @@
-"""``rftt quickstart``: the whole RFTT pipeline at toy scale on CPU (see rftt_plugin.quickstart)."""
+"""``rftt quickstart``: the whole RFTT pipeline at toy scale on CPU (see rftt_plugin.demo.quickstart)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftt_plugin.quickstart import Quickstart, QuickstartConfig, seeds_report
+    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report
 
     if args.seeds < 1:
         print(f"rftt quickstart: --seeds must be >= 1 (got {args.seeds})", file=sys.stderr)
@@ -44,7 +44,7 @@ def run(args) -> int:
         changes["compare_chain"] = True
     first = args.seed if args.seed is not None else 0
     seeds = list(range(first, first + args.seeds))
-    from rftt_plugin.real_model import RealModelUnavailable
+    from rftt_plugin.demo.real_model import RealModelUnavailable
 
     outs = []
     for seed in seeds:

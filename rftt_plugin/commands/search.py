@@ -316,7 +316,7 @@ def run_fingerprint(args: argparse.Namespace, config: SearchConfig, requests: li
 def check_out_matches(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
     """Refuse an ``out`` that holds anything but this same run (unless ``overwrite``). No side effects."""
     from rftt_plugin.errors import UserError
-    from rftt_plugin.evaluation.store import fingerprint_diff
+    from rftt_plugin.store.run_dir import fingerprint_diff
 
     entries = [p.name for p in out.iterdir()] if out.exists() else []
     run_file = out / RUN_FILE

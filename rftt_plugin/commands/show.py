@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rftt_plugin.errors import UserError
     from rftt_plugin.search.tree import TREE_FORMAT, Tree
-    from rftt_plugin.tree_check import TreeError, validate_tree_dict
-    from rftt_plugin.viz import render_html, render_text
+    from rftt_plugin.tree_view.validate import TreeError, validate_tree_dict
+    from rftt_plugin.tree_view.render import render_html, render_text
 
     path = Path(args.tree)
     if not path.is_file():

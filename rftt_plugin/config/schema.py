@@ -122,7 +122,7 @@ class RewardSettings:
 @dataclass(frozen=True)
 class CreditSettings:
     """``rftt.credit``: where rewards go and how the ``rftt_tree`` estimator normalises (formula:
-    ``rftt_plugin.credit``)."""
+    ``rftt_plugin.search.credit``)."""
 
     mode: str = "outcome"
     step_weight: float = 0.0

@@ -1,1 +1,2 @@
-"""Data: reading sources (dataset ids, local files), RL parquet for verl, benchmark loaders."""
+"""Data: reading sources (dataset ids, local files), benchmark loaders, and the parquet files verl
+reads (RL prompts, SFT conversations)."""

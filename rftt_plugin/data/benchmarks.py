@@ -139,7 +139,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 # Benchmarks that are never part of the default list and have no public copy: only a local file
 # (`--source NAME=FILE` / --data-dir). `arith` is the synthetic held-out split of the CPU quickstart
-# (rftt_plugin.synthetic), written as jsonl with `question` and `answer`.
+# (rftt_plugin.demo.synthetic), written as jsonl with `question` and `answer`.
 EXTRA_BENCHMARKS: dict[str, BenchmarkSpec] = {
     "arith": BenchmarkSpec("arith", "Synthetic arithmetic (CPU quickstart)", ("arith_test", "arith"), "", "test",
                            question_fields=("question",), gold_fields=("answer",)),

@@ -1,6 +1,6 @@
 """Write what a run measured: ``results.json``, ``results.md``, ``accuracy_vs_rollouts.png``.
 
-Input is the payload built by ``rftt_plugin.evaluate`` (summary from
+Input is the payload built by ``rftt_plugin.evaluation.job`` (summary from
 :func:`rftt_plugin.evaluation.aggregate.summarize` plus run information). Files are written to a
 temporary name and renamed, so a reader never sees half a file.
 """

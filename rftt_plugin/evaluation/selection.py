@@ -1,7 +1,7 @@
 """Answer selection over the leaves of one test-time search, and scores per rollout budget.
 
 Pure functions over :class:`LeafOutcome` records (one per MCTS iteration, in iteration order):
-no model, no grader, no I/O. ``rftt_plugin.evaluate`` builds the records from a search tree.
+no model, no grader, no I/O. ``rftt_plugin.evaluation.job`` builds the records from a search tree.
 
 **Budgets.** The faithful search (``distinct_leaves=False``) runs its iterations one after the
 other and iteration *i* only depends on the back-ups of iterations < *i*. The first *k* leaves of
@@ -28,7 +28,7 @@ read from the final tree, so a budget never sees a later iteration.
   No valid leaf means no answer (not solved).
 
 The values are only as informative as the reward the search backed up; at test time that reward
-must not use the gold answer (see ``search_reward`` in ``rftt_plugin.evaluate``).
+must not use the gold answer (see ``search_reward`` in ``rftt_plugin.evaluation.job``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ under those rules, its PRM value here (the tree's back-up used ``cut_reward`` fo
 
 With ``rftt.credit.mode=tree``, or when ``rftt.search.loss_on_inserted=false`` masks the EOS the
 search inserts, the output carries dense per-token rewards that become ``rm_scores`` (formula:
-``rftt_plugin.credit``), with the outcome on the last *trained* token, so it is never dropped.
+``rftt_plugin.search.credit``), with the outcome on the last *trained* token, so it is never dropped.
 When verl asks for greedy sampling (``temperature == 0``: validation by default) no step credit
 is written, so validation scores stay comparable across credit modes.
 
@@ -53,7 +53,7 @@ import torch
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from rftt_plugin.config.schema import RfttSettings
-from rftt_plugin.credit import dense_rewards, step_credit
+from rftt_plugin.search.credit import leaf_token_rewards
 from rftt_plugin.integration.server_backend import VerlServerBackend
 from rftt_plugin.reward.score import RewardResult
 from rftt_plugin.search.layout import TokenLayout
@@ -276,9 +276,9 @@ class RfttTreeAgentLoop(AgentLoopBase):
         tree_credit = self.settings.credit.mode == "tree" and not greedy
         outcome_masked = bool(response_ids) and not loss_mask[-1]
         if response_ids and (tree_credit or outcome_masked):
-            credit = step_credit(leaf.node_values, result.tree.root.value, self.settings.credit.step_weight)
-            ends = [(e, c) for e, c in zip(leaf.step_ends, credit) if e < len(response_ids)] if tree_credit else []
-            token_rewards = dense_rewards(loss_mask, [e for e, _ in ends], [c for _, c in ends], outcome)
+            token_rewards = leaf_token_rewards(loss_mask, leaf.step_ends, leaf.node_values, result.tree.root.value,
+                                               outcome, step_weight=self.settings.credit.step_weight,
+                                               with_step_credit=tree_credit)
 
         stats = result.stats
         tree_info = {

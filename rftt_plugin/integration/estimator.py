@@ -1,4 +1,4 @@
-"""verl advantage estimator ``rftt_tree`` (formula: :mod:`rftt_plugin.credit`).
+"""verl advantage estimator ``rftt_tree`` (formula: :mod:`rftt_plugin.search.advantage`).
 
 verl calls estimators with ``token_level_rewards``, ``response_mask``, ``config`` (the
 ``algorithm`` section) and ``index`` (the uid of each row = one tree); ``gamma`` comes from
@@ -13,7 +13,7 @@ NAME = "rftt_tree"
 
 
 def compute_rftt_tree_advantage(token_level_rewards, response_mask, config=None, index=None, **kwargs):
-    from rftt_plugin.credit import rftt_tree_advantage
+    from rftt_plugin.search.advantage import rftt_tree_advantage
 
     if config is None:
         raise ValueError("the rftt_tree estimator needs verl's algorithm config (gamma, rftt_normalize)")
@@ -24,7 +24,7 @@ def compute_rftt_tree_advantage(token_level_rewards, response_mask, config=None,
                          "rftt.credit.normalize (global | tree | none)")
     min_std = config.get("rftt_min_std", None)
     if min_std is None:
-        from rftt_plugin.credit import DEFAULT_MIN_STD as min_std
+        from rftt_plugin.search.advantage import DEFAULT_MIN_STD as min_std
     if index is not None:
         index = list(index)
     return rftt_tree_advantage(token_level_rewards, response_mask, gamma=gamma, normalize=str(normalize), index=index,

@@ -35,7 +35,7 @@ def as_tree(obj: Tree | dict[str, Any]) -> Tree:
 
 
 def _short(text: str, width: int) -> str:
-    from rftt_plugin.tree_check import printable  # terminal view: no ESC/control characters
+    from rftt_plugin.tree_view.validate import printable  # terminal view: no ESC/control characters
 
     flat = " ".join(printable(text).split())
     return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"

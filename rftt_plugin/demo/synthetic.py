@@ -114,7 +114,7 @@ def sft_row(p: Problem, self_correct: bool = False) -> dict:
 # 2-layer model learns in a few hundred SFT steps; a <direct_answer> that writes a + b + c = t in
 # one go is a three-operand sum it mostly gets wrong on held-out questions.
 #
-# Phase-1 data mirrors `rftt gen-sft` (rftt_plugin.data.sft) on trees a prompted instruct model
+# Phase-1 data mirrors `rftt gen-sft` (rftt_plugin.phase1.stitch) on trees a prompted instruct model
 # would grow: under <analyze> its search tries a <direct_answer> (in `direct_fraction` of the
 # trees: the model's tag preference) and <next_step>s. The instruct model's direct answer is
 # right on all-plus sums and the sample rule keeps the best *correct* path with ties broken by

@@ -84,7 +84,7 @@ def warm_up(model_dir: str | Path, out_dir: str | Path, pairs: Sequence[tuple[st
 def warmed_arithmetic_model(base_dir: str | Path, out_dir: str | Path, *, n_train: int = 400, steps: int = 400,
                             seed: int = 0, log: Callable[[str], None] | None = print) -> dict:
     """Prepare nothing, just warm ``base_dir`` (already holding the tag tokens) on synthetic arithmetic."""
-    from rftt_plugin.synthetic import make_problems, tagged_solution
+    from rftt_plugin.demo.synthetic import make_problems, tagged_solution
 
     problems = make_problems(n_train, seed=seed)
     rng = random.Random(seed)

@@ -1,6 +1,6 @@
 """Chat calls for phase 1: messages in, text out, on top of any token-level backend.
 
-Phase 1 talks to an instruct model with prompts (:mod:`rftt_plugin.search.prompts`), while the
+Phase 1 talks to an instruct model with prompts (:mod:`rftt_plugin.phase1.prompt_templates`), while the
 backends of :mod:`rftt_plugin.backends` speak token ids (so that phase 2 never re-tokenises).
 :class:`BackendChat` bridges the two: it applies the model's own chat template locally
 (``add_generation_prompt=True``), calls ``backend.generate`` and decodes the sampled ids.

@@ -4,7 +4,7 @@ Checks run in *fresh* processes, the way verl's own processes see the plugin: th
 Python interpreter) and one local Ray actor. Each check is a :class:`Check`; the command prints a
 table with a fix hint for every failed row and exits non-zero on any failure.
 
-Run ``python -m rftt_plugin.integration.doctor --json`` to get the raw checks of one process.
+Run ``python -m rftt_plugin.integration.wiring_checks --json`` to get the raw checks of one process.
 """
 
 from __future__ import annotations

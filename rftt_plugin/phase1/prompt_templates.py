@@ -3,7 +3,7 @@
 Phase 1 of RFTT builds SFT data with an *instruct* model that does not know the functional
 tags yet, so every action of the search is a chat prompt that asks for exactly one kind of step
 (rftt-method.md 2.2). This module holds all the wording in one place; the search
-(:mod:`rftt_plugin.search.prompted`) and the sample builder (:mod:`rftt_plugin.data.sft`) only
+(:mod:`rftt_plugin.phase1.prompted_search`) and the sample builder (:mod:`rftt_plugin.phase1.stitch`) only
 call :func:`action_messages`, :func:`verify_messages` and :func:`clean_reply`.
 
 Design choices:

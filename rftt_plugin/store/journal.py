@@ -20,7 +20,7 @@ the journal back to skip what is done. The rules that make this lose nothing:
 
 This is the one journal of the project's resumable outputs: ``rftt gen-sft`` (trees.jsonl,
 samples.jsonl) and ``rftt eval`` (records.jsonl, through
-:class:`rftt_plugin.evaluation.store.RunStore`, which adds the run fingerprint and a directory lock).
+:class:`rftt_plugin.store.run_dir.RunStore`, which adds the run fingerprint and a directory lock).
 
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()

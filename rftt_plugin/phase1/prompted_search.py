@@ -22,7 +22,7 @@ Every transition except ``root -> direct_answer`` is also allowed by phase 2's g
 (``tokens.GRAMMAR``). The reference keeps the root's direct answer, and so do we by default
 (``root_direct_answer``): it is a cheap full solution whose value informs the search. Such a
 path cannot become an SFT sample as it stands (a response may not start with
-``<direct_answer>``); :mod:`rftt_plugin.data.sft` skips it and says so in its report.
+``<direct_answer>``); :mod:`rftt_plugin.phase1.stitch` skips it and says so in its report.
 
 One search = ``iterations`` iterations of:
 
@@ -65,8 +65,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Awaitable, Callable, Mapping
 
-from rftt_plugin.search.chat import ChatModel, ChatParams, Completion
-from rftt_plugin.search.prompts import action_messages, clean_reply, states_answer
+from rftt_plugin.phase1.chat import ChatModel, ChatParams, Completion
+from rftt_plugin.phase1.prompt_templates import action_messages, clean_reply, states_answer
 from rftt_plugin.search.select import select
 from rftt_plugin.search.tree import Iteration, Node, Tree, TreeStats
 from rftt_plugin.tokens import ROOT, FunctionalTag, Step

@@ -34,7 +34,7 @@ over the path's nodes of Q/N (for a node never visited, its own value: 1/0 for a
   check, and the complete correct solution as the correction (kind ``merged_root``). With it
   off, or with no eligible wrong path at all, the sample is the plain correct path (``plain``).
 
-**Cross-verification.** One chat call (:func:`rftt_plugin.search.prompts.verify_messages`)
+**Cross-verification.** One chat call (:func:`rftt_plugin.phase1.prompt_templates.verify_messages`)
 shows the model the shared steps, the wrong continuation and the correct continuation and asks
 where the wrong one first goes wrong, written as a self-check, without the final answer.
 The reply is cleaned like any step (``clean_reply("verify")``, which also rejects a boxed
@@ -85,14 +85,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from rftt_plugin.search.chat import ChatModel, ChatParams
-from rftt_plugin.search.prompts import clean_reply, verify_messages
+from rftt_plugin.phase1.chat import ChatModel, ChatParams
+from rftt_plugin.phase1.prompt_templates import clean_reply, verify_messages
 from rftt_plugin.search.tree import Node, Tree
 from rftt_plugin.tokens import GRAMMAR, ROOT, FunctionalTag, Step, parse, render, validate
 
 __all__ = [
     "DROP_REASONS", "SAMPLE_KINDS", "PathInfo", "SampleConfig", "SampleOutcome", "build_sample", "choose",
-    "collect_paths", "merge_steps", "output_step", "plain_steps", "sft_row", "write_sft_parquet",
+    "collect_paths", "merge_steps", "output_step", "plain_steps",
 ]
 
 SAMPLE_KINDS = ("merged", "merged_root", "plain")
@@ -296,12 +296,6 @@ async def cross_verify(chat: ChatModel, question: str, best: PathInfo, wrong: Pa
     return None, log
 
 
-def sft_row(question: str, response: str, *, key: str = "", source: str = "", kind: str = "") -> dict[str, Any]:
-    """One row of verl's SFT parquet (``messages`` + audit columns)."""
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": response}],
-            "id": key, "source": source, "kind": kind}
-
-
 def _conversation_tokens(tokenizer: Any, question: str, response: str) -> int:
     """Token count of the whole conversation under the chat template (what the SFT row costs)."""
     messages = [{"role": "user", "content": question}, {"role": "assistant", "content": response}]
@@ -393,25 +387,3 @@ async def _checked(outcome: SampleOutcome, steps: list[Step], gold: Any, questio
         if n > cfg.max_length:
             return SampleOutcome(drop="too_long", details=outcome.details)
     return outcome
-
-
-# --------------------------------------------------------------------------------------------
-# Parquet
-# --------------------------------------------------------------------------------------------
-
-def write_sft_parquet(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write verl SFT rows atomically (temporary file + rename). An empty list writes a valid,
-    empty file with the same schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    schema = pa.schema([("messages", pa.list_(message)), ("id", pa.string()), ("source", pa.string()),
-                        ("kind", pa.string())])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path

@@ -10,7 +10,7 @@ Layout of ``--out``::
     .lock               pid of the process writing here (a second writer is refused)
 
 Resume: a new run with the same ``--out`` reads ``records.jsonl`` (through the project's one
-append-only journal, :class:`rftt_plugin.data.journal.Journal`), skips every question that has a
+append-only journal, :class:`rftt_plugin.store.journal.Journal`), skips every question that has a
 record and appends the rest. If the process died mid-write, the last line may be torn: it is
 cut off (with a warning) and that question runs again; an unreadable line in the middle is
 skipped with a warning. A run whose fingerprint differs from ``run.json`` is refused with the
@@ -213,10 +213,10 @@ class RunStore:
 
     # -- records ----------------------------------------------------------------------------------
     def _open_records(self) -> LoadReport:
-        """Read records.jsonl through the project's one journal (rftt_plugin.data.journal): a torn
+        """Read records.jsonl through the project's one journal (rftt_plugin.store.journal): a torn
         last line is cut, an unreadable middle line is skipped (its question runs again), a last
         line that parses but lost its newline is kept. Returns what was on disk."""
-        from rftt_plugin.data.journal import Journal
+        from rftt_plugin.store.journal import Journal
 
         self._journal = Journal(self.records_path, lock=False, damaged_middle="skip", unterminated_last="keep",
                                 require_key="id", allow_nan=True,

@@ -2,8 +2,8 @@
 
 Pipeline per question (``concurrency`` questions at a time, tqdm progress bar):
 
-1. search (:class:`~rftt_plugin.search.prompted.PromptedSearch`) -> one line in ``trees.jsonl``;
-2. build the sample (:func:`rftt_plugin.data.sft.build_sample`, incl. the cross-verification
+1. search (:class:`~rftt_plugin.phase1.prompted_search.PromptedSearch`) -> one line in ``trees.jsonl``;
+2. build the sample (:func:`rftt_plugin.phase1.stitch.build_sample`, incl. the cross-verification
    call) -> one line in ``samples.jsonl`` (a sample or the reason it was dropped);
 
 and once every question is through: ``train.parquet`` (verl SFT format) and ``report.json``,
@@ -12,7 +12,7 @@ both written atomically from ``samples.jsonl``.
 Resumability (the job can be killed at any moment and restarted with the same command):
 
 * both journals are append-only, one line per finished question, flushed and fsync'ed
-  (:class:`~rftt_plugin.data.journal.Journal`); a torn last line is cut off on restart;
+  (:class:`~rftt_plugin.store.journal.Journal`); a torn last line is cut off on restart;
 * a question with a line in ``samples.jsonl`` is done and skipped; one with a tree but no sample
   line (killed during the cross-verification) reuses its stored tree, so a search is never run
   twice; anything else is searched;
@@ -45,10 +45,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rftt_plugin.data.journal import Journal
-from rftt_plugin.data.sft import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample, sft_row, write_sft_parquet
-from rftt_plugin.search.chat import ChatModel
-from rftt_plugin.search.prompted import PromptedConfig, PromptedSearch
+from rftt_plugin.store.journal import Journal
+from rftt_plugin.data.sft_parquet import sft_row, write_sft_parquet
+from rftt_plugin.phase1.stitch import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample
+from rftt_plugin.phase1.chat import ChatModel
+from rftt_plugin.phase1.prompted_search import PromptedConfig, PromptedSearch
 from rftt_plugin.search.tree import Tree
 
 __all__ = ["GenSftJob", "JobError", "LoadResult", "Question", "check_run_file", "load_questions", "question_key",

@@ -5,7 +5,7 @@ interrupted quickstart resumes where it stopped):
 
 1. ``model``     a tiny random Qwen2-style model + BPE tokenizer built offline, then
                  ``rftt prepare-model`` adds the 16 functional tokens.
-2. ``data``      the toy task (``rftt_plugin.synthetic``, "three-digit sums"): "What is a + b + c?"
+2. ``data``      the toy task (``rftt_plugin.demo.synthetic``, "three-digit sums"): "What is a + b + c?"
                  and "What is a + b - c?", seeded train / held-out splits that never overlap. The
                  SFT parquet mirrors what ``rftt gen-sft`` keeps from phase-1 trees (best correct
                  path, ties by fewer steps, some merged with a wrong step via ``<verify>`` /
@@ -33,7 +33,7 @@ interrupted quickstart resumes where it stopped):
                  ``rftt show --html`` renders it: gold-free search reward apart from correctness).
 8. ``real_model`` (only with ``--real-model``) test-time functional tree search, in ``text`` token
                  mode, with a small real instruct model installed from PyPI (SmolLM2-135M-Instruct,
-                 :mod:`rftt_plugin.real_model`) on a few held-out questions. The model has had no
+                 :mod:`rftt_plugin.demo.real_model`) on a few held-out questions. The model has had no
                  RFTT warm-up, so this shows what the search does with an untuned policy.
 
 The numbers are whatever the run produces; the report prints them as measured. Sizes are set by
@@ -65,7 +65,7 @@ class QuickstartConfig:
     # digits tokenised one by one so every fact is spelled the same way
     hidden_size: int = 128
     num_layers: int = 2
-    # task (rftt_plugin.synthetic.sum_problems, 1,458 questions)
+    # task (rftt_plugin.demo.synthetic.sum_problems, 1,458 questions)
     n_train: int = 1000           # SFT and RL questions
     n_test: int = 250             # held-out questions (evaluation); never seen in training
     direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
@@ -165,7 +165,7 @@ class Quickstart:
     # -- stages -----------------------------------------------------------------------------------
     def stage_model(self) -> str:
         from rftt_plugin.prepare import prepare_model
-        from rftt_plugin.tiny_model import build_tiny_model
+        from rftt_plugin.demo.tiny_model import build_tiny_model
 
         cfg = self.config
         base = build_tiny_model(self.out / "model" / "base", seed=cfg.seed, hidden_size=cfg.hidden_size,
@@ -178,7 +178,7 @@ class Quickstart:
     def stage_data(self) -> str:
         import pandas as pd
 
-        from rftt_plugin.synthetic import phase1_sample, rl_row, split_sum_problems
+        from rftt_plugin.demo.synthetic import phase1_sample, rl_row, split_sum_problems
 
         cfg = self.config
         train, test = split_sum_problems(cfg.n_train, cfg.n_test, seed=cfg.seed)
@@ -230,7 +230,7 @@ class Quickstart:
         return f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses else ""
 
     def _evaluate(self, model: Path, name: str) -> str:
-        from rftt_plugin.evaluate import EvalConfig, evaluate
+        from rftt_plugin.evaluation.job import EvalConfig, evaluate
 
         cfg = self.config
         common = dict(model=str(model), benchmarks=["arith"], sources={"arith": str(self.out / "data" / "arith_test.jsonl")},
@@ -320,7 +320,7 @@ class Quickstart:
         import argparse
 
         from rftt_plugin.commands import search
-        from rftt_plugin.real_model import smollm2_checkpoint
+        from rftt_plugin.demo.real_model import smollm2_checkpoint
 
         hf = smollm2_checkpoint(self.out / "real_model" / "hf")
         parser = argparse.ArgumentParser()
@@ -489,7 +489,7 @@ def _progress_echo(name: str, total: int, t0: float) -> Callable[[str], str | No
 def _pick_tree(trees: list[Path]) -> Path:
     """The tree for tree.html: the first held-out question whose tree has both a right and a wrong
     answer leaf (the page then shows both verdicts), else the first tree."""
-    from rftt_plugin.viz import leaf_correctness
+    from rftt_plugin.tree_view.render import leaf_correctness
 
     for path in trees[:50]:
         verdicts = set(leaf_correctness(json.loads(path.read_text())).values())

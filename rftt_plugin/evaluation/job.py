@@ -2,7 +2,7 @@
 
 Example::
 
-    from rftt_plugin.evaluate import EvalConfig, evaluate
+    from rftt_plugin.evaluation.job import EvalConfig, evaluate
     res = evaluate(EvalConfig(model="ckpt/rl", out="runs/eval", mode="tree", rollouts=[1, 2, 4, 8, 16],
                               benchmarks=["math500", "amc23"]))
     res.summary["benchmarks"]["math500"]["accuracy"]["k=16"]
@@ -23,7 +23,7 @@ backs up a gold-free reward (``search_reward``, see :mod:`rftt_plugin.evaluation
 ``trees/<id>.json`` (tree mode), ``results.json``, ``results.md``, ``accuracy_vs_rollouts.png``,
 ``run.json`` (the settings fingerprint). A rerun with the same ``out`` resumes: finished questions
 are never redone; different settings are refused unless ``overwrite``
-(:mod:`rftt_plugin.evaluation.store`). Selection and the budget list are not part of the
+(:mod:`rftt_plugin.store.run_dir`). Selection and the budget list are not part of the
 fingerprint: results are recomputed from the stored leaves, so they can change on a rerun
 (budgets up to the searched maximum) without generating anything.
 """
@@ -44,9 +44,9 @@ from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
 from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
-from rftt_plugin.evaluation.store import RunMismatch, RunStore
+from rftt_plugin.store.run_dir import RunMismatch, RunStore
 
-logger = logging.getLogger("rftt_plugin.evaluate")
+logger = logging.getLogger("rftt_plugin.evaluation.job")
 
 MODES = ("chain", "tree")
 BACKENDS = ("hf", "openai")
