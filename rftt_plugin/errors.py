@@ -45,7 +45,6 @@ _KNOWN: dict[str, str] = {
     "RunMismatch": "use another --out, or --overwrite to discard the old run",
     "RunLocked": "wait for the other process to finish, or use another --out",
     "JournalError": "fix the named line, or use a new --out",
-    "JobError": "rerun with the original settings and model to resume, or use a new --out",
     "PrepareError": "see rftt prepare-model --help",
     "EvalError": "see rftt eval --help",
     "TagVocabularyError": "run `rftt prepare-model` first, or use --token-mode text",

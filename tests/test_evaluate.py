@@ -19,7 +19,8 @@ from rftt_plugin.evaluation.selection import (
     score_budget,
     select_answer,
 )
-from rftt_plugin.store.run_dir import RunLocked, RunMismatch, RunStore
+from rftt_plugin.evaluation.records import EvalRunDir as RunStore
+from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rftt_plugin.phase1.job import GenSftJob, JobError, load_questions, question_key
+from rftt_plugin.phase1.job import GenSftJob, load_questions, question_key
 from rftt_plugin.store.journal import Journal, JournalError
+from rftt_plugin.store.run_dir import RunMismatch
 from rftt_plugin.phase1.stitch import PathInfo, SampleConfig, build_sample, choose, merge_steps
 from rftt_plugin.phase1.prompted_search import PHASE1_GRAMMAR, PromptedConfig, PromptedSearch
 from rftt_plugin.phase1.prompt_templates import (
@@ -489,7 +490,7 @@ def test_journal_refuses_damage_in_the_middle_and_a_second_writer(tmp_path):
 async def test_rerun_with_other_settings_is_refused(tmp_path):
     src = _questions(tmp_path, 1)
     await _job(tmp_path / "out", ScriptedChat()).run(load_questions(str(src)))
-    with pytest.raises(JobError, match="search.iterations: 4 -> 5"):
+    with pytest.raises(RunMismatch, match="search.iterations: the run has 4, this command has 5"):
         await _job(tmp_path / "out", ScriptedChat(), iterations=5).run(load_questions(str(src)))
     # concurrency is not a setting of the data: changing it resumes fine
     await _job(tmp_path / "out", ScriptedChat(), concurrency=3).run(load_questions(str(src)))

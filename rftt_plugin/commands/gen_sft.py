@@ -44,6 +44,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--subset", default=None, help="dataset config name, if the dataset id needs one")
     g.add_argument("--limit", type=int, default=None, help="use the first N usable questions")
     g.add_argument("--out", required=True, help="output directory (created; reused to resume)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier run in --out made with other settings or model files")
     g.add_argument("--max-length", type=int, default=8192,
                    help="drop samples whose chat-templated conversation is longer (tokens; the SFT recipe's max_length)")
     g = parser.add_argument_group("search")
@@ -166,10 +168,10 @@ def run(args) -> int:
         raise UserError(f"no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
                         "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
     settings = _settings(args)
-    from rftt_plugin.phase1.job import check_run_file, run_fingerprint
+    from rftt_plugin.phase1.job import run_dir, run_fingerprint
 
     # A resume that would mix settings or model files is refused before the model loads.
-    check_run_file(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), write=False)
+    run_dir(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), args.overwrite).check()
     try:
         chat, tokenizer, backend = _build_model(args)
     except (ValueError, OSError) as exc:
@@ -180,7 +182,7 @@ def run(args) -> int:
 
         scorer = HttpStepScorer(args.prm_url)
     job = GenSftJob(args.out, chat, search=search_cfg, sample=sample_cfg, scorer=scorer, tokenizer=tokenizer,
-                    settings=settings, progress=not args.quiet)
+                    settings=settings, progress=not args.quiet, overwrite=args.overwrite)
 
     async def main() -> dict:
         try:

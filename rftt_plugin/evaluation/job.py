@@ -44,7 +44,8 @@ from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
 from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
-from rftt_plugin.store.run_dir import RunMismatch, RunStore
+from rftt_plugin.evaluation.records import EvalRunDir
+from rftt_plugin.store.run_dir import RunMismatch
 
 logger = logging.getLogger("rftt_plugin.evaluation.job")
 
@@ -232,7 +233,7 @@ def hardware() -> dict[str, Any]:
 # Driver
 # ----------------------------------------------------------------------------------------------
 
-def _check_done(items: list[BenchmarkItem], records: dict[str, dict], store: RunStore, mode: str) -> None:
+def _check_done(items: list[BenchmarkItem], records: dict[str, dict], store: EvalRunDir, mode: str) -> None:
     for item in items:
         rec = records.get(item.id)
         if rec is None:
@@ -285,7 +286,7 @@ class _Progress:
             self.bar.close()
 
 
-async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: RunStore, progress: _Progress,
+async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: EvalRunDir, progress: _Progress,
                        backend: Any, tokenizer: Any, layout: Any = None) -> tuple[int, list[str]]:
     """Answer ``pending`` with at most ``cfg.concurrency`` questions in flight; append records.
     The backend is closed on the way out, whatever happens."""
@@ -297,7 +298,7 @@ async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: Run
             await aclose()
 
 
-async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: RunStore, progress: _Progress,
+async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: EvalRunDir, progress: _Progress,
                       backend: Any, tokenizer: Any, layout: Any) -> tuple[int, list[str]]:
     from rftt_plugin.search.layout import chat_prompt_ids
 
@@ -438,7 +439,7 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
     from rftt_plugin.fingerprint import input_fingerprint
 
     fingerprint = {**cfg.fingerprint(), "inputs": {b.name: input_fingerprint(b.source.location) for b in benches}}
-    with RunStore(cfg.out, fingerprint, overwrite=cfg.overwrite, warn=warn) as store:
+    with EvalRunDir(cfg.out, fingerprint, overwrite=cfg.overwrite, warn=warn) as store:
         records = store.loaded.records
         _check_done(items, records, store, cfg.mode)
         pending = [item for item in items if item.id not in records]

@@ -12,7 +12,8 @@ both written atomically from ``samples.jsonl``.
 Resumability (the job can be killed at any moment and restarted with the same command):
 
 * both journals are append-only, one line per finished question, flushed and fsync'ed
-  (:class:`~rftt_plugin.store.journal.Journal`); a torn last line is cut off on restart;
+  (:class:`~rftt_plugin.store.run_dir.RunDir`, the run directory ``rftt eval`` uses too); a torn
+  last line is cut off on restart;
 * a question with a line in ``samples.jsonl`` is done and skipped; one with a tree but no sample
   line (killed during the cross-verification) reuses its stored tree, so a search is never run
   twice; anything else is searched;
@@ -20,8 +21,9 @@ Resumability (the job can be killed at any moment and restarted with the same co
   its row number, so a reordered or extended source resumes correctly; exact duplicates in the
   source are searched once (counted in the report);
 * ``run.json`` records the search and sample settings and the model of the first run; a restart
-  with different settings is refused (mixing trees from two settings would be silent), naming the
-  fields that differ; use a new ``--out`` instead;
+  with different settings is refused (:class:`~rftt_plugin.store.run_dir.RunMismatch`: mixing
+  trees from two settings would be silent), naming the fields that differ; a second live writer is
+  refused too (:class:`~rftt_plugin.store.run_dir.RunLocked`);
 * a question that fails with an unexpected ``Exception`` is reported (``failed`` in the report,
   on stderr) and written nowhere, so the next run retries it; the exit status says so.
   Interrupts (any ``BaseException``) stop the job at once, with everything finished so far
@@ -45,27 +47,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rftt_plugin.store.journal import Journal
+from rftt_plugin.store.run_dir import JournalSpec, RunDir
 from rftt_plugin.data.sft_parquet import sft_row, write_sft_parquet
 from rftt_plugin.phase1.stitch import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample
 from rftt_plugin.phase1.chat import ChatModel
 from rftt_plugin.phase1.prompted_search import PromptedConfig, PromptedSearch
 from rftt_plugin.search.tree import Tree
 
-__all__ = ["GenSftJob", "JobError", "LoadResult", "Question", "check_run_file", "load_questions", "question_key",
+__all__ = ["GenSftJob", "LoadResult", "Question", "run_dir", "load_questions", "question_key",
            "run_fingerprint"]
 
 logger = logging.getLogger("rftt_plugin.gen_sft")
 
 TREES_FILE = "trees.jsonl"
 SAMPLES_FILE = "samples.jsonl"
-RUN_FILE = "run.json"
+RUN_FORMAT = "rftt-gen-sft-run/1"
 PARQUET_FILE = "train.parquet"
 REPORT_FILE = "report.json"
-
-
-class JobError(RuntimeError):
-    """The job cannot start or continue (settings differ from the output's, bad journal, ...)."""
 
 
 @dataclass(frozen=True)
@@ -124,15 +122,6 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-
-
 def run_fingerprint(search: PromptedConfig, sample: SampleConfig, prm: bool, settings: dict[str, Any]) -> dict[str, Any]:
     """What decides the trees and samples of a run (``run.json``); ``settings`` adds the model's
     names and file fingerprints (the CLI passes them)."""
@@ -141,24 +130,14 @@ def run_fingerprint(search: PromptedConfig, sample: SampleConfig, prm: bool, set
     return {"search": search_d, "sample": asdict(sample), "prm": prm, **settings}
 
 
-def check_run_file(out: str | os.PathLike, fingerprint: dict[str, Any], write: bool = True) -> None:
-    """Refuse (:class:`JobError`, one line) an ``out`` made with other settings or other model
-    files; record ``fingerprint`` in a new one (when ``write``). Cheap: the CLI calls it before
-    loading the model."""
-    path = Path(out) / RUN_FILE
-    new = json.loads(json.dumps(fingerprint))
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            raise JobError(f"{path}: unreadable ({exc})") from None
-        if differences := _diff(old, new):
-            what = ("the model files changed since this output was started"
-                    if any(d.startswith(("weights", "tokenizer_files")) for d in differences)
-                    else "it holds results of a run with other settings")
-            raise JobError(f"{out}: {what} ({'; '.join(differences)}); resuming would mix them")
-    elif write:
-        _write_json_atomic(path, new)
+def run_dir(out: str | os.PathLike, fingerprint: dict[str, Any], overwrite: bool = False) -> RunDir:
+    """The gen-sft output directory: run.json, trees.jsonl and samples.jsonl (strict journals: a
+    damaged middle line is an error naming it, since a sample line cannot be told apart from its
+    tree by guessing), with train.parquet and report.json rebuilt from them."""
+    return RunDir(out, fingerprint, tool="rftt gen-sft", run_format=RUN_FORMAT,
+                  journals={"trees": JournalSpec(TREES_FILE, require_key="key"),
+                            "samples": JournalSpec(SAMPLES_FILE, require_key="key")},
+                  outputs=(PARQUET_FILE, REPORT_FILE), overwrite=overwrite)
 
 
 class GenSftJob:
@@ -167,8 +146,10 @@ class GenSftJob:
 
     def __init__(self, out_dir: str | os.PathLike, chat: ChatModel, *, search: PromptedConfig | None = None,
                  sample: SampleConfig | None = None, scorer: Any = None, tokenizer: Any = None,
-                 grade: Callable | None = None, settings: dict[str, Any] | None = None, progress: bool = True):
+                 grade: Callable | None = None, settings: dict[str, Any] | None = None, progress: bool = True,
+                 overwrite: bool = False):
         self.out = Path(out_dir)
+        self.overwrite = overwrite
         self.search_cfg = search or PromptedConfig()
         self.sample_cfg = sample or SampleConfig()
         self.scorer = scorer
@@ -184,15 +165,11 @@ class GenSftJob:
     def fingerprint(self) -> dict[str, Any]:
         return run_fingerprint(self.search_cfg, self.sample_cfg, self.scorer is not None, self.settings)
 
-    def _check_run_file(self) -> None:
-        check_run_file(self.out, self.fingerprint())
-
     # -- the job ---------------------------------------------------------------------------------
     async def run(self, loaded: LoadResult, source: str = "") -> dict[str, Any]:
         t0 = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_run_file()
-        with Journal(self.out / TREES_FILE) as trees, Journal(self.out / SAMPLES_FILE) as samples:
+        with run_dir(self.out, self.fingerprint(), self.overwrite) as store:
+            trees, samples = store.journal("trees"), store.journal("samples")
             tree_records = {r["key"]: r for r in trees.records}
             sample_records = {r["key"]: r for r in samples.records}
             wanted = {q.key for q in loaded.questions}

@@ -1,22 +1,24 @@
-"""The run directory of ``rftt eval``: what makes a run resumable.
+"""The one resumable-run directory of the project (``rftt eval``, ``rftt gen-sft``).
 
-Layout of ``--out``::
+A long job writes into ``--out``::
 
-    run.json            the settings that decide the answers (fingerprint); written first
-    records.jsonl       one JSON line per finished question, appended and flushed (fsync) as each
-                        question finishes; never rewritten except to cut a torn last line
-    trees/<id>.json     tree mode: the search tree of each question (written before its record)
-    results.json / results.md / accuracy_vs_rollouts.png   rebuilt from the records at the end
-    .lock               pid of the process writing here (a second writer is refused)
+    run.json      {"format": ..., "fingerprint": ...}: the settings and input/model file contents
+                  that decide the results; written first
+    <journals>    append-only JSON-lines files (:class:`rftt_plugin.store.journal.Journal`), one
+                  line per finished unit, fsynced; a torn last line is cut on reopen
+    <outputs>     files and folders rebuilt from the journals (results, parquet, trees)
+    .lock         pid of the process writing here (a second live writer is refused)
 
-Resume: a new run with the same ``--out`` reads ``records.jsonl`` (through the project's one
-append-only journal, :class:`rftt_plugin.store.journal.Journal`), skips every question that has a
-record and appends the rest. If the process died mid-write, the last line may be torn: it is
-cut off (with a warning) and that question runs again; an unreadable line in the middle is
-skipped with a warning. A run whose fingerprint differs from ``run.json`` is refused with the
-differing settings listed on one line, unless ``overwrite`` (then the old records, trees and
-results go). The fingerprint holds the settings and the contents of the model's files and of each
-benchmark's input file (:mod:`rftt_plugin.fingerprint`); a benchmark added on a rerun is merged in.
+Resume: reopening with the same fingerprint reads the journals back and the job skips what is
+done. A different fingerprint is refused with the differing settings on one line
+(:class:`RunMismatch`) when any journal holds a finished unit, because resuming would mix results
+of two configurations; a run that never finished a unit just takes the new settings.
+``overwrite=True`` removes the old journals and outputs first. With ``merge_inputs`` (eval) a
+fingerprint's ``inputs`` table may gain entries between runs (a benchmark added) but an input
+present in both must be unchanged.
+
+The job-specific layout (file names, journal policies) is given by the caller: see
+:class:`rftt_plugin.evaluation.records.EvalRunDir` and :class:`rftt_plugin.phase1.job.GenSftJob`.
 """
 
 from __future__ import annotations
@@ -24,16 +26,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rftt_plugin.store.journal import Journal
+
 RUN_FILE = "run.json"
-RECORDS_FILE = "records.jsonl"
-TREES_DIR = "trees"
 LOCK_FILE = ".lock"
-RESULT_FILES = ("results.json", "results.md", "accuracy_vs_rollouts.png")
-RUN_FORMAT = "rftt-eval-run/1"
 
 
 class RunMismatch(RuntimeError):
@@ -86,66 +86,79 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass
-class LoadReport:
-    records: dict[str, dict] = field(default_factory=dict)
-    cut_tail: bool = False            # a torn last line was removed
-    skipped: list[str] = field(default_factory=list)  # "records.jsonl:LINE: why"
+@dataclass(frozen=True)
+class JournalSpec:
+    """One journal of a run directory and how damage in it is handled (see :class:`Journal`)."""
+
+    file: str
+    damaged_middle: str = "raise"
+    unterminated_last: str = "redo"
+    require_key: str | None = None
+    allow_nan: bool = False
 
 
-class RunStore:
-    """Owns ``--out`` for one run (use as a context manager: it holds the lock)."""
+class RunDir:
+    """Owns ``out`` for one run; use as a context manager (it holds the lock and the journals).
 
-    def __init__(self, out: str | os.PathLike, fingerprint: dict[str, Any], *, overwrite: bool = False,
-                 warn: Callable[[str], None] | None = None):
+    ``journals`` maps a name to its :class:`JournalSpec`; after :meth:`open`, :meth:`journal`
+    returns the open :class:`Journal`. ``outputs`` are the files/folders (relative to ``out``)
+    that ``overwrite`` removes besides the journals and run.json.
+    """
+
+    def __init__(self, out: str | os.PathLike, fingerprint: dict[str, Any], *, tool: str, run_format: str,
+                 journals: dict[str, JournalSpec], outputs: tuple[str, ...] = (), overwrite: bool = False,
+                 merge_inputs: bool = False, warn: Callable[[str], None] | None = None):
         self.out = Path(out).expanduser()
         self.fingerprint = json.loads(json.dumps(fingerprint))  # JSON-normalised (tuples -> lists)
-        self.overwrite = overwrite
+        self.tool, self.run_format = tool, run_format
+        self.specs = dict(journals)
+        self.outputs = tuple(outputs)
+        self.overwrite, self.merge_inputs = overwrite, merge_inputs
         self.warn = warn or (lambda msg: None)
-        self._journal = None
+        self._journals: dict[str, Journal] = {}
         self._locked = False
-        self.loaded = LoadReport()
 
-    @property
-    def records_path(self) -> Path:
-        return self.out / RECORDS_FILE
+    def path(self, name: str) -> Path:
+        return self.out / self.specs[name].file
 
-    @property
-    def trees_dir(self) -> Path:
-        return self.out / TREES_DIR
-
-    def tree_path(self, item_id: str) -> Path:
-        return self.trees_dir / f"{item_id}.json"
+    def journal(self, name: str) -> Journal:
+        if name not in self._journals:
+            raise RuntimeError(f"{self.out}: journal {name!r} is not open (use the run directory as a context manager)")
+        return self._journals[name]
 
     # -- open / close ---------------------------------------------------------------------------
-    def __enter__(self) -> "RunStore":
+    def __enter__(self):
         self.open()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def open(self) -> LoadReport:
+    def open(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
             self._check_or_write_fingerprint()
-            self.loaded = self._open_records()
+            for name, spec in self.specs.items():
+                self._journals[name] = Journal(self.out / spec.file, lock=False, damaged_middle=spec.damaged_middle,
+                                               unterminated_last=spec.unterminated_last, require_key=spec.require_key,
+                                               allow_nan=spec.allow_nan, warn=self.warn)
         except BaseException:
             self.close()
             raise
-        return self.loaded
 
     def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        for journal in self._journals.values():
+            journal.close()
+        self._journals.clear()
         if self._locked:
-            try:
-                (self.out / LOCK_FILE).unlink()
-            except FileNotFoundError:
-                pass
+            (self.out / LOCK_FILE).unlink(missing_ok=True)
             self._locked = False
+
+    def check(self) -> None:
+        """The fingerprint check alone, with no side effects (a CLI runs it before loading a model)."""
+        if (self.out / RUN_FILE).exists() and not self.overwrite:
+            self._compare(self.out / RUN_FILE)  # raises on a mismatch that would mix results
 
     def _lock(self) -> None:
         path = self.out / LOCK_FILE
@@ -158,7 +171,7 @@ class RunStore:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise RunLocked(f"{self.out}: another rftt eval (pid {pid}) is writing here; wait for it "
+                    raise RunLocked(f"{self.out}: another {self.tool} (pid {pid}) is writing here; wait for it "
                                     f"or remove {path} if that process is gone") from None
                 path.unlink(missing_ok=True)  # stale lock of a dead process
                 continue
@@ -168,67 +181,63 @@ class RunStore:
             return
         raise RunLocked(f"{self.out}: could not take {path}")
 
+    def _has_finished_units(self) -> bool:
+        return any((self.out / spec.file).exists() and (self.out / spec.file).stat().st_size > 0
+                   for spec in self.specs.values())
+
+    def _compare(self, run_file: Path) -> str:
+        """``"same"`` when run.json records this run, ``"merged"`` when it does once an added input is
+        recorded, ``"replace"`` when it records other settings but nothing finished under them;
+        raises :class:`RunMismatch` when it records another run that already finished units."""
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunMismatch(f"{run_file}: unreadable ({exc}); pass --overwrite to start afresh") from exc
+        old_fp = old.get("fingerprint", {}) if isinstance(old, dict) else {}
+        if self.merge_inputs:
+            old_view, new_view, merged = _inputs_views(old_fp, self.fingerprint)
+        else:
+            old_view, new_view, merged = old_fp, self.fingerprint, self.fingerprint
+        diff = fingerprint_diff(old_view, new_view)
+        if not diff:
+            self.fingerprint = merged
+            return "same" if merged == old_fp else "merged"
+        if self._has_finished_units():
+            files = [d.split(":")[0] for d in diff if d.startswith(("weights", "tokenizer_files", "inputs", "model"))]
+            what = (f"the files it was made from changed ({', '.join(files)})" if files
+                    else "it holds a run with other settings")
+            raise RunMismatch(
+                f"{self.out}: {what}; resuming would mix results of two configurations: " + "; ".join(diff))
+        return "replace"
+
     def _check_or_write_fingerprint(self) -> None:
         run_file = self.out / RUN_FILE
         if run_file.exists() and not self.overwrite:
-            try:
-                old = json.loads(run_file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise RunMismatch(f"{run_file}: unreadable ({exc.msg}); pass --overwrite to start afresh") from exc
-            old_fp = old.get("fingerprint", {}) if isinstance(old, dict) else {}
-            old_view, new_view, merged = _inputs_views(old_fp, self.fingerprint)
-            diff = fingerprint_diff(old_view, new_view)
-            if not diff:
-                if merged != old_fp:  # a benchmark was added: record its input file too
-                    self.fingerprint = merged
-                    self._write_run_file(run_file)
-                return
-            if self.records_path.exists() and self.records_path.stat().st_size > 0:
-                files = [d.split(":")[0] for d in diff if d.startswith(("weights", "tokenizer_files", "inputs"))]
-                what = (f"the files it was made from changed ({', '.join(files)})" if files
-                        else "it holds a run with other settings")
-                raise RunMismatch(
-                    f"{self.out}: {what}; resuming would mix answers of two configurations: " + "; ".join(diff))
-            # A run that never finished a question (e.g. the model failed to load) has nothing
-            # that could be mixed up: take the new settings.
-            self.warn(f"{run_file}: no finished question in this run yet; replacing its settings")
+            verdict = self._compare(run_file)
+            if verdict == "replace":
+                # Nothing finished under the old settings (e.g. the model failed to load): nothing
+                # can be mixed up, so the new settings replace them.
+                self.warn(f"{run_file}: nothing finished in this run yet; replacing its settings")
+            if verdict != "same":
+                self._write_run_file(run_file)
+            return
         if self.overwrite:
             self._clear()
-        elif self.records_path.exists() and self.records_path.stat().st_size:
-            raise RunMismatch(f"{self.out} has {RECORDS_FILE} but no {RUN_FILE}: not a run this tool can "
-                              f"resume; use another --out or --overwrite")
+        elif self._has_finished_units():
+            raise RunMismatch(f"{self.out} has {', '.join(s.file for s in self.specs.values())} but no {RUN_FILE}: "
+                              f"not a run this tool can resume; use another --out or --overwrite")
         self._write_run_file(run_file)
 
     def _write_run_file(self, run_file: Path) -> None:
         tmp = run_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"format": RUN_FORMAT, "fingerprint": self.fingerprint}, indent=2),
-                       encoding="utf-8")
+        tmp.write_text(json.dumps({"format": self.run_format, "fingerprint": self.fingerprint}, indent=2,
+                                  ensure_ascii=False), encoding="utf-8")
         tmp.replace(run_file)
 
     def _clear(self) -> None:
-        for name in (RECORDS_FILE, RUN_FILE, *RESULT_FILES):
-            (self.out / name).unlink(missing_ok=True)
-        if self.trees_dir.exists():
-            shutil.rmtree(self.trees_dir)
-
-    # -- records ----------------------------------------------------------------------------------
-    def _open_records(self) -> LoadReport:
-        """Read records.jsonl through the project's one journal (rftt_plugin.store.journal): a torn
-        last line is cut, an unreadable middle line is skipped (its question runs again), a last
-        line that parses but lost its newline is kept. Returns what was on disk."""
-        from rftt_plugin.store.journal import Journal
-
-        self._journal = Journal(self.records_path, lock=False, damaged_middle="skip", unterminated_last="keep",
-                                require_key="id", allow_nan=True,
-                                warn=lambda msg: self.warn(msg.replace("it is redone", "that question runs again")))
-        report = LoadReport(cut_tail=self._journal.torn_tail, skipped=list(self._journal.skipped))
-        for record in self._journal.records:
-            report.records[str(record["id"])] = record
-        return report
-
-    def append(self, record: dict) -> None:
-        """Write one finished question; on return it is on disk."""
-        if self._journal is None:
-            raise RuntimeError("RunStore is not open")
-        self._journal.append(record)
-        self.loaded.records[str(record["id"])] = record
+        for name in (RUN_FILE, *(s.file for s in self.specs.values()), *self.outputs):
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
