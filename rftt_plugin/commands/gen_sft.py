@@ -79,30 +79,18 @@ def _parse_samples(text: str | None) -> dict[str, int] | None:
 
 
 def _build_model(args):
-    """(chat model, tokenizer, backend) for the chosen backend."""
-    from rftt_plugin.backends import make_backend
+    """(chat model, tokenizer, backend) through the one engine builder; phase 1 talks to the model
+    as a plain chat model, so no functional-token layout is needed."""
+    from rftt_plugin.backends.engine import make_engine
     from rftt_plugin.phase1.chat import BackendChat
 
     if args.quiet:  # --quiet: no transformers "Loading weights" bar either
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if args.backend == "hf":
-        backend = make_backend("hf", model=args.model, device=args.device, dtype=args.dtype)
-        tokenizer = backend.tokenizer
-        if args.tokenizer:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        return BackendChat(backend, tokenizer, backend.eos_ids), tokenizer, backend
-    if not args.base_url:
-        raise ValueError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    backend = make_backend("openai", base_url=args.base_url, model=args.model)
-    return BackendChat(backend, tokenizer, eos), tokenizer, backend
+    engine = make_engine(args.backend, args.model, tokenizer=args.tokenizer, token_mode=None, base_url=args.base_url,
+                         device=args.device, dtype=args.dtype)
+    return BackendChat(engine.backend, engine.tokenizer, engine.eos_ids), engine.tokenizer, engine.backend
 
 
 def _settings(args) -> dict:
@@ -133,6 +121,7 @@ def _saved(out) -> int:
 
 
 def run(args) -> int:
+    from rftt_plugin.backends.engine import EngineError
     from rftt_plugin.commands._checks import check_backend_paths
     from rftt_plugin.phase1.job import GenSftJob, load_questions
     from rftt_plugin.phase1.stitch import SampleConfig
@@ -174,8 +163,8 @@ def run(args) -> int:
     run_dir(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), args.overwrite).check()
     try:
         chat, tokenizer, backend = _build_model(args)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot load the model {args.model}: {exc}", "check --model / --tokenizer") from None
+    except EngineError as exc:
+        raise UserError(str(exc), "check --model / --tokenizer / --base-url") from None
     scorer = None
     if args.prm_url:
         from rftt_plugin.reward.prm import HttpStepScorer

@@ -145,33 +145,24 @@ def load_requests(args: argparse.Namespace) -> list:
 # -- backend + layout -----------------------------------------------------------------------------
 
 def build_layout(args: argparse.Namespace, config: SearchConfig):
-    """(tokenizer or None, layout, fake script or None): the cheap half of the engine."""
+    """(tokenizer or None, layout, fake script or None): the cheap half of the engine, so prompt
+    lengths are checked before the model loads."""
+    from rftt_plugin.backends.engine import EngineError, load_tokenizer, make_layout
     from rftt_plugin.errors import UserError
-    from rftt_plugin.search.layout import TokenLayout
 
     if args.backend == "fake":
         from rftt_plugin.backends.fake import TagScript
+        from rftt_plugin.search.layout import TokenLayout
 
         script = TagScript()
         return None, TokenLayout.from_fake(script.vocab, config.token_mode), script
-    from transformers import AutoTokenizer
-
-    from rftt_plugin.tokens import TagVocabularyError
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError) as exc:  # e.g. a cached hub id without its tokenizer files, offline
-        raise UserError(f"--model {args.model}: cannot load the tokenizer ({exc})",
-                        "pass a local checkpoint directory with its tokenizer files") from None
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"--model {args.model}: the tokenizer has no chat template (the question is sent as "
-                        "the user turn of it)", "use a chat/instruct checkpoint, or set chat_template in "
-                        "tokenizer_config.json")
-    try:
-        layout = TokenLayout.from_tokenizer(tokenizer, mode=config.token_mode)
-    except TagVocabularyError as exc:
-        raise UserError(str(exc), "run `rftt prepare-model` first, or pass --token-mode text") from None
-    return tokenizer, layout, None
+        tokenizer = load_tokenizer(args.model)
+        return tokenizer, make_layout(tokenizer, config.token_mode), None
+    except EngineError as exc:
+        hint = ("run `rftt prepare-model` first, or pass --token-mode text" if "prepare-model" in str(exc)
+                else "pass a local chat checkpoint directory with its tokenizer files")
+        raise UserError(str(exc).split("; run `rftt")[0], hint) from None
 
 
 def context_window(args: argparse.Namespace, tokenizer=None) -> int | None:
@@ -210,38 +201,23 @@ def check_lengths(requests: list, layout, window: int | None) -> None:
                             "shorten the question or remove that row")
 
 
-def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, script=None):
-    """(backend, layout, grade_fn or None) for the chosen backend."""
+def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, script=None, tokenizer=None):
+    """(backend, layout, grade_fn or None) for the chosen backend, through the one engine builder."""
+    from rftt_plugin.backends.engine import EngineError, make_engine
     from rftt_plugin.errors import UserError
 
     if layout is None:
-        _, layout, script = build_layout(args, config)
-    if args.backend == "fake":
-        from rftt_plugin.backends.fake import FakeBackend
-
-        return FakeBackend.for_script(script), layout, script.grade
-    if args.backend == "hf":
-        from rftt_plugin.backends.hf import HFBackend
-
-        try:
-            backend = HFBackend.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                max_batch_size=args.max_batch_size, seed=config.seed)
-        except (OSError, ValueError) as exc:  # missing weights, bad --dtype/--device
-            raise UserError(f"--model {args.model}: cannot load the model ({exc})",
-                            "check the checkpoint files, --dtype and --device") from None
-    else:
-        if not args.base_url:
-            raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
-        from rftt_plugin.backends.openai import OpenAIBackend, out_of_vocab_ids_at
-
-        try:  # padded rows: keep plain `vllm serve` from sampling ids the tokenizer lacks
-            banned = out_of_vocab_ids_at(args.model)
-        except (OSError, ValueError):  # --model holds a tokenizer only: nothing to compare against
-            banned = []
-        backend = OpenAIBackend(args.base_url, args.served_model_name or args.model, api_key=args.api_key,
-                                max_concurrency=max(4, 4 * args.concurrency),
-                                logprob_method=args.logprob_method, banned_ids=banned)
-    return backend, layout, None
+        tokenizer, layout, script = build_layout(args, config)
+    try:
+        engine = make_engine(args.backend, args.model, tokenizer=tokenizer, token_mode=None, base_url=args.base_url,
+                             served_model=args.served_model_name, api_key=args.api_key, device=args.device,
+                             dtype=args.dtype, max_batch_size=args.max_batch_size,
+                             max_concurrency=max(4, 4 * args.concurrency), seed=config.seed,
+                             logprob_method=args.logprob_method, script=script,
+                             with_tokenizer=args.backend != "fake")
+    except EngineError as exc:
+        raise UserError(str(exc), "check --model, --base-url, --dtype and --device") from None
+    return engine.backend, layout, engine.fake_grade
 
 
 def make_grader(args: argparse.Namespace, fake_grade):
@@ -416,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer, layout, script = build_layout(args, config)
     check_lengths(requests, layout, context_window(args, tokenizer))
     reset_out(out, fingerprint)  # every check passed: only now are old trees removed
-    engine = build_engine(args, config, layout, script)
+    engine = build_engine(args, config, layout, script, tokenizer)
     t0 = time.perf_counter()
     rows = asyncio.run(_search_all(args, requests, config, engine))
     summary = {"config": asdict(config), "backend": args.backend, "model": args.model,

@@ -184,27 +184,20 @@ class EvalResult:
 # Model side
 # ----------------------------------------------------------------------------------------------
 
-def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
+def build_engine(cfg: EvalConfig, with_tokenizer: bool = True):
+    """(backend, tokenizer, layout) for ``cfg`` through the one engine builder; tree mode gets the
+    functional-token layout, chain mode only the chat template."""
+    from rftt_plugin.backends.engine import EngineError, make_engine
 
     try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # noqa: BLE001 - name the setting, keep the cause
-        raise EvalError(f"cannot load the tokenizer from {name!r} ({type(exc).__name__}: {exc}). With "
-                        f"--backend openai, pass --tokenizer with a local copy of the served model's tokenizer.") from exc
-
-
-def build_backend(cfg: EvalConfig):
-    from rftt_plugin.backends import make_backend
-
-    if cfg.backend == "hf":
-        try:
-            return make_backend("hf", model=cfg.model, device=cfg.device, dtype=cfg.dtype,
-                                max_batch_size=max(1, cfg.concurrency), seed=cfg.seed)
-        except Exception as exc:  # noqa: BLE001
-            raise EvalError(f"cannot load model {cfg.model!r} with transformers ({type(exc).__name__}: {exc})") from exc
-    return make_backend("openai", base_url=cfg.base_url, model=cfg.served_model or cfg.model,
-                        max_concurrency=max(1, cfg.concurrency) * 2)
+        engine = make_engine(cfg.backend, cfg.model, tokenizer=cfg.tokenizer,
+                             token_mode=cfg.token_mode if cfg.mode == "tree" else None, base_url=cfg.base_url,
+                             served_model=cfg.served_model, device=cfg.device, dtype=cfg.dtype,
+                             max_batch_size=max(1, cfg.concurrency), max_concurrency=max(1, cfg.concurrency) * 2,
+                             seed=cfg.seed, with_tokenizer=with_tokenizer)
+    except EngineError as exc:
+        raise EvalError(str(exc)) from None
+    return engine.backend, engine.tokenizer, engine.layout
 
 
 def hardware() -> dict[str, Any]:
@@ -448,10 +441,18 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
             warn(f"resuming {store.out}: {resumed} question(s) already done, {len(pending)} to go")
         ran, failed = 0, []
         if pending:
-            tok = tokenizer
-            if tok is None and not (cfg.mode == "tree" and layout is not None):
-                tok = load_tokenizer(cfg.tokenizer or cfg.model)
-            be = backend if backend is not None else build_backend(cfg)
+            be, tok = backend, tokenizer
+            if be is None:
+                need_tok = tok is None and not (cfg.mode == "tree" and layout is not None)
+                be, built_tok, built_layout = build_engine(cfg, with_tokenizer=need_tok)
+                tok, layout = tok or built_tok, layout or built_layout
+            elif tok is None and not (cfg.mode == "tree" and layout is not None):
+                from rftt_plugin.backends.engine import EngineError, load_tokenizer
+
+                try:
+                    tok = load_tokenizer(cfg.tokenizer or cfg.model, flag="--tokenizer" if cfg.tokenizer else "--model")
+                except EngineError as exc:
+                    raise EvalError(str(exc)) from None
             initial = [score_record(records[i.id], cfg.columns, cfg.selection) for i in items if i.id in records]
             progress = _Progress(len(pending), initial, cfg.columns[-1].label, cfg.progress)
             try:
