@@ -24,6 +24,8 @@ def _command_line() -> str | None:
 
 
 def add_arguments(parser) -> None:
+    from rftt_plugin.commands._search_flags import add_search_flags
+    from rftt_plugin.evaluation.job import EvalConfig
     from rftt_plugin.data.benchmarks import BENCHMARKS
 
     parser.description = (
@@ -61,15 +63,7 @@ def add_arguments(parser) -> None:
     m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
                    help="tree: reward the search backs up; answered (gold-free, default), none, or oracle "
                         "(uses the gold answer: an upper bound, not a result)")
-    m.add_argument("--token-mode", choices=("added", "text"), default="added",
-                   help="tree: added (prepared model, single-id tags) or text")
-    m.add_argument("--step-max-tokens", type=int, default=512, help="tree: max tokens of one step")
-    m.add_argument("--direct-answer-max-tokens", type=int, default=1024)
-    m.add_argument("--max-response-tokens", type=int, default=8192, help="tree: token budget of one path")
-    m.add_argument("--max-depth", type=int, default=18, help="tree: depth cap in steps")
-    m.add_argument("--uct-c", type=float, default=2.0)
-    m.add_argument("--step-temperature", type=float, default=0.1)
-    m.add_argument("--step-top-p", type=float, default=0.95)
+    add_search_flags(m, EvalConfig.SEARCH_FIELDS, prefix_help="tree: ")
     r = parser.add_argument_group("run")
     r.add_argument("--out", required=True, help="output directory (resumable)")
     r.add_argument("--overwrite", action="store_true", help="discard an existing run in --out made with other settings")
@@ -83,6 +77,7 @@ def run(args) -> int:
     from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
     from rftt_plugin.evaluation.selection import parse_budgets
     from rftt_plugin.commands._checks import check_backend_paths
+    from rftt_plugin.commands._search_flags import search_values
     from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
     # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
@@ -94,10 +89,8 @@ def run(args) -> int:
             benchmarks=parse_benchmark_list(args.benchmarks), data_dir=args.data_dir, sources=_sources(args.source),
             limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
             search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
-            seed=args.seed, token_mode=args.token_mode, step_max_tokens=args.step_max_tokens,
-            direct_answer_max_tokens=args.direct_answer_max_tokens, max_response_tokens=args.max_response_tokens,
-            max_depth=args.max_depth, uct_c=args.uct_c, step_temperature=args.step_temperature,
-            step_top_p=args.step_top_p, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
+            seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
+            **search_values(args, EvalConfig.SEARCH_FIELDS),
             overwrite=args.overwrite, progress=not args.quiet,
             command=_command_line())
         result = evaluate(cfg)

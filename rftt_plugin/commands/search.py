@@ -37,7 +37,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rftt_plugin.commands._search_flags import add_search_flags, search_values
 from rftt_plugin.search.config import SearchConfig
+
+
+SEARCH_FLAGS = ("token_mode", "iterations", "uct_c", "max_depth", "step_temperature", "step_top_p", "step_max_tokens",
+                "direct_answer_max_tokens", "max_response_tokens", "distinct_leaves", "max_iterations",
+                "min_tag_prior", "cut_reward", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,23 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--out", required=True, help="output directory (new, empty, or a run with the same settings)")
     data.add_argument("--overwrite", action="store_true", help="discard the trees of another run in --out")
 
-    s = parser.add_argument_group("search (mirrors rftt.search)")
-    d = SearchConfig()
-    s.add_argument("--token-mode", choices=("added", "text"), default=d.token_mode)
-    s.add_argument("--iterations", type=int, default=d.iterations)
-    s.add_argument("--uct-c", type=float, default=d.uct_c)
-    s.add_argument("--max-depth", type=int, default=d.max_depth)
-    s.add_argument("--temperature", type=float, default=d.step_temperature, help="step temperature")
-    s.add_argument("--top-p", type=float, default=d.step_top_p)
-    s.add_argument("--step-max-tokens", type=int, default=d.step_max_tokens)
-    s.add_argument("--direct-answer-max-tokens", type=int, default=d.direct_answer_max_tokens)
-    s.add_argument("--max-response-tokens", type=int, default=d.max_response_tokens)
-    s.add_argument("--distinct-leaves", action="store_true")
-    s.add_argument("--max-iterations", type=int, default=d.max_iterations)
-    s.add_argument("--min-tag-prior", type=float, default=d.min_tag_prior,
-                   help="drop tags below this renormalised prior (0 = every allowed tag, faithful)")
-    s.add_argument("--cut-reward", type=float, default=d.cut_reward)
-    s.add_argument("--seed", type=int, default=d.seed)
+    s = parser.add_argument_group("search (mirrors rftt.search; defaults from SearchConfig)")
+    add_search_flags(s, SEARCH_FLAGS, aliases={"step_temperature": ["--temperature"], "step_top_p": ["--top-p"]})
     s.add_argument("--concurrency", type=int, default=16, help="trees searched at the same time")
     s.add_argument("--reward-rule", default="rftt", help="reward rule for <output> leaves (rftt, binary)")
     s.add_argument("--no-grade", action="store_true", help="do not grade (all rewards 0)")
@@ -86,13 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(
-        iterations=args.iterations, uct_c=args.uct_c, max_depth=args.max_depth, step_temperature=args.temperature,
-        step_top_p=args.top_p, step_max_tokens=args.step_max_tokens,
-        direct_answer_max_tokens=args.direct_answer_max_tokens, max_response_tokens=args.max_response_tokens,
-        distinct_leaves=args.distinct_leaves, max_iterations=args.max_iterations,
-        min_tag_prior=args.min_tag_prior, cut_reward=args.cut_reward,
-        seed=args.seed, token_mode=args.token_mode)
+    return SearchConfig(**search_values(args, SEARCH_FLAGS))
 
 
 # -- questions ------------------------------------------------------------------------------------

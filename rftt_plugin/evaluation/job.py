@@ -38,13 +38,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_dir, load_benchmarks
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
 from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
 from rftt_plugin.evaluation.records import EvalRunDir
+from rftt_plugin.search.config import SearchConfig
 from rftt_plugin.store.run_dir import RunMismatch
 
 logger = logging.getLogger("rftt_plugin.evaluation.job")
@@ -59,9 +60,17 @@ class EvalError(RuntimeError):
     """The evaluation cannot run as configured (message says which setting and why)."""
 
 
+_SEARCH = SearchConfig()
+
+
 @dataclass
 class EvalConfig:
     """Everything ``rftt eval`` takes. Only the fields in :meth:`fingerprint` decide answers."""
+
+    # the SearchConfig knobs tree mode exposes (same names; flags and defaults come from there)
+    SEARCH_FIELDS: ClassVar[tuple[str, ...]] = ("token_mode", "step_max_tokens", "direct_answer_max_tokens",
+                                                "max_response_tokens", "max_depth", "uct_c", "step_temperature",
+                                                "step_top_p")
 
     model: str
     out: str
@@ -81,15 +90,15 @@ class EvalConfig:
     max_tokens: int = 4096
     temperature: float = 0.0
     seed: int = 0
-    # tree search (see rftt_plugin.search.config.SearchConfig)
-    token_mode: str = "added"
-    step_max_tokens: int = 512
-    direct_answer_max_tokens: int = 1024
-    max_response_tokens: int = 8192
-    max_depth: int = 18
-    uct_c: float = 2.0
-    step_temperature: float = 0.1
-    step_top_p: float = 0.95
+    # tree search: defaults are SearchConfig's (one place); iterations = max(rollouts)
+    token_mode: str = _SEARCH.token_mode
+    step_max_tokens: int = _SEARCH.step_max_tokens
+    direct_answer_max_tokens: int = _SEARCH.direct_answer_max_tokens
+    max_response_tokens: int = _SEARCH.max_response_tokens
+    max_depth: int = _SEARCH.max_depth
+    uct_c: float = _SEARCH.uct_c
+    step_temperature: float = _SEARCH.step_temperature
+    step_top_p: float = _SEARCH.step_top_p
     # execution (do not change answers)
     concurrency: int = 8
     device: str = "cpu"
@@ -126,15 +135,9 @@ class EvalConfig:
             self.search_config()  # raises ValueError naming the bad search knob
 
     def search_config(self):
-        from rftt_plugin.search import SearchConfig
-
         try:
-            return SearchConfig(iterations=max(self.rollouts), uct_c=self.uct_c, max_depth=self.max_depth,
-                                step_temperature=self.step_temperature, step_top_p=self.step_top_p,
-                                step_max_tokens=self.step_max_tokens,
-                                direct_answer_max_tokens=self.direct_answer_max_tokens,
-                                max_response_tokens=self.max_response_tokens, distinct_leaves=False,
-                                seed=self.seed, token_mode=self.token_mode)
+            return SearchConfig(iterations=max(self.rollouts), distinct_leaves=False, seed=self.seed,
+                                **{name: getattr(self, name) for name in self.SEARCH_FIELDS})
         except ValueError as exc:
             raise EvalError(str(exc)) from exc
 

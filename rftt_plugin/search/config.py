@@ -123,3 +123,26 @@ class SearchConfig:
         if unknown:
             raise ValueError(f"unknown rftt.search keys {unknown}; known keys: {sorted(known)}")
         return cls(**items)
+
+
+# One line per knob for command-line help (``rftt search``, ``rftt eval`` build their flags from
+# the fields above through rftt_plugin.commands._search_flags, so no default is restated there).
+FIELD_HELP: dict[str, str] = {
+    "iterations": "MCTS iterations per question = root-to-leaf paths",
+    "uct_c": "UCT exploration constant c",
+    "max_depth": "depth cap in steps",
+    "step_temperature": "sampling temperature of each step's text",
+    "step_top_p": "top-p of each step's text",
+    "step_top_k": "top-k of each step's text (-1 = off)",
+    "step_max_tokens": "max sampled tokens of one step",
+    "direct_answer_max_tokens": "max sampled tokens of a <direct_answer> step",
+    "max_response_tokens": "token budget of one path's response",
+    "distinct_leaves": "search until this many distinct leaves (not iterations)",
+    "max_iterations": "guard for --distinct-leaves (0 = 4 x iterations)",
+    "min_tag_prior": "drop tags below this renormalised prior (0 = every allowed tag, faithful)",
+    "cut_reward": "reward backed up from a leaf cut by depth or budget",
+    "loss_on_inserted": "train the ids the search inserts (tags, EOS)",
+    "seed": "base seed of the search",
+    "token_mode": "added (prepared model, single-id tags) or text",
+}
+
