@@ -205,54 +205,7 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
     return engine.backend, layout, engine.fake_grade
 
 
-def make_grader(args: argparse.Namespace, fake_grade):
-    """grade(text, gold) for search_many, or None."""
-    if args.no_grade:
-        return None
-    if fake_grade is not None:
-        return lambda text, gold: fake_grade(text)
-    from rftt_plugin.reward.score import score_response_async
-
-    async def grade(text: str, gold: Any) -> float:
-        if gold is None:
-            return 0.0
-        return (await score_response_async(text, gold, rule=args.reward_rule)).score
-
-    return grade
-
-
 # -- summary --------------------------------------------------------------------------------------
-
-def tree_summary(index: int, result, file: str) -> dict[str, Any]:
-    s = result.stats
-    leaves = result.leaves
-    return {
-        "index": index, "id": result.tree.meta.get("id"), "file": file,
-        "question": result.tree.question[:120], "gold": result.tree.gold,
-        "leaves": s.leaves, "unique_leaves": s.unique_leaves, "nodes": s.nodes, "max_depth": s.max_depth,
-        "first_leaf_reward": leaves[0].reward if leaves else None,
-        "mean_reward": s.mean_reward, "max_reward": s.max_reward,
-        "solved": bool(leaves) and s.max_reward >= 1.0,
-        "generated_tokens": s.generated_tokens, "independent_tokens": s.independent_tokens,
-        "token_ratio": s.token_ratio, "llm_calls": s.llm_calls, "wall_s": result.wall_s,
-        "terminal_reasons": s.terminal_reasons, "error": result.tree.meta.get("error"),
-    }
-
-
-def totals(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
-    n = len(rows) or 1
-    gen = sum(r["generated_tokens"] for r in rows)
-    ind = sum(r["independent_tokens"] for r in rows)
-    return {
-        "questions": len(rows),
-        "first_leaf_accuracy": sum((r["first_leaf_reward"] or 0) >= 1.0 for r in rows) / n,
-        "any_leaf_accuracy": sum(r["solved"] for r in rows) / n,
-        "mean_reward": sum(r["mean_reward"] for r in rows) / n,
-        "generated_tokens": gen, "independent_tokens": ind, "token_ratio": gen / ind if ind else 0.0,
-        "llm_calls": sum(r["llm_calls"] for r in rows), "wall_s": wall_s,
-        "errors": sum(1 for r in rows if r["error"]),
-    }
-
 
 # -- run ------------------------------------------------------------------------------------------
 
@@ -314,37 +267,23 @@ def reset_out(out: Path, fingerprint: dict[str, Any]) -> None:
 
 
 async def _search_all(args, requests, config, engine) -> list[dict[str, Any]]:
+    from rftt_plugin.reward.score import leaf_grader
+    from rftt_plugin.search.batch import search_into_dir
     from rftt_plugin.search.mcts import FunctionalMCTS
-    from rftt_plugin.search.many import search_many
 
     backend, layout, fake_grade = engine
-    out = Path(args.out)
-    rows: dict[int, dict[str, Any]] = {}
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(requests), desc="trees", unit="tree")
-
-    def done(index: int, result) -> None:
-        name = f"trees/{index:05d}.json"
-        result.tree.meta.setdefault("model", args.model)
-        result.tree.meta.setdefault("backend", args.backend)
-        result.tree.save(out / name)
-        rows[index] = tree_summary(index, result, name)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{rows[index]['mean_reward']:.2f}", nodes=rows[index]["nodes"])
-
-    mcts = FunctionalMCTS(backend, layout, config)
+    if args.no_grade:
+        grade = None
+    elif fake_grade is not None:
+        grade = lambda text, gold: fake_grade(text)  # noqa: E731 - the scripted demo grades by text alone
+    else:
+        grade = leaf_grader(args.reward_rule)
     try:
-        await search_many(requests, mcts, grade=make_grader(args, fake_grade),
-                          max_concurrent_trees=args.concurrency, on_result=done)
+        return await search_into_dir(requests, FunctionalMCTS(backend, layout, config), Path(args.out), grade=grade,
+                                     concurrency=args.concurrency, meta={"model": args.model, "backend": args.backend},
+                                     progress=not args.no_progress)
     finally:
-        if bar is not None:
-            bar.close()
         await backend.aclose()
-    return [rows[i] for i in sorted(rows)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -380,6 +319,8 @@ def run(args: argparse.Namespace) -> int:
     engine = build_engine(args, config, layout, script, tokenizer)
     t0 = time.perf_counter()
     rows = asyncio.run(_search_all(args, requests, config, engine))
+    from rftt_plugin.search.batch import totals
+
     summary = {"config": asdict(config), "backend": args.backend, "model": args.model,
                "totals": totals(rows, time.perf_counter() - t0), "trees": rows}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

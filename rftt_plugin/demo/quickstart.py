@@ -309,30 +309,43 @@ class Quickstart:
         self._plot_reward()
         trees = sorted((self.out / "eval_rl" / "tree" / "trees").glob("*.json"))
         if trees:
-            from rftt_plugin.commands import show
+            from rftt_plugin.tree_view import write_tree_html
 
-            show.run(show_args(_pick_tree(trees), self.out / "tree.html"))
+            write_tree_html(_pick_tree(trees), self.out / "tree.html")
         _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
         self.log("\n" + table)
         return ""
 
     def stage_real_model(self) -> str:
-        import argparse
+        import asyncio
 
-        from rftt_plugin.commands import search
+        from rftt_plugin.backends.engine import make_engine
         from rftt_plugin.demo.real_model import smollm2_checkpoint
+        from rftt_plugin.reward.score import leaf_grader
+        from rftt_plugin.search import FunctionalMCTS, SearchConfig, SearchRequest
+        from rftt_plugin.search.batch import search_into_dir
 
         hf = smollm2_checkpoint(self.out / "real_model" / "hf")
-        parser = argparse.ArgumentParser()
-        search.add_arguments(parser)
-        args = parser.parse_args([
-            "--model", str(hf), "--backend", "hf", "--questions", str(self.out / "data" / "arith_test.jsonl"),
-            "--limit", str(self.config.real_model_questions), "--out", str(self.out / "real_model" / "search"),
-            "--iterations", "4", "--token-mode", "text", "--step-max-tokens", "64",
-            "--direct-answer-max-tokens", "96", "--max-response-tokens", "400"])
-        if search.run(args) != 0:
-            raise RuntimeError("the real-model tree search failed; see the output above")
-        return f"(trees in {self.out / 'real_model' / 'search'}; look at one with `rftt show`)"
+        rows = [json.loads(line) for line in (self.out / "data" / "arith_test.jsonl").read_text().splitlines() if line]
+        requests = [SearchRequest(r["question"], r.get("answer"), str(i))
+                    for i, r in enumerate(rows[: self.config.real_model_questions])]
+        engine = make_engine("hf", str(hf), token_mode="text")
+        config = SearchConfig(iterations=4, token_mode="text", step_max_tokens=64, direct_answer_max_tokens=96,
+                              max_response_tokens=400)
+        out = self.out / "real_model" / "search"
+
+        async def search() -> list:
+            try:
+                return await search_into_dir(requests, FunctionalMCTS(engine.backend, engine.layout, config), out,
+                                             grade=leaf_grader("rftt"), concurrency=4, meta={"model": str(hf)})
+            finally:
+                await engine.backend.aclose()
+
+        trees = asyncio.run(search())
+        failed = [t for t in trees if t["error"]]
+        if failed:
+            raise RuntimeError(f"the real-model tree search failed on {len(failed)} question(s): {failed[0]['error']}")
+        return f"(trees in {out}; look at one with `rftt show`)"
 
     # -- report -----------------------------------------------------------------------------------
     ROWS = (("after SFT (phase 1)", "eval_sft"), ("after tree RL (phase 2, +recipe=rftt)", "eval_rl"),
@@ -496,17 +509,6 @@ def _pick_tree(trees: list[Path]) -> Path:
         if True in verdicts and False in verdicts:
             return path
     return trees[0]
-
-
-def show_args(tree: Path, html: Path):
-    """Arguments of ``rftt show TREE --html OUT --quiet``, parsed by the command's own parser."""
-    import argparse
-
-    from rftt_plugin.commands import show
-
-    parser = argparse.ArgumentParser()
-    show.add_arguments(parser)
-    return parser.parse_args([str(tree), "--html", str(html), "--quiet"])
 
 
 def _latest_hf(ckpt: Path, actor: bool = False) -> Path:

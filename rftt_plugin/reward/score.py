@@ -47,7 +47,7 @@ from rftt_plugin.reward.equivalence import (
 from rftt_plugin.reward.extract import Extraction, GoldAnswer, extract_answer, normalize_gold
 
 __all__ = ["MissingPRMScore", "PRM_RULES", "RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
-           "score_response", "score_response_async"]
+           "leaf_grader", "score_response", "score_response_async"]
 
 logger = logging.getLogger("rftt_plugin.reward")
 
@@ -187,6 +187,25 @@ def grade(response: str, gold: object, *, data_source: str | None = None) -> flo
 
 async def grade_async(response: str, gold: object, *, data_source: str | None = None) -> float:
     return (await score_response_async(response, gold, rule="binary", data_source=data_source)).score
+
+
+def leaf_grader(rule: str = "rftt"):
+    """The ``grade(text, gold)`` coroutine function a tree search backs up: the leaf's reward under
+    ``rule``, 0.0 for a question without a gold answer (nothing to compare against).
+
+    >>> import asyncio
+    >>> g = leaf_grader("rftt")
+    >>> asyncio.run(g("<output>\\n\\\\boxed{4}\\n</output>", "4")), asyncio.run(g("<output>x</output>", None))
+    (1.0, 0.0)
+    """
+    _check_rule(rule)
+
+    async def grade_leaf(text: str, gold: object) -> float:
+        if gold is None:
+            return 0.0
+        return (await score_response_async(text, gold, rule=rule)).score
+
+    return grade_leaf
 
 
 def _split_kwargs(kwargs: dict) -> dict:
