@@ -8,7 +8,6 @@ instantiated exactly as verl's agent-loop worker does; outputs go through verl's
 from __future__ import annotations
 
 import asyncio
-import zlib
 
 import pytest
 import torch
@@ -153,24 +152,67 @@ async def test_missing_rftt_section_is_a_clear_error(prepared_dir, model_and_tok
     assert OmegaConf.is_config(config)
 
 
+def _canned_search_class(tok):
+    """A stand-in for FunctionalMCTS whose tree is fixed by hand, so what the test checks does not
+    depend on what a random tiny model happens to sample (tree shapes differ between machines).
+
+    root -> n1 <analyze> -> n2 <next_step> -> n3 <output> (reward 1, reached twice)
+                         -> n4 <output>                   (reward 0)
+         -> n5 <direct_answer> -> n6 <output>             (reward 0.1)
+    Iterations reach n3, n4, n6, n3, so V(n1) = 2/3, V(n2) = 1, V(root) = 2.1/4 and the first path
+    has two non-zero step credits before its last token.
+    """
+    from rftt_plugin.search.mcts import SearchResult
+    from rftt_plugin.search.tree import Iteration, Tree
+
+    def ids(text):
+        return tok.encode(text, add_special_tokens=False)
+
+    def step(tree, parent, tag, text, reward=None):
+        body = [tok.convert_tokens_to_ids(f"<{tag}>"), *ids(f"\n{text}\n"), tok.convert_tokens_to_ids(f"</{tag}>")]
+        node = tree.add_child(parent, tag, generated=True, text=text)
+        node.append(body[:1], [0.0], sampled=False)
+        node.append(body[1:], [-0.5] * (len(body) - 1), sampled=True)
+        node.close_index = len(body) - 1
+        if reward is not None:
+            node.terminal_reason, node.reward = "output", reward
+        return node
+
+    class CannedMCTS:
+        def __init__(self, backend, layout, config, grader=None):
+            self.layout, self.config = layout, config
+
+        async def search(self, question, gold=None, meta=None):
+            tree = Tree(question, self.layout.prompt_ids(question), self.layout.eos_id, gold, dict(meta or {}))
+            tree.meta["config"] = {"cut_reward": 0.0, "loss_on_inserted": True}
+            n1 = step(tree, tree.root, "analyze", "Add 7 * 7 to 4.")
+            n2 = step(tree, n1, "next_step", "7 * 7 = 49, 49 + 4 = 53.")
+            n3 = step(tree, n2, "output", "\\boxed{53}", reward=1.0)
+            n4 = step(tree, n1, "output", "\\boxed{50}", reward=0.0)
+            n5 = step(tree, tree.root, "direct_answer", "It is 54.")
+            n6 = step(tree, n5, "output", "\\boxed{54}", reward=0.1)
+            for leaf, dup in ((n3, False), (n4, False), (n6, False), (n3, True)):
+                tree.backup(leaf, leaf.reward)
+                tree.iterations.append(Iteration(leaf.id, duplicate=dup))
+            return SearchResult(tree, tree.paths(), tree.stats(), 0.0)
+
+    return CannedMCTS
+
+
 async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_dir, model_and_tok, server,
                                                                        monkeypatch):
-    """Through verl's AgentLoopWorkerTQ._agent_loop_postprocess: keys, dense rm_scores, masks, extras."""
+    """Through verl's AgentLoopWorkerTQ._agent_loop_postprocess: keys, dense rm_scores, masks, extras.
+    The tree is fixed by hand (``_canned_search_class``), so the test is deterministic."""
     import verl.trainer.ppo.v1.agent_loop_tq as tq_mod
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
 
-    import rftt_plugin.reward.score as score_mod
+    import rftt_plugin.integration.agent_loop as loop_mod
 
-    real = score_mod.score_response_async
-
-    async def varied(text, gold, **kw):  # a random tiny model never answers: make rewards vary by path
-        result = await real(text, gold, **kw)
-        return result.__class__(**{**result.to_dict(), "score": (zlib.crc32(text.encode()) % 4 + 1) / 4})  # never 0: any output leaf moves V
-
-    monkeypatch.setattr(score_mod, "score_response_async", varied)
     model, tok = model_and_tok
     config = _config(prepared_dir, recipe="rftt_tree", extra=["rftt.credit.step_weight=1.0"])
-    outs = await _run_sessions(config, server, tok, "uid-D", 4)
+    with monkeypatch.context() as m:
+        m.setattr(loop_mod, "FunctionalMCTS", _canned_search_class(tok))
+        outs = await _run_sessions(config, server, tok, "uid-D", 4)
     assert not [o for o in outs.values() if isinstance(o, BaseException)], outs
 
     captured = []
@@ -189,8 +231,10 @@ async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_
         return None
 
     worker._compute_teacher_logprobs = no_teacher
-    any_dense = False
     weight = config.rftt.credit.step_weight
+    # hand-worked values of the canned tree (see _canned_search_class)
+    root_v, v1, v2 = 2.1 / 4, 2.0 / 3, 1.0
+    hand = {0: [v1 - root_v, v2 - v1, 0.0], 1: [v1 - root_v, 0.0 - v1], 2: [0.1 - root_v, 0.0], 3: [v1 - root_v, v2 - v1, 0.0]}
     for s, out in outs.items():
         await worker._agent_loop_postprocess(out, False, **_kwargs("uid-D", s))
         keys, fields, tags, partition = captured[-1]
@@ -199,20 +243,21 @@ async def test_tree_credit_reaches_verl_postprocess_as_dense_rm_scores(prepared_
         extra = fields["extra_fields"][0]
         # plain reference: w * (V(s_k) - V(s_{k-1})) at each step end, the outcome on the last trained id
         values = [extra["rftt_root_value"], *extra["rftt_node_values"]]
+        credits = [weight * (values[k + 1] - values[k]) for k in range(len(values) - 1)]
+        assert credits == pytest.approx(hand[s], abs=1e-6)
         expected = [0.0] * len(out.response_ids)
         for k, end in enumerate(extra["rftt_step_ends"]):
-            expected[end] += weight * (values[k + 1] - values[k])
+            expected[end] += credits[k]
         last_trained = max(t for t, m in enumerate(out.response_mask) if m)
         expected[last_trained] += out.reward_score
         torch.testing.assert_close(rm, torch.tensor(expected, dtype=torch.float32))
         # the step credits telescope: sum = w * (V(leaf) - V(root)), plus the outcome
         telescoped = weight * (extra["rftt_node_values"][-1] - extra["rftt_root_value"]) + out.reward_score
         assert float(rm.sum()) == pytest.approx(telescoped, abs=1e-5)
-        any_dense |= bool((rm[:-1] != 0).any())
+        assert float(rm[extra["rftt_step_ends"][0]]) == pytest.approx(hand[s][0], abs=1e-6)  # credit before the end
         assert torch.equal(fields["response_mask"][0], torch.tensor(out.response_mask))
-        assert extra["rftt_tree_nodes"] >= 1 and "rftt_tree_token_ratio" in extra["reward_extra_info"]
+        assert extra["rftt_tree_nodes"] == 7 and "rftt_tree_token_ratio" in extra["reward_extra_info"]
         assert tags[0]["min_global_steps"] == 3
-    assert any_dense, "step credit never placed before the last token"
     # greedy (validation-style) sampling writes the outcome only
     outs_val = await _run_sessions(config, server, tok, "uid-E", 2, sampling={"temperature": 0})
     assert all(o.token_rewards is None for o in outs_val.values())

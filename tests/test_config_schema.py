@@ -108,7 +108,7 @@ def test_main_ppo_stops_before_ray_with_the_message(override, message, tmp_path)
 
 
 def test_doctor_config_runs_the_same_check():
-    from rftt_plugin.commands.doctor import check_config
+    from rftt_plugin.integration.wiring_checks import check_config
 
     assert check_config(["+recipe=rftt", "rftt.search.max_depth=0"]) == (False, "rftt.search.max_depth=0: must be >= 1")
     ok, line = check_config(["+recipe=rftt_tree"])

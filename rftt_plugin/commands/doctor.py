@@ -83,30 +83,10 @@ def _print_table(rows: list[tuple[str, dict]], vers: dict) -> None:
     console.print(vt)
 
 
-def check_config(overrides: list[str]) -> tuple[bool, str]:
-    """Compose verl's ``ppo_trainer`` config with ``overrides`` and run the plugin's config check."""
-    import verl  # noqa: F401  (loads the plugin and its recipe search path, as main_ppo does)
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rftt_plugin.config.schema import ConfigError, check_composed_config
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-            cfg = compose(config_name="ppo_trainer", overrides=list(overrides))
-        settings = check_composed_config(cfg)
-    except ConfigError as exc:
-        return False, str(exc)
-    except Exception as exc:  # noqa: BLE001 - Hydra's own composition errors (bad override syntax, unknown group)
-        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
-    if settings is None:
-        return False, "the composed config has no rftt section: add +recipe=rftt (or rftt_tree, rftt_sft)"
-    return True, f"config ok (recipe {settings.recipe})"
-
-
 def run(args) -> int:
     if args.config:
+        from rftt_plugin.integration.wiring_checks import check_config
+
         ok, line = check_config(args.config)
         print(line)
         return 0 if ok else 2

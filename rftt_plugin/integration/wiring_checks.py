@@ -205,5 +205,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_config(overrides: list[str]) -> tuple[bool, str]:
+    """Compose verl's ``ppo_trainer`` config with ``overrides`` and run the plugin's config check."""
+    import verl  # noqa: F401  (loads the plugin and its recipe search path, as main_ppo does)
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rftt_plugin.config.schema import ConfigError, check_composed_config
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+            cfg = compose(config_name="ppo_trainer", overrides=list(overrides))
+        settings = check_composed_config(cfg)
+    except ConfigError as exc:
+        return False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - Hydra's own composition errors (bad override syntax, unknown group)
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
+    if settings is None:
+        return False, "the composed config has no rftt section: add +recipe=rftt (or rftt_tree, rftt_sft)"
+    return True, f"config ok (recipe {settings.recipe})"
+
+
 if __name__ == "__main__":
     sys.exit(main())
