@@ -95,6 +95,7 @@ def test_sft_recipe_section_is_accepted():
     ("+rftt.serch.uct_c=3", "rftt.serch: unknown key (did you mean rftt.search?)"),
     ("rftt.reward.rule=blend", "rftt.reward.rule='blend' needs a PRM"),
 ])
+@pytest.mark.slow
 def test_main_ppo_stops_before_ray_with_the_message(override, message, tmp_path):
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", "+recipe=rftt", override,
            "actor_rollout_ref.model.path=/nonexistent", "trainer.device=cpu"]
@@ -107,6 +108,7 @@ def test_main_ppo_stops_before_ray_with_the_message(override, message, tmp_path)
     print(f"stopped after {time.time() - t0:.1f} s")
 
 
+@pytest.mark.slow
 def test_doctor_config_runs_the_same_check():
     from rftt_plugin.integration.wiring_checks import check_config
 

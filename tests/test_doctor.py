@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 from tests.helpers import clean_env
+import pytest
+
+pytestmark = pytest.mark.slow  # fresh interpreters and a local Ray actor
 
 
 def _doctor(*args, env=None):

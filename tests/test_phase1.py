@@ -538,6 +538,7 @@ async def test_empty_result_is_explicit(tmp_path):
 # The command, from a fresh process, with the tiny random model (done-when of issue 9)
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_gen_sft_command_with_the_tiny_hf_model(tiny_model_dir, tmp_path):
     src = _write_jsonl(tmp_path / "three.jsonl", [
         {"problem": "What is 2 + 3 * 4?", "solution": "First 3 * 4 = 12, then \\boxed{14}."},
@@ -561,6 +562,7 @@ def test_gen_sft_command_with_the_tiny_hf_model(tiny_model_dir, tmp_path):
         assert "EMPTY" in proc.stdout and "EMPTY" in report["summary"]
 
 
+@pytest.mark.slow
 async def test_gen_sft_command_with_the_openai_backend(tiny_model_dir, tmp_path):
     """`--backend openai` from a fresh process, against a local vLLM-dialect server (tiny model)."""
     import asyncio

@@ -9,6 +9,8 @@ import pytest
 from tests.prm_server import PRMServer
 from tests.test_agent_loop import _config, _kwargs, _make_loop, _run_sessions, model_and_tok, prepared_dir, server  # noqa: F401
 
+pytestmark = pytest.mark.slow  # the warm-up model fixture and live searches
+
 
 def _counting_grader(monkeypatch):
     import rftt_plugin.reward.score as score_mod

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import REPO, clean_env, run_python
 
+pytestmark = pytest.mark.slow  # fresh interpreters, a Ray actor, wheel builds
+
 
 def _compose(overrides):
     import verl  # noqa: F401  (loads the plugin, as main_ppo does before Hydra runs)

@@ -47,9 +47,12 @@ def test_set_shape(items):
     assert {"HuggingFaceH4/MATH-500", "openai/gsm8k", "aime24", "amc23", "olympiadbench"} <= sources
 
 
+@pytest.mark.slow  # ~300 symbolic checks: 10-60 s
 def test_our_grader_agrees_with_the_labels(items):
-    # hang bait is left to bench/grader.py: three of its rows cost the full 5 s bound each
+    # hang bait is left to bench/grader.py: three of its rows cost the full 5 s bound each. This
+    # checks verdicts, not the bound: a 60 s bound keeps a loaded machine from turning slow
+    # symbolic checks into timeouts (= wrong verdicts); the bound itself is tested in test_reward_pool.
     rows = [it for it in items if it["category"] != "hang_bait"]
     wrong = [(it["id"], it["category"]) for it in rows
-             if compute_score(it["data_source"], it["response"], it["gold"])["acc"] != it["label"]]
+             if compute_score(it["data_source"], it["response"], it["gold"], timeout_s=60)["acc"] != it["label"]]
     assert len(wrong) <= len(rows) // 100, wrong

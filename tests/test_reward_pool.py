@@ -106,6 +106,7 @@ THREAD_CHURN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_fresh_thread_pools_grade_every_equivalent_pair_correct_and_leave_no_zombies():
     import json
 
@@ -134,6 +135,7 @@ BUILD_IN_A_THREAD_THEN_WAIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_workers_outlive_the_building_thread_but_not_a_killed_parent():
     proc = subprocess.Popen([sys.executable, "-c", BUILD_IN_A_THREAD_THEN_WAIT.format()], stdout=subprocess.PIPE,
                             text=True)
@@ -154,6 +156,7 @@ def test_workers_outlive_the_building_thread_but_not_a_killed_parent():
             proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_in_process_fresh_executors_and_zombie_scan():
     eq.reset_grader_stats(clear_cache=True)
     results = []
@@ -166,6 +169,7 @@ def test_in_process_fresh_executors_and_zombie_scan():
     assert all(alive(pid) for pid in eq._state.pool.worker_pids())
 
 
+@pytest.mark.slow
 def test_asyncio_from_fresh_loops_on_fresh_threads():
     eq.reset_grader_stats(clear_cache=True)
     outcomes: list = []
@@ -185,6 +189,7 @@ def test_asyncio_from_fresh_loops_on_fresh_threads():
     assert zombie_children(os.getpid()) == []
 
 
+@pytest.mark.slow
 def test_worker_killed_while_busy_and_while_idle():
     check_equivalence_warm = eq.check_equivalence("\\sqrt{81}", gold("9"))
     assert check_equivalence_warm.equivalent
@@ -232,6 +237,7 @@ def _run_concurrently(items, bound):
     return latencies, verdicts
 
 
+@pytest.mark.slow
 def test_burst_with_slow_items_keeps_every_call_within_its_bound():
     """200 concurrent calls, 4 of them hang bait, 2 workers: no call may wait past the bound
     (before: 35-50 calls over 5.5 s, up to 11 s, queued behind the timeouts), and the slow items
@@ -265,6 +271,7 @@ def _nice(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[16])   # field 19 of proc(5): nice
 
 
+@pytest.mark.slow
 def test_a_slow_items_worker_is_reniced_and_others_are_not():
     eq.shutdown()                                       # a fresh pool: every worker at our priority
     assert eq.check_equivalence("\\sqrt{144}", gold("12")).equivalent
@@ -285,6 +292,7 @@ def test_exact_power_tower_through_the_service():
     assert eq.check_equivalence("2^{2^{2^{2^{2}}}}", gold("2^{65536}")).method in ("fast_path", "cache")
 
 
+@pytest.mark.slow
 def test_daemonic_caller_can_grade():
     """A multiprocessing.Pool worker is daemonic; multiprocessing forbids it children by default."""
     import multiprocessing

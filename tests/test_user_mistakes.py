@@ -552,6 +552,7 @@ def test_subprocess_error_has_no_traceback_and_exit_code_2(tmp_path):
     assert proc.returncode == 1 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
     src = _jsonl(tmp_path / "q.jsonl", [{"problem": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)}
                                         for i in range(4)])
