@@ -1,4 +1,4 @@
-"""Run the doctested examples of the functional-token contract (and prepare's pure helpers)."""
+"""Run the doctested examples: the functional-token contract, prepare's pure helpers, the step credit, the reward rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module_name", ["rftt_plugin.tokens", "rftt_plugin.prepare"])
+@pytest.mark.parametrize("module_name", ["rftt_plugin.tokens", "rftt_plugin.prepare", "rftt_plugin.search.credit",
+                                         "rftt_plugin.reward.score"])
 def test_doctests(module_name):
     module = importlib.import_module(module_name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -9,7 +9,7 @@ engine.
 
 ``status()`` reports what happened, for ``rftt doctor``.
 
-Blocker numbers (B1..B9) refer to ``reference/verl-on-cpu.md``; the dry-run overlay is
+Blocker numbers (B1..B9) refer to the table in ``docs/dry-run-cpu.md``; the dry-run overlay is
 ``rftt_plugin/config/dryrun/cpu.yaml`` and the launcher ``rftt dry-run``.
 """
 

@@ -4,7 +4,7 @@ Policy (documented in docs/dry-run-cpu.md):
 
 * Public registrations (platform, engines, rollout replica) are applied on every verl version:
   they use verl's own registries and cannot silently change verl's behaviour.
-* The two patches of private verl symbols (B3, B8 in reference/verl-on-cpu.md) and the insertion
+* The two patches of private verl symbols (B3, B8 in docs/dry-run-cpu.md) and the insertion
   into the private rollout-adapter dict are applied only on the verl versions in
   ``TESTED_VERL_VERSIONS``. On any other version they are **skipped with a warning** that names
   the patch and the environment variable that forces it (``RFTT_CPU_UNTESTED_VERL=apply``).

@@ -1,4 +1,4 @@
-"""A ``cpu`` platform for verl's platform registry (blocker B1 in reference/verl-on-cpu.md).
+"""A ``cpu`` platform for verl's platform registry (blocker B1, docs/dry-run-cpu.md).
 
 verl 0.9.1 resolves its platform once per process (verl/plugin/platform/platform_manager.py:83-146):
 ``VERL_PLATFORM`` if set, else the first registered platform whose

@@ -1,6 +1,6 @@
 """vLLM on CPU: keep Linear weights live so verl's weight sync can replace them (patch V1).
 
-The blocker (reference/vllm-on-cpu.md): after loading, vLLM's CPU build prepacks every unquantized
+The blocker (docs/vllm-cpu.md): after loading, vLLM's CPU build prepacks every unquantized
 Linear weight for oneDNN (``dispatch_cpu_unquantized_gemm`` in
 vllm/model_executor/layers/utils.py, called from ``process_weights_after_loading`` in linear.py
 and vocab_parallel_embedding.py). For Linear layers it then replaces ``layer.weight`` with an

@@ -18,7 +18,7 @@ top-k); with ``k = 0`` it holds exactly the candidate's own log-prob. So: one re
 top-k; any allowed tag missing from it gets its own ``k = 0`` request (exact, never a guess).
 The CPU ``hfcpu`` server reproduces this layout; the vLLM lane checks it on vLLM's CPU build.
 
-Cost (issue 14, measured with bench/rollout.py): in vLLM 0.27.1 a request that asks for
+Cost (measured with bench/rollout.py): in vLLM 0.27.1 a request that asks for
 ``prompt_logprobs`` skips reading the prefix cache (``SamplingParams.skip_reading_prefix_cache``
 defaults to ``prompt_logprobs is not None``) and computes log-probs at every prompt position, so
 each read-out re-prefills its whole context. (Forcing ``skip_reading_prefix_cache=False`` is not

@@ -18,7 +18,7 @@ context, which reads the prefix cache:
   after verl's OOV mask, the same numbers ``prompt_logprobs`` gives (tests/test_vllm_offline.py).
 * Installed from a post-import hook on ``verl.workers.rollout.vllm_rollout.vllm_async_server``:
   the module global ``vLLMHttpServer`` is rebound to the subclass before verl's ``vLLMReplica``
-  wraps it with ``ray.remote`` (the same kind of private rebinding as the CPU patch B8), only on
+  wraps it with ``ray.remote`` (the same kind of private rebinding as the CPU patches in ``rftt_plugin.cpu.patches``), only on
   tested verl versions (``rftt_plugin.cpu.compat``), after checking ``generate``'s signature;
   ``RFTT_VLLM_TOPK_READOUT=off`` leaves verl's class alone.
 """

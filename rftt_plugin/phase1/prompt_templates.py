@@ -14,10 +14,10 @@ Design choices:
 * **The question and the steps so far are always shown**, each step labelled with what kind of
   step it is (``1. [plan] ...``), so the model can see what was already done. Labels are fixed
   words (:data:`STEP_LABELS`), and an echoed label is removed again by exact match.
-* **Answers are requested as** ``\\boxed{...}`` (never ``\\box{...}``, bug B9: the grader only
-  reads ``\\boxed``/``\\fbox``).
-* **Cleaning never strips character sets** (bug B10: ``str.strip("Brief analyse:")`` ate the
-  ends of words). A label is removed only when the text *starts with that exact label*
+* **Answers are requested as** ``\\boxed{...}`` (never ``\\box{...}``, which the reference's prompts ask
+  for although its grader only reads ``\\boxed``/``\\fbox``).
+* **Cleaning never strips character sets** (the reference implementation's ``str.strip("Brief analyse:")`` ate the ends
+  of words). A label is removed only when the text *starts with that exact label*
   (case-insensitive, optional markdown emphasis around it, then a colon).
 * **A reply is rejected rather than repaired** when repairing would guess: empty after
   cleaning, cut off by the token limit (a truncated step has no end and usually no answer), a

@@ -29,14 +29,13 @@ One search = ``iterations`` iterations of:
 1. **select** with the shared rule: stop at a node never expanded; step into the first
    unexplored child; otherwise the UCT-max child (``uct_c``). Children are stored in a seeded
    random order, so "the first unexplored child" is a uniformly random one, as in the
-   reference, but without its exclusion of direct answers (bug B12: they are legitimate
-   leaves).
+   reference, but without its exclusion of direct answers (they are legitimate leaves).
 2. **expand** a node: all its actions x samples are requested at once (concurrently); every
    reply is cleaned (:func:`.prompts.clean_reply`); rejected replies (empty, truncated, tag-like
    text, failed call) and exact duplicates of a sibling of the same kind are not added; the
    counts are kept in ``tree.meta["dropped"]``.
 3. **simulate**: from the selected node, expand and move to a uniformly random child until a
-   terminal node. No filter on long direct answers (B12).
+   terminal node. No filter on long direct answers.
 4. **terminal rules**: ``direct_answer``; a ``next_step`` that states the answer
    (:func:`.prompts.states_answer`: a complete ``\\boxed{}`` or "the answer is"); the depth cap
    (``max_depth`` steps); a node none of whose replies survived cleaning (``dead_end``).

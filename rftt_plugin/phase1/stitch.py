@@ -3,7 +3,7 @@
 The paper (rftt-method.md 2.5) builds each warm-up sample from one phase-1 tree: the best correct
 path, the worst wrong path that shares a prefix with it, a cross-verification step saying where
 the wrong branch fails, and the correct continuation. The reference code does not contain this
-step (bug B5), so every rule below is our decision, written down.
+step, so every rule below is our decision, written down.
 
 **Paths.** Every answer node of the tree (``terminal_reason == "answer"``: a direct answer or a
 next step that states the answer) ends one path, *including* answer nodes that were generated

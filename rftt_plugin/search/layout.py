@@ -3,8 +3,8 @@
 The search works on token ids only. A :class:`TokenLayout` tells it:
 
 * ``prompt_ids(question)``: the model's chat template with the question as the user turn and
-  ``add_generation_prompt=True`` -- the same ids the trainer sees (fixes the reference's raw
-  question-text context, bug B4);
+  ``add_generation_prompt=True`` -- the same ids the trainer sees (the reference implementation
+  conditions on the raw question text instead);
 * per tag, the ids that *open* a step (``<tag>`` then the newline) and the ids of the closing tag;
 * the ids inserted after a closing tag (the newline) and the EOS id appended after ``<output>``;
 * what generation stops on: in ``added`` mode the single ids of all 16 tags (a closing tag ends

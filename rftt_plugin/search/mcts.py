@@ -9,7 +9,7 @@ Per question, ``config.iterations`` iterations, each yielding one root-to-leaf p
 2. **expand** a node: the grammar gives the allowed next tags; the policy's own next-token
    distribution after the node's context ranks them. ``added`` mode: one call reads the
    log-probs of the candidate opening-tag ids (full-vocabulary softmax, temperature 1) -- exact,
-   no top-k cut, no substring matching (fixes B8). ``text`` mode: the log-prob of each tag's
+   no top-k cut, no substring matching of decoded tokens (unlike the reference's read-out). ``text`` mode: the log-prob of each tag's
    multi-piece ``"<tag>\\n"`` text (sum over its pieces; one scoring call). *Every* allowed tag
    becomes a child, in probability order (ties: grammar order); ``prior`` is the distribution
    renormalised over the allowed tags. (``config.min_tag_prior`` > 0 drops the unlikely ones.)
@@ -30,7 +30,7 @@ search and the search ends with no leaves (``tree.meta["error"]``).
 
 Duplicates: selection can end on a terminal leaf reached before; faithful mode
 (``distinct_leaves=False``) runs exactly ``iterations`` iterations and emits such a leaf again
-(the reference behaviour, B11). With ``distinct_leaves=True`` the repeat is backed up (so UCT
+(the reference behaviour). With ``distinct_leaves=True`` the repeat is backed up (so UCT
 moves on) but not emitted, and the search runs until ``iterations`` distinct leaves exist, the
 tree is exhausted, or ``max_iterations`` iterations ran.
 
@@ -39,7 +39,7 @@ node id; with a deterministic backend the same inputs give the same tree.
 
 Concurrency: one tree is a chain of dependent calls (selection depends on the last backup), so
 it keeps at most one request in flight; throughput comes from running many trees at once
-(:func:`rftt_plugin.search.many.search_many`) against a batching backend (fixes B17).
+(:func:`rftt_plugin.search.many.search_many`) against a batching backend (the reference searches one tree at a time).
 """
 
 from __future__ import annotations

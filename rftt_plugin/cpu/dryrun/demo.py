@@ -1,6 +1,6 @@
 """Assets for ``rftt dry-run --demo`` and the CPU end-to-end test: a tiny model and a tiny RL parquet.
 
-The parquet has verl's RL layout (reference/verl-0.9.1-extension-points.md section 8): ``prompt``
+The parquet has verl's RL layout (verl's ``RLHFDataset`` columns): ``prompt``
 (chat messages), ``data_source``, ``reward_model.ground_truth``, ``extra_info.index``.
 """
 

@@ -36,7 +36,7 @@ Request
                                 {"ids": [...], "logprobs": [...]}``, the top-k of the first generated
                                 position's distribution as vLLM's processed log-probs (OOV mask,
                                 ``allowed_token_ids``, penalties, temperature; no top-k/top-p), most
-                                likely first (the cached tag read-out, issue 14)
+                                likely first (the cached tag read-out)
     ``repetition_penalty``      vLLM semantics (prompt + output tokens); default ``rollout.repetition_penalty`` or 1
     ``seed``                    per-request generator; default from ``rollout.seed`` when ``full_determinism``
     ``n``                       must be 1 (verl's agent loops send ``rollout.n`` separate requests)
