@@ -67,6 +67,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from rftt_plugin.phase1.chat import ChatModel, ChatParams, Completion
 from rftt_plugin.phase1.prompt_templates import action_messages, clean_reply, states_answer
 from rftt_plugin.search.select import select
+from rftt_plugin.search.config import SearchConfig
 from rftt_plugin.search.tree import Iteration, Node, Tree, TreeStats
 from rftt_plugin.tokens import ROOT, FunctionalTag, Step
 
@@ -97,6 +98,9 @@ REFERENCE_MAX_TOKENS = {"clarify": 512, "analyze": 512, "subquestion": 256, "nex
 GradeFn = Callable[[str, Any], "float | Awaitable[float]"]
 
 
+_PHASE2 = SearchConfig()
+
+
 @dataclass(frozen=True)
 class PromptedConfig:
     """Every knob of the phase-1 search.
@@ -118,13 +122,13 @@ class PromptedConfig:
                         sum(samples) requests.
     """
 
-    iterations: int = 16
+    iterations: int = _PHASE2.iterations       # same budget and exploration as the phase-2 search
     samples: Mapping[str, int] = field(default_factory=lambda: dict(REFERENCE_SAMPLES))
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: Mapping[str, int] = field(default_factory=lambda: dict(REFERENCE_MAX_TOKENS))
     max_depth: int = 15
-    uct_c: float = 2.0
+    uct_c: float = _PHASE2.uct_c
     root_direct_answer: bool = True
     seed: int = 0
     concurrency: int = 8
