@@ -79,3 +79,8 @@ class ScriptedChat:
 
     def calls_for(self, question: str) -> list[str]:
         return [k for k, q in self.calls if q == question]
+
+
+# A narrow config whose tree is fully known: root -> next_step "multiply" -> {next_step "add"
+# (correct), direct_answer (wrong)}.
+NARROW = dict(samples={"next_step": 1, "direct_answer": 1}, root_direct_answer=False, iterations=4)

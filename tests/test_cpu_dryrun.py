@@ -2,22 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import textwrap
-import types
-
-import pytest
-import torch
-
-from rftt_plugin import import_hooks as hooks
-from rftt_plugin.cpu import compat, patches
-from rftt_plugin.cpu.compat import PatchSignatureError
-from rftt_plugin.cpu.platform import CPUPlatformMethods, decide_registration, platform_class
-
-# The CPU platform is only selected on hosts without an accelerator.
-cpu_only_host = pytest.mark.skipif(torch.cuda.is_available(), reason="host has CUDA: verl keeps its own platform")
-
 
 # ---------------------------------------------------------------------------------------------
 # Dry-run launcher: overrides, report, tiny clone

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import textwrap
 import types
 
 import pytest
 import torch
-
-from rftt_plugin import import_hooks as hooks
-from rftt_plugin.cpu import compat, patches
-from rftt_plugin.cpu.compat import PatchSignatureError
-from rftt_plugin.cpu.platform import CPUPlatformMethods, decide_registration, platform_class
-
-# The CPU platform is only selected on hosts without an accelerator.
-cpu_only_host = pytest.mark.skipif(torch.cuda.is_available(), reason="host has CUDA: verl keeps its own platform")
 
 
 # ---------------------------------------------------------------------------------------------
 # hfcpu: sampling params, engine, prompt_logprobs, batching
 # ---------------------------------------------------------------------------------------------
 
-from rftt_plugin.cpu.hfcpu.engine import BatchGenerator, GenerationRequest  # noqa: E402
-from rftt_plugin.cpu.hfcpu.sampling import (  # noqa: E402
-    ServerLimits,
-    UnsupportedRequest,
-    parse_sampling_params,
-)
+from rftt_plugin.cpu.hfcpu.engine import BatchGenerator, GenerationRequest
+from rftt_plugin.cpu.hfcpu.sampling import ServerLimits, UnsupportedRequest, parse_sampling_params
 
 LIMITS = ServerLimits(max_model_len=100, prompt_length=20, response_length=10, vocab_size=50)
 

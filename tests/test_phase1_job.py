@@ -12,21 +12,11 @@ import pytest
 from rftt_plugin.phase1.job import GenSftJob, load_questions, question_key
 from rftt_plugin.store.journal import Journal, JournalError
 from rftt_plugin.store.run_dir import RunMismatch
-from rftt_plugin.phase1.stitch import PathInfo, SampleConfig, build_sample, choose, merge_steps
-from rftt_plugin.phase1.prompted_search import PHASE1_GRAMMAR, PromptedConfig, PromptedSearch
-from rftt_plugin.phase1.prompt_templates import (
-    ACTIONS, action_messages, clean_reply, request_kind, states_answer, verify_messages,
-)
-from rftt_plugin.search.tree import Tree
-from rftt_plugin.tokens import ROOT, FunctionalTag, Step, parse, validate
+from rftt_plugin.phase1.prompted_search import PromptedConfig
+from rftt_plugin.phase1.prompt_templates import ACTIONS
+from rftt_plugin.tokens import validate
 from tests.helpers import REPO, clean_env
-from tests.phase1_fakes import VERIFY_TEXT, Crash, ScriptedChat, make_question
-
-T = FunctionalTag
-
-# A narrow config whose tree is fully known: root -> next_step "multiply" -> {next_step "add"
-# (correct), direct_answer (wrong)}.
-NARROW = dict(samples={"next_step": 1, "direct_answer": 1}, root_direct_answer=False, iterations=4)
+from tests.phase1_fakes import NARROW, Crash, ScriptedChat, make_question
 
 
 def _write_jsonl(path: Path, rows) -> Path:

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from rftt_plugin.phase1.job import GenSftJob, load_questions, question_key
-from rftt_plugin.store.journal import Journal, JournalError
-from rftt_plugin.store.run_dir import RunMismatch
-from rftt_plugin.phase1.stitch import PathInfo, SampleConfig, build_sample, choose, merge_steps
-from rftt_plugin.phase1.prompted_search import PHASE1_GRAMMAR, PromptedConfig, PromptedSearch
+from rftt_plugin.phase1.prompted_search import PromptedConfig, PromptedSearch
 from rftt_plugin.phase1.prompt_templates import (
     ACTIONS, action_messages, clean_reply, request_kind, states_answer, verify_messages,
 )
-from rftt_plugin.search.tree import Tree
-from rftt_plugin.tokens import ROOT, FunctionalTag, Step, parse, validate
-from tests.helpers import REPO, clean_env
-from tests.phase1_fakes import VERIFY_TEXT, Crash, ScriptedChat, make_question
+from rftt_plugin.tokens import ROOT, FunctionalTag, Step
 
 T = FunctionalTag
-
-# A narrow config whose tree is fully known: root -> next_step "multiply" -> {next_step "add"
-# (correct), direct_answer (wrong)}.
-NARROW = dict(samples={"next_step": 1, "direct_answer": 1}, root_direct_answer=False, iterations=4)
-
-
-def _write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 # --------------------------------------------------------------------------------------------
