@@ -70,6 +70,10 @@ class Call:
     prompt_tokens: int
     cached_tokens: int
     generated: int
+    tree: str = ""       # the sticky request id (one per tree)
+    t0: float = 0.0      # submitted / answered (perf_counter)
+    t1: float = 0.0
+    computed: tuple = ()  # ids whose KV this call computed: the prompt + all generated ids but the last
 
 
 class Recorder:
@@ -83,6 +87,69 @@ class Recorder:
         if params.get("prompt_logprobs") is not None:
             return f"readout k={params['prompt_logprobs']}"
         return "step" if params.get("stop_token_ids") else "grpo"
+
+    def breakdown(self, block: int) -> dict:
+        """Where the uncached prompt tokens come from, per call kind (vLLM; ``computed`` needed).
+
+        For each call, in submission order, against the ids whose KV the calls *answered before it
+        was sent* computed (their prompt and all generated ids but the last):
+        ``novel`` = prompt ids past the longest such prefix (first touch: no cache can serve them);
+        ``block`` = what a prefix cache of ``block``-token blocks then still recomputes (the partial
+        last block, and vLLM's rule that the last prompt id is always computed);
+        ``other`` = the rest of what vLLM reported uncached (reads skipped -- ``prompt_logprobs`` --,
+        evictions, or negative: hits on KV of calls still in flight).
+        """
+        events = sorted([(c.t0, 1, i) for i, c in enumerate(self.calls)] + [(c.t1, 0, i) for i, c in enumerate(self.calls)])
+        known: set[int] = set()
+        out: dict[str, dict[str, int]] = {}
+        first_of_tree: set[str] = set()
+        for _t, is_submit, i in events:
+            c = self.calls[i]
+            if not is_submit:
+                h = 0
+                for t in c.computed:
+                    h = hash((h, t))
+                    known.add(h)
+                continue
+            prompt = c.computed[:c.prompt_tokens]
+            h, lcp = 0, 0
+            for t in prompt:
+                h = hash((h, t))
+                if h not in known:
+                    break
+                lcp += 1
+            ideal = min(lcp // block, (c.prompt_tokens - 1) // block) * block
+            kind = c.kind if c.tree in first_of_tree else "first call of a tree"
+            first_of_tree.add(c.tree)
+            row = out.setdefault(kind, {"calls": 0, "prompt": 0, "uncached": 0, "novel": 0, "block": 0, "other": 0})
+            row["calls"] += 1
+            row["prompt"] += c.prompt_tokens
+            row["uncached"] += c.prompt_tokens - c.cached_tokens
+            row["novel"] += c.prompt_tokens - lcp
+            row["block"] += lcp - ideal
+            row["other"] += ideal - c.cached_tokens
+        return out
+
+    def timing(self) -> dict:
+        """Where wall time goes: latency summed per kind, and the critical path (the slowest tree)."""
+        if not self.calls:
+            return {}
+        wall = max(c.t1 for c in self.calls) - min(c.t0 for c in self.calls)
+        per_kind: dict[str, float] = {}
+        trees: dict[str, list[Call]] = {}
+        for c in self.calls:
+            per_kind[c.kind] = per_kind.get(c.kind, 0.0) + (c.t1 - c.t0)
+            trees.setdefault(c.tree, []).append(c)
+        slow = max(trees.values(), key=lambda cs: max(c.t1 for c in cs) - min(c.t0 for c in cs))
+        slow_kinds: dict[str, list] = {}
+        for c in slow:
+            row = slow_kinds.setdefault(c.kind, [0, 0.0])
+            row[0] += 1
+            row[1] += c.t1 - c.t0
+        return {"wall": wall, "in_flight": sum(per_kind.values()) / wall if wall else 0.0,
+                "latency_by_kind": per_kind, "slowest_tree_wall": max(c.t1 for c in slow) - min(c.t0 for c in slow),
+                "slowest_tree_calls": len(slow), "slowest_tree_by_kind": slow_kinds,
+                "calls_per_tree": sorted(len(cs) for cs in trees.values())}
 
     def summary(self) -> dict:
         prompt = sum(c.prompt_tokens for c in self.calls)
@@ -141,6 +208,7 @@ class VLLMEngine:
         if top_k:
             params["logprobs"] = int(top_k)
         self._ids += 1  # verl gives vLLM a fresh id per call (the sticky id only routes)
+        t0 = time.perf_counter()
         final = None
         async for out in self.engine.generate({"prompt_token_ids": prompt_ids},
                                               SamplingParams(max_tokens=max_tokens, **params), f"{request_id}-{self._ids}"):
@@ -154,7 +222,9 @@ class VLLMEngine:
         if top_k:
             first = sorted(choice.logprobs[0].items(), key=lambda kv: kv[1].rank)[: int(top_k)]
             extra["top_logprobs"] = {"ids": [int(t) for t, _ in first], "logprobs": [v.logprob for _, v in first]}
-        self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids)))
+        self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids),
+                                   request_id, t0, time.perf_counter(),
+                                   tuple(prompt_ids) + tuple(choice.token_ids[:-1])))
         return SimpleNamespace(token_ids=list(choice.token_ids), log_probs=lps, extra_fields=extra,
                                stop_reason="completed")
 
@@ -189,8 +259,11 @@ class HFCPUEngine:
 
     async def generate(self, request_id: str = "", prompt_ids=None, sampling_params=None, **_):
         params = dict(sampling_params or {})
+        kind = Recorder.kind(params)
+        t0 = time.perf_counter()
         out = await self.server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id=request_id)
-        self.rec.calls.append(Call(Recorder.kind(params), len(prompt_ids), 0, len(out.token_ids)))
+        self.rec.calls.append(Call(kind, len(prompt_ids), 0, len(out.token_ids), request_id, t0, time.perf_counter(),
+                                   tuple(int(t) for t in prompt_ids) + tuple(out.token_ids[:-1])))
         return out
 
     async def close(self) -> None:
@@ -257,6 +330,7 @@ async def bench_engine(engine, args, tok, layout, config) -> dict:
             out["leaves"] = sum(len(r.leaves) for r in results)
             trees[phase] = [_tree_key(r.tree) for r in results]
         out[phase] = (time.perf_counter() - t0, engine.rec.summary())
+        out[phase + "_rec"] = engine.rec
     out["same_trees"] = trees["rftt_before"] == trees["rftt_after"]
     # control: the old read-out again. vLLM's numerics depend on batch composition (asynchronous
     # arrival), so two runs with the same seeds can already differ there; hfcpu is deterministic.
@@ -281,6 +355,23 @@ def build_default_model(root: Path, warm_steps: int) -> Path:
     warmed_arithmetic_model(str(root / "prepared"), str(root / "warm"), steps=warm_steps, log=None)
     print(f"warmed the tiny model for {warm_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     return root / "warm"
+
+
+def print_diagnostics(label: str, rec: Recorder, block: int | None) -> None:
+    """Where the uncached prompt tokens (vLLM) and the wall time of one phase went."""
+    if block:
+        print(f"{label}: uncached prompt tokens by call kind (novel: first touch; block: {block}-token block "
+              f"granularity; other: cache reads skipped or lost)")
+        for kind, r in sorted(rec.breakdown(block).items()):
+            print(f"  {kind:<26} calls {r['calls']:4d} prompt {r['prompt']:6d} uncached {r['uncached']:5d} = novel "
+                  f"{r['novel']:5d} + block {r['block']:5d} + other {r['other']:5d}")
+    t = rec.timing()
+    if t:
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["latency_by_kind"].items()))
+        slow = ", ".join(f"{k} {n}x {s:.1f}" for k, (n, s) in sorted(t["slowest_tree_by_kind"].items()))
+        print(f"{label}: wall {t['wall']:.1f} s, {t['in_flight']:.1f} calls in flight on average; latency s by kind: "
+              f"{kinds}; slowest tree {t['slowest_tree_wall']:.1f} s over {t['slowest_tree_calls']} sequential calls "
+              f"({slow}); calls per tree {t['calls_per_tree']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"prefilled prompt tokens {x['uncached'] / max(g['uncached'], 1):.2f}")
         print(f"same trees before/after the read-out change (tags, ranks, ids): {res['same_trees']}; "
               f"control, the old read-out run twice: {res['same_trees_control']}")
+        for label in ("before", "after"):
+            print_diagnostics(f"rftt ({label})", res[f"rftt_{label}_rec"], args.block_size if name == "vllm" else None)
         last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
                 f"cached_prompt_share={r['cached_share']:.3f}")
         print(last, flush=True)
