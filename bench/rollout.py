@@ -91,8 +91,10 @@ class Recorder:
     def breakdown(self, block: int) -> dict:
         """Where the uncached prompt tokens come from, per call kind (vLLM; ``computed`` needed).
 
-        For each call, in submission order, against the ids whose KV the calls *answered before it
-        was sent* computed (their prompt and all generated ids but the last):
+        For each call, in submission order, against the ids whose KV earlier calls computed or are
+        computing (the prompts of calls sent before it -- vLLM caches a block once it is scheduled,
+        so concurrent requests share it --, and the generated ids but the last of calls answered
+        before it was sent):
         ``novel`` = prompt ids past the longest such prefix (first touch: no cache can serve them);
         ``block`` = what a prefix cache of ``block``-token blocks then still recomputes (the partial
         last block, and vLLM's rule that the last prompt id is always computed);
@@ -103,13 +105,16 @@ class Recorder:
         known: set[int] = set()
         out: dict[str, dict[str, int]] = {}
         first_of_tree: set[str] = set()
+        def learn(ids) -> None:
+            h = 0
+            for t in ids:
+                h = hash((h, t))
+                known.add(h)
+
         for _t, is_submit, i in events:
             c = self.calls[i]
             if not is_submit:
-                h = 0
-                for t in c.computed:
-                    h = hash((h, t))
-                    known.add(h)
+                learn(c.computed)
                 continue
             prompt = c.computed[:c.prompt_tokens]
             h, lcp = 0, 0
@@ -118,6 +123,7 @@ class Recorder:
                 if h not in known:
                     break
                 lcp += 1
+            learn(prompt)
             ideal = min(lcp // block, (c.prompt_tokens - 1) // block) * block
             kind = c.kind if c.tree in first_of_tree else "first call of a tree"
             first_of_tree.add(c.tree)
@@ -148,8 +154,21 @@ class Recorder:
             row[1] += c.t1 - c.t0
         return {"wall": wall, "in_flight": sum(per_kind.values()) / wall if wall else 0.0,
                 "latency_by_kind": per_kind, "slowest_tree_wall": max(c.t1 for c in slow) - min(c.t0 for c in slow),
-                "slowest_tree_calls": len(slow), "slowest_tree_by_kind": slow_kinds,
-                "calls_per_tree": sorted(len(cs) for cs in trees.values())}
+                "slowest_tree_calls": len(slow), "slowest_tree_rounds": self.round_trips(slow),
+                "slowest_tree_by_kind": slow_kinds, "calls_per_tree": sorted(len(cs) for cs in trees.values()),
+                "rounds_per_tree": sorted(self.round_trips(cs) for cs in trees.values())}
+
+    @staticmethod
+    def round_trips(calls: list[Call]) -> int:
+        """Sequential round trips of one tree: groups of calls in flight together."""
+        rounds, end = 0, None
+        for c in sorted(calls, key=lambda c: c.t0):
+            if end is None or c.t0 >= end:
+                rounds += 1
+                end = c.t1
+            else:
+                end = max(end, c.t1)
+        return rounds
 
     def summary(self) -> dict:
         prompt = sum(c.prompt_tokens for c in self.calls)
@@ -307,11 +326,33 @@ def _row(name: str, wall: float, s: dict) -> str:
             f"| {s['uncached']:8d} | {s['cached_share']:6.3f} |")
 
 
-async def bench_engine(engine, args, tok, layout, config) -> dict:
+def build_prompts(tok, count: int, pad: int) -> tuple[list[str], list[list[int]]]:
+    """``count`` questions as chat prompts; with ``pad`` > 0 each question is preceded by its own
+    filler text of about ``pad`` ids (a stand-in for long prompts and contexts: different per question,
+    so trees share no more of it than distinct long questions would)."""
+    import random
+
     from rftt_plugin.search.layout import chat_prompt_ids
 
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.prompts)]
-    prompts = [chat_prompt_ids(tok, q) for q in questions]
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
+    prompts = []
+    for i, q in enumerate(questions):
+        text = q
+        if pad > 0:
+            rng = random.Random(i)
+            words: list[str] = []
+            while len(tok(" ".join(words), add_special_tokens=False)["input_ids"]) < pad:
+                words.append(rng.choice(FILLER))
+            text = f"Notes: {' '.join(words)}.\n{q}"
+        prompts.append(chat_prompt_ids(tok, text))
+    return questions, prompts
+
+
+FILLER = ("apple river stone cloud seven market paper window green table orange forty lamp garden silver "
+          "number bridge winter music letter eleven yellow horse station").split()
+
+
+async def bench_engine(engine, args, questions: list[str], prompts: list[list[int]], layout, config) -> dict:
     t0 = time.perf_counter()
     await engine.start()
     print(f"[{engine.name}] engine up in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -370,8 +411,9 @@ def print_diagnostics(label: str, rec: Recorder, block: int | None) -> None:
         kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["latency_by_kind"].items()))
         slow = ", ".join(f"{k} {n}x {s:.1f}" for k, (n, s) in sorted(t["slowest_tree_by_kind"].items()))
         print(f"{label}: wall {t['wall']:.1f} s, {t['in_flight']:.1f} calls in flight on average; latency s by kind: "
-              f"{kinds}; slowest tree {t['slowest_tree_wall']:.1f} s over {t['slowest_tree_calls']} sequential calls "
-              f"({slow}); calls per tree {t['calls_per_tree']}")
+              f"{kinds}; slowest tree {t['slowest_tree_wall']:.1f} s, {t['slowest_tree_calls']} calls in "
+              f"{t['slowest_tree_rounds']} sequential round trips ({slow}); calls per tree {t['calls_per_tree']}, "
+              f"round trips per tree {t['rounds_per_tree']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-depth", type=int, default=4)
     parser.add_argument("--readout-top-k", type=int, default=20)
     parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
+    parser.add_argument("--prompt-pad", type=int, default=0,
+                        help="filler ids before each question (long-context check; the tiny model's limit is 2048)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the engine's first request")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-up steps of the default model (0: random weights; steps then never close)")
@@ -405,17 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     config = SearchConfig(iterations=args.n, max_depth=args.max_depth, step_max_tokens=args.step_max_tokens,
                           direct_answer_max_tokens=args.step_max_tokens, max_response_tokens=args.budget,
                           token_mode="added", seed=0)
-    max_prompt = 64
+    questions, prompts = build_prompts(tok, args.prompts, args.prompt_pad)
+    max_prompt = max(64, max(map(len, prompts)) + 8)
     engines = ["hfcpu", "vllm"] if args.engine == "both" else [args.engine]  # vLLM last: its line ends the output
-    print(f"model {model}; {args.prompts} prompts x n={args.n}; response budget {args.budget}, step budget "
-          f"{args.step_max_tokens}, depth {args.max_depth}, read-out top-k {args.readout_top_k}, vLLM block {args.block_size}")
+    print(f"model {model}; {args.prompts} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} ids) x n={args.n}; "
+          f"response budget {args.budget}, step budget {args.step_max_tokens}, depth {args.max_depth}, read-out top-k "
+          f"{args.readout_top_k}, vLLM block {args.block_size}")
     last = ""
     for name in engines:
         if name == "vllm":
             engine = VLLMEngine(str(model), len(tok), max_prompt + args.budget + 8, args.budget, args.block_size)
         else:
             engine = HFCPUEngine(str(model), max_prompt, args.budget)
-        res = asyncio.run(bench_engine(engine, args, tok, layout, config))
+        res = asyncio.run(bench_engine(engine, args, questions, prompts, layout, config))
         (g_wall, g), (b_wall, b), (r_wall, r) = res["grpo"], res["rftt_before"], res["rftt_after"]
         print(f"\n[{name}] one rollout step ({args.prompts} prompts, n={args.n}; rftt_tree leaves {res['leaves']})")
         print("| phase          |  wall s | calls | readouts | generated |  prompt | uncached | cached |")
