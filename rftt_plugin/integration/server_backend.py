@@ -131,10 +131,12 @@ async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context
         raise ValueError(f"candidate ids must be distinct, got {candidates}")
 
     async def ask(k: int, allowed: list[int] | None = None) -> tuple[list[int], list[float]]:
-        # Neutral sampling: the server's top-k is then the raw next-token distribution. A fixed seed
-        # keeps the one sampled token (discarded) from drawing on the server's shared generator.
+        # Neutral sampling: the server's top-k is then the raw next-token distribution. The one sampled
+        # token is discarded. No seed (as the prompt_logprobs read-out): vLLM's CPU build crashes on a
+        # seeded request whose prefill is chunked ("CPU Generator does not use offset", 0.27.1), and
+        # the search's own steps carry their seeds, so this draw cannot change a tree.
         params: dict[str, Any] = {"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
-                                  "repetition_penalty": 1.0, "seed": 0, "logprobs": False, TOP_LOGPROBS_KEY: k}
+                                  "repetition_penalty": 1.0, "logprobs": False, TOP_LOGPROBS_KEY: k}
         if allowed is not None:
             params["allowed_token_ids"] = allowed
         out = await server_manager.generate(request_id=request_id, prompt_ids=context, sampling_params=params)
