@@ -233,3 +233,60 @@ def test_auto_readout_falls_back_to_prompt_logprobs_when_refused(monkeypatch):
     assert max(abs(g - _log_softmax(_LOGITS, c)) for g, c in zip(got, [26, 27])) < 1e-9
     assert "TypeError" in sb._REFUSED["top_logprobs"]
     assert server.requests == ["prompt k=20", "prompt k=0"]  # 26 from the k=20 row, 27 on its own
+
+
+def test_vllm_server_subclass_keeps_concurrent_requests_apart():
+    """``RfttVLLMHttpServer`` (the key on verl's vLLM server) over a stand-in for verl's server and
+    vLLM's engine: the two read-out requests of one expansion run at once, so each request's
+    ``rftt_top_logprobs`` must reach its own engine call only (a context variable per request)."""
+    from types import SimpleNamespace
+
+    from rftt_plugin.integration import vllm_readout
+
+    seen = {}
+
+    class Engine:  # vLLM's AsyncLLM.generate: an async generator of outputs with per-position top-k
+        async def generate(self, prompt, sampling_params, request_id, **_):
+            seen[request_id] = sampling_params.logprobs
+            await asyncio.sleep(0.01)  # the other requests start meanwhile
+            k = sampling_params.logprobs
+            ranked = sorted(range(len(_LOGITS)), key=lambda i: -_LOGITS[i])
+            norm = math.log(sum(math.exp(x) for x in _LOGITS))
+            first = None if k is None else {i: SimpleNamespace(logprob=_LOGITS[i] - norm, rank=r + 1)
+                                            for r, i in enumerate(ranked[:max(k, 1)])}
+            yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[ranked[0]], logprobs=None if first is None else [first])])
+
+    class VerlServer:  # what verl's vLLMHttpServer.generate does with the dict and the engine
+        def __init__(self):
+            self.engine = Engine()
+
+        async def generate(self, prompt_ids, sampling_params, request_id, image_data=None):
+            params = SimpleNamespace(logprobs=0 if sampling_params.pop("logprobs", False) else None, **sampling_params)
+            final = None
+            async for out in self.engine.generate(prompt={"prompt_token_ids": prompt_ids}, sampling_params=params,
+                                                  request_id=request_id):
+                final = out
+            return SimpleNamespace(token_ids=final.outputs[0].token_ids, extra_fields={})
+
+    saved, vllm_readout._CLASS = vllm_readout._CLASS, None  # build the subclass over the stand-in
+    try:
+        server = vllm_readout.server_class(VerlServer)()
+
+        async def three():
+            return await asyncio.gather(
+                server.generate([1, 2], {"rftt_top_logprobs": 3, "logprobs": False}, "a"),
+                server.generate([1, 2], {"rftt_top_logprobs": 5, "logprobs": False, "allowed_token_ids": [4]}, "b"),
+                server.generate([1, 2], {"logprobs": False}, "c"))
+
+        a, b, c = asyncio.run(three())
+        vllm_readout._CLASS = None
+        with pytest.raises(ValueError, match="rftt_top_logprobs must be in \\[1, 20\\], got 21"):
+            asyncio.run(vllm_readout.server_class(VerlServer)().generate([1], {"rftt_top_logprobs": 21}, "d"))
+    finally:
+        vllm_readout._CLASS = saved
+    ranked = sorted(range(len(_LOGITS)), key=lambda i: -_LOGITS[i])
+    assert seen == {"a": 3, "b": 5, "c": None}
+    assert a.extra_fields["top_logprobs"]["ids"] == ranked[:3]
+    assert b.extra_fields["top_logprobs"]["ids"] == ranked[:5]
+    assert abs(a.extra_fields["top_logprobs"]["logprobs"][1] - _log_softmax(_LOGITS, ranked[1])) < 1e-12
+    assert "top_logprobs" not in c.extra_fields
