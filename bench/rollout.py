@@ -16,9 +16,12 @@ Engines answer ``generate(request_id, prompt_ids, sampling_params)`` with verl 0
 semantics: vLLM is an in-process ``AsyncLLM`` with verl's request conversion (``logprobs`` ->
 sampled only, ``prompt_logprobs`` through verl's ``extract_prompt_logprobs``) and verl's OOV
 mask; hfcpu is the plugin's ``HFCPUServer`` (no prefix cache). The prefix cache is reset before
-each phase. Reported per phase: wall time, generate calls (and how many were tag read-outs),
-generated tokens, prompt tokens, prompt tokens prefilled without the cache (vLLM's own per-request
-``num_cached_tokens``), and the share of prompt tokens served from the cache. The last line is::
+each phase. Reported per phase: wall time (median of ``--repeats`` round-robin rounds: the machine
+may be shared), generate calls (and how many were tag read-outs), generated tokens, prompt tokens,
+prompt tokens prefilled without the cache (vLLM's own per-request ``num_cached_tokens``), and the
+share of prompt tokens served from the cache; then, per call kind, where the uncached prompt
+tokens come from (first touch, KV block granularity, cache reads skipped: ``Recorder.breakdown``)
+and where wall time goes (latency per kind, sequential round trips per tree). The last line is::
 
     rollout: engine=vllm grpo_s=... rftt_s=... ratio=... cached_prompt_share=...
 
@@ -29,7 +32,9 @@ warmed on tagged arithmetic (``--warm-steps``, ~1 min on an idle 2-core machine)
 closing tags and trees branch; a cost benchmark, not a quality one. Each engine runs three phases:
 ``grpo``, ``rftt (before)`` (tag read-out through ``prompt_logprobs``, uncached on vLLM) and
 ``rftt (after)`` (the cached read-out, ``rftt_top_logprobs``: see
-rftt_plugin/integration/server_backend.py); the trees of the last two must be identical.
+rftt_plugin/integration/server_backend.py); the trees of the last two must be identical (on hfcpu;
+vLLM's numerics follow batch composition, so a control runs the old read-out twice).
+``--prompt-pad N`` puts about N filler ids before each question (a long-context check).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -358,20 +364,32 @@ async def bench_engine(engine, args, questions: list[str], prompts: list[list[in
     print(f"[{engine.name}] engine up in {time.perf_counter() - t0:.1f} s", flush=True)
     if args.warmup:  # one small request first: lazy initialisation must not count against either phase
         await engine.generate(request_id="warm", prompt_ids=prompts[0], sampling_params={"max_tokens": 2})
-    out = {}
+    out: dict = {"walls": {}}
     trees = {}
-    for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
-        await engine.reset()
-        t0 = time.perf_counter()
-        if phase == "grpo":
-            await grpo_step(engine, prompts, args.n, args.budget)
-        else:
-            readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
-            results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
-            out["leaves"] = sum(len(r.leaves) for r in results)
-            trees[phase] = [_tree_key(r.tree) for r in results]
-        out[phase] = (time.perf_counter() - t0, engine.rec.summary())
-        out[phase + "_rec"] = engine.rec
+    # Phases round-robin, --repeats times: the reported wall is each phase's median, so a load spike
+    # from other work on the machine does not land on one phase only. Calls, tokens and trees are the
+    # first round's.
+    for rep in range(args.repeats):
+        for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
+            if phase == "rftt_control" and rep:
+                continue
+            await engine.reset()
+            t0 = time.perf_counter()
+            if phase == "grpo":
+                await grpo_step(engine, prompts, args.n, args.budget)
+            else:
+                readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
+                results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
+                if not rep:
+                    out["leaves"] = sum(len(r.leaves) for r in results)
+                    trees[phase] = [_tree_key(r.tree) for r in results]
+            wall = time.perf_counter() - t0
+            out["walls"].setdefault(phase, []).append(wall)
+            if not rep:
+                out[phase + "_summary"] = engine.rec.summary()
+                out[phase + "_rec"] = engine.rec
+    for phase, walls in out["walls"].items():
+        out[phase] = (statistics.median(walls), out[phase + "_summary"])
     out["same_trees"] = trees["rftt_before"] == trees["rftt_after"]
     # control: the old read-out again. vLLM's numerics depend on batch composition (asynchronous
     # arrival), so two runs with the same seeds can already differ there; hfcpu is deterministic.
@@ -429,12 +447,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
     parser.add_argument("--prompt-pad", type=int, default=0,
                         help="filler ids before each question (long-context check; the tiny model's limit is 2048)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of the phases (round-robin); walls are per-phase medians")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the engine's first request")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-up steps of the default model (0: random weights; steps then never close)")
     args = parser.parse_args(argv)
-    if args.prompts < 1 or args.n < 1:
-        parser.error("--prompts and --n must be >= 1")
+    if args.prompts < 1 or args.n < 1 or args.repeats < 1:
+        parser.error("--prompts, --n and --repeats must be >= 1")
 
     from transformers import AutoTokenizer
 
@@ -469,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_row("grpo", g_wall, g))
         print(_row("rftt (before)", b_wall, b))
         print(_row("rftt (after)", r_wall, r))
+        print("wall s per round: " + "; ".join(f"{k} {', '.join(f'{w:.2f}' for w in v)}"
+                                               for k, v in res["walls"].items() if k != "rftt_control"))
         print(f"rftt_tree calls by kind: before {b['kinds']}; after {r['kinds']}")
         for label, w, x in (("before", b_wall, b), ("after", r_wall, r)):
             print(f"ratios rftt_tree ({label})/grpo: wall {w / g_wall:.2f}, calls {x['calls'] / max(g['calls'], 1):.2f}, "
