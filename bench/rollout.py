@@ -16,9 +16,12 @@ Engines answer ``generate(request_id, prompt_ids, sampling_params)`` with verl 0
 semantics: vLLM is an in-process ``AsyncLLM`` with verl's request conversion (``logprobs`` ->
 sampled only, ``prompt_logprobs`` through verl's ``extract_prompt_logprobs``) and verl's OOV
 mask; hfcpu is the plugin's ``HFCPUServer`` (no prefix cache). The prefix cache is reset before
-each phase. Reported per phase: wall time, generate calls (and how many were tag read-outs),
-generated tokens, prompt tokens, prompt tokens prefilled without the cache (vLLM's own per-request
-``num_cached_tokens``), and the share of prompt tokens served from the cache. The last line is::
+each phase. Reported per phase: wall time (median of ``--repeats`` round-robin rounds: the machine
+may be shared), generate calls (and how many were tag read-outs), generated tokens, prompt tokens,
+prompt tokens prefilled without the cache (vLLM's own per-request ``num_cached_tokens``), and the
+share of prompt tokens served from the cache; then, per call kind, where the uncached prompt
+tokens come from (first touch, KV block granularity, cache reads skipped: ``Recorder.breakdown``)
+and where wall time goes (latency per kind, sequential round trips per tree). The last line is::
 
     rollout: engine=vllm grpo_s=... rftt_s=... ratio=... cached_prompt_share=...
 
@@ -29,7 +32,9 @@ warmed on tagged arithmetic (``--warm-steps``, ~1 min on an idle 2-core machine)
 closing tags and trees branch; a cost benchmark, not a quality one. Each engine runs three phases:
 ``grpo``, ``rftt (before)`` (tag read-out through ``prompt_logprobs``, uncached on vLLM) and
 ``rftt (after)`` (the cached read-out, ``rftt_top_logprobs``: see
-rftt_plugin/integration/server_backend.py); the trees of the last two must be identical.
+rftt_plugin/integration/server_backend.py); the trees of the last two must be identical (on hfcpu;
+vLLM's numerics follow batch composition, so a control runs the old read-out twice).
+``--prompt-pad N`` puts about N filler ids before each question (a long-context check).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -70,6 +76,10 @@ class Call:
     prompt_tokens: int
     cached_tokens: int
     generated: int
+    tree: str = ""       # the sticky request id (one per tree)
+    t0: float = 0.0      # submitted / answered (perf_counter)
+    t1: float = 0.0
+    computed: tuple = ()  # ids whose KV this call computed: the prompt + all generated ids but the last
 
 
 class Recorder:
@@ -83,6 +93,88 @@ class Recorder:
         if params.get("prompt_logprobs") is not None:
             return f"readout k={params['prompt_logprobs']}"
         return "step" if params.get("stop_token_ids") else "grpo"
+
+    def breakdown(self, block: int) -> dict:
+        """Where the uncached prompt tokens come from, per call kind (vLLM; ``computed`` needed).
+
+        For each call, in submission order, against the ids whose KV earlier calls computed or are
+        computing (the prompts of calls sent before it -- vLLM caches a block once it is scheduled,
+        so concurrent requests share it --, and the generated ids but the last of calls answered
+        before it was sent):
+        ``novel`` = prompt ids past the longest such prefix (first touch: no cache can serve them);
+        ``block`` = what a prefix cache of ``block``-token blocks then still recomputes (the partial
+        last block, and vLLM's rule that the last prompt id is always computed);
+        ``other`` = the rest of what vLLM reported uncached (reads skipped -- ``prompt_logprobs`` --,
+        evictions, or negative: hits on KV of calls still in flight).
+        """
+        events = sorted([(c.t0, 1, i) for i, c in enumerate(self.calls)] + [(c.t1, 0, i) for i, c in enumerate(self.calls)])
+        known: set[int] = set()
+        out: dict[str, dict[str, int]] = {}
+        first_of_tree: set[str] = set()
+        def learn(ids) -> None:
+            h = 0
+            for t in ids:
+                h = hash((h, t))
+                known.add(h)
+
+        for _t, is_submit, i in events:
+            c = self.calls[i]
+            if not is_submit:
+                learn(c.computed)
+                continue
+            prompt = c.computed[:c.prompt_tokens]
+            h, lcp = 0, 0
+            for t in prompt:
+                h = hash((h, t))
+                if h not in known:
+                    break
+                lcp += 1
+            learn(prompt)
+            ideal = min(lcp // block, (c.prompt_tokens - 1) // block) * block
+            kind = c.kind if c.tree in first_of_tree else "first call of a tree"
+            first_of_tree.add(c.tree)
+            row = out.setdefault(kind, {"calls": 0, "prompt": 0, "uncached": 0, "novel": 0, "block": 0, "other": 0})
+            row["calls"] += 1
+            row["prompt"] += c.prompt_tokens
+            row["uncached"] += c.prompt_tokens - c.cached_tokens
+            row["novel"] += c.prompt_tokens - lcp
+            row["block"] += lcp - ideal
+            row["other"] += ideal - c.cached_tokens
+        return out
+
+    def timing(self) -> dict:
+        """Where wall time goes: latency summed per kind, and the critical path (the slowest tree)."""
+        if not self.calls:
+            return {}
+        wall = max(c.t1 for c in self.calls) - min(c.t0 for c in self.calls)
+        per_kind: dict[str, float] = {}
+        trees: dict[str, list[Call]] = {}
+        for c in self.calls:
+            per_kind[c.kind] = per_kind.get(c.kind, 0.0) + (c.t1 - c.t0)
+            trees.setdefault(c.tree, []).append(c)
+        slow = max(trees.values(), key=lambda cs: max(c.t1 for c in cs) - min(c.t0 for c in cs))
+        slow_kinds: dict[str, list] = {}
+        for c in slow:
+            row = slow_kinds.setdefault(c.kind, [0, 0.0])
+            row[0] += 1
+            row[1] += c.t1 - c.t0
+        return {"wall": wall, "in_flight": sum(per_kind.values()) / wall if wall else 0.0,
+                "latency_by_kind": per_kind, "slowest_tree_wall": max(c.t1 for c in slow) - min(c.t0 for c in slow),
+                "slowest_tree_calls": len(slow), "slowest_tree_rounds": self.round_trips(slow),
+                "slowest_tree_by_kind": slow_kinds, "calls_per_tree": sorted(len(cs) for cs in trees.values()),
+                "rounds_per_tree": sorted(self.round_trips(cs) for cs in trees.values())}
+
+    @staticmethod
+    def round_trips(calls: list[Call]) -> int:
+        """Sequential round trips of one tree: groups of calls in flight together."""
+        rounds, end = 0, None
+        for c in sorted(calls, key=lambda c: c.t0):
+            if end is None or c.t0 >= end:
+                rounds += 1
+                end = c.t1
+            else:
+                end = max(end, c.t1)
+        return rounds
 
     def summary(self) -> dict:
         prompt = sum(c.prompt_tokens for c in self.calls)
@@ -141,6 +233,7 @@ class VLLMEngine:
         if top_k:
             params["logprobs"] = int(top_k)
         self._ids += 1  # verl gives vLLM a fresh id per call (the sticky id only routes)
+        t0 = time.perf_counter()
         final = None
         async for out in self.engine.generate({"prompt_token_ids": prompt_ids},
                                               SamplingParams(max_tokens=max_tokens, **params), f"{request_id}-{self._ids}"):
@@ -154,7 +247,9 @@ class VLLMEngine:
         if top_k:
             first = sorted(choice.logprobs[0].items(), key=lambda kv: kv[1].rank)[: int(top_k)]
             extra["top_logprobs"] = {"ids": [int(t) for t, _ in first], "logprobs": [v.logprob for _, v in first]}
-        self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids)))
+        self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids),
+                                   request_id, t0, time.perf_counter(),
+                                   tuple(prompt_ids) + tuple(choice.token_ids[:-1])))
         return SimpleNamespace(token_ids=list(choice.token_ids), log_probs=lps, extra_fields=extra,
                                stop_reason="completed")
 
@@ -189,8 +284,11 @@ class HFCPUEngine:
 
     async def generate(self, request_id: str = "", prompt_ids=None, sampling_params=None, **_):
         params = dict(sampling_params or {})
+        kind = Recorder.kind(params)
+        t0 = time.perf_counter()
         out = await self.server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id=request_id)
-        self.rec.calls.append(Call(Recorder.kind(params), len(prompt_ids), 0, len(out.token_ids)))
+        self.rec.calls.append(Call(kind, len(prompt_ids), 0, len(out.token_ids), request_id, t0, time.perf_counter(),
+                                   tuple(int(t) for t in prompt_ids) + tuple(out.token_ids[:-1])))
         return out
 
     async def close(self) -> None:
@@ -234,29 +332,64 @@ def _row(name: str, wall: float, s: dict) -> str:
             f"| {s['uncached']:8d} | {s['cached_share']:6.3f} |")
 
 
-async def bench_engine(engine, args, tok, layout, config) -> dict:
+def build_prompts(tok, count: int, pad: int) -> tuple[list[str], list[list[int]]]:
+    """``count`` questions as chat prompts; with ``pad`` > 0 each question is preceded by its own
+    filler text of about ``pad`` ids (a stand-in for long prompts and contexts: different per question,
+    so trees share no more of it than distinct long questions would)."""
+    import random
+
     from rftt_plugin.search.layout import chat_prompt_ids
 
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.prompts)]
-    prompts = [chat_prompt_ids(tok, q) for q in questions]
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
+    prompts = []
+    for i, q in enumerate(questions):
+        text = q
+        if pad > 0:
+            rng = random.Random(i)
+            words: list[str] = []
+            while len(tok(" ".join(words), add_special_tokens=False)["input_ids"]) < pad:
+                words.append(rng.choice(FILLER))
+            text = f"Notes: {' '.join(words)}.\n{q}"
+        prompts.append(chat_prompt_ids(tok, text))
+    return questions, prompts
+
+
+FILLER = ("apple river stone cloud seven market paper window green table orange forty lamp garden silver "
+          "number bridge winter music letter eleven yellow horse station").split()
+
+
+async def bench_engine(engine, args, questions: list[str], prompts: list[list[int]], layout, config) -> dict:
     t0 = time.perf_counter()
     await engine.start()
     print(f"[{engine.name}] engine up in {time.perf_counter() - t0:.1f} s", flush=True)
     if args.warmup:  # one small request first: lazy initialisation must not count against either phase
         await engine.generate(request_id="warm", prompt_ids=prompts[0], sampling_params={"max_tokens": 2})
-    out = {}
+    out: dict = {"walls": {}}
     trees = {}
-    for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
-        await engine.reset()
-        t0 = time.perf_counter()
-        if phase == "grpo":
-            await grpo_step(engine, prompts, args.n, args.budget)
-        else:
-            readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
-            results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
-            out["leaves"] = sum(len(r.leaves) for r in results)
-            trees[phase] = [_tree_key(r.tree) for r in results]
-        out[phase] = (time.perf_counter() - t0, engine.rec.summary())
+    # Phases round-robin, --repeats times: the reported wall is each phase's median, so a load spike
+    # from other work on the machine does not land on one phase only. Calls, tokens and trees are the
+    # first round's.
+    for rep in range(args.repeats):
+        for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
+            if phase == "rftt_control" and rep:
+                continue
+            await engine.reset()
+            t0 = time.perf_counter()
+            if phase == "grpo":
+                await grpo_step(engine, prompts, args.n, args.budget)
+            else:
+                readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
+                results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
+                if not rep:
+                    out["leaves"] = sum(len(r.leaves) for r in results)
+                    trees[phase] = [_tree_key(r.tree) for r in results]
+            wall = time.perf_counter() - t0
+            out["walls"].setdefault(phase, []).append(wall)
+            if not rep:
+                out[phase + "_summary"] = engine.rec.summary()
+                out[phase + "_rec"] = engine.rec
+    for phase, walls in out["walls"].items():
+        out[phase] = (statistics.median(walls), out[phase + "_summary"])
     out["same_trees"] = trees["rftt_before"] == trees["rftt_after"]
     # control: the old read-out again. vLLM's numerics depend on batch composition (asynchronous
     # arrival), so two runs with the same seeds can already differ there; hfcpu is deterministic.
@@ -283,6 +416,24 @@ def build_default_model(root: Path, warm_steps: int) -> Path:
     return root / "warm"
 
 
+def print_diagnostics(label: str, rec: Recorder, block: int | None) -> None:
+    """Where the uncached prompt tokens (vLLM) and the wall time of one phase went."""
+    if block:
+        print(f"{label}: uncached prompt tokens by call kind (novel: first touch; block: {block}-token block "
+              f"granularity; other: cache reads skipped or lost)")
+        for kind, r in sorted(rec.breakdown(block).items()):
+            print(f"  {kind:<26} calls {r['calls']:4d} prompt {r['prompt']:6d} uncached {r['uncached']:5d} = novel "
+                  f"{r['novel']:5d} + block {r['block']:5d} + other {r['other']:5d}")
+    t = rec.timing()
+    if t:
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["latency_by_kind"].items()))
+        slow = ", ".join(f"{k} {n}x {s:.1f}" for k, (n, s) in sorted(t["slowest_tree_by_kind"].items()))
+        print(f"{label}: wall {t['wall']:.1f} s, {t['in_flight']:.1f} calls in flight on average; latency s by kind: "
+              f"{kinds}; slowest tree {t['slowest_tree_wall']:.1f} s, {t['slowest_tree_calls']} calls in "
+              f"{t['slowest_tree_rounds']} sequential round trips ({slow}); calls per tree {t['calls_per_tree']}, "
+              f"round trips per tree {t['rounds_per_tree']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("vllm", "hfcpu", "both"), default="both")
@@ -294,12 +445,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-depth", type=int, default=4)
     parser.add_argument("--readout-top-k", type=int, default=20)
     parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
+    parser.add_argument("--prompt-pad", type=int, default=0,
+                        help="filler ids before each question (long-context check; the tiny model's limit is 2048)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of the phases (round-robin); walls are per-phase medians")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the engine's first request")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-up steps of the default model (0: random weights; steps then never close)")
     args = parser.parse_args(argv)
-    if args.prompts < 1 or args.n < 1:
-        parser.error("--prompts and --n must be >= 1")
+    if args.prompts < 1 or args.n < 1 or args.repeats < 1:
+        parser.error("--prompts, --n and --repeats must be >= 1")
 
     from transformers import AutoTokenizer
 
@@ -314,17 +469,19 @@ def main(argv: list[str] | None = None) -> int:
     config = SearchConfig(iterations=args.n, max_depth=args.max_depth, step_max_tokens=args.step_max_tokens,
                           direct_answer_max_tokens=args.step_max_tokens, max_response_tokens=args.budget,
                           token_mode="added", seed=0)
-    max_prompt = 64
+    questions, prompts = build_prompts(tok, args.prompts, args.prompt_pad)
+    max_prompt = max(64, max(map(len, prompts)) + 8)
     engines = ["hfcpu", "vllm"] if args.engine == "both" else [args.engine]  # vLLM last: its line ends the output
-    print(f"model {model}; {args.prompts} prompts x n={args.n}; response budget {args.budget}, step budget "
-          f"{args.step_max_tokens}, depth {args.max_depth}, read-out top-k {args.readout_top_k}, vLLM block {args.block_size}")
+    print(f"model {model}; {args.prompts} prompts (mean {sum(map(len, prompts)) / len(prompts):.0f} ids) x n={args.n}; "
+          f"response budget {args.budget}, step budget {args.step_max_tokens}, depth {args.max_depth}, read-out top-k "
+          f"{args.readout_top_k}, vLLM block {args.block_size}")
     last = ""
     for name in engines:
         if name == "vllm":
             engine = VLLMEngine(str(model), len(tok), max_prompt + args.budget + 8, args.budget, args.block_size)
         else:
             engine = HFCPUEngine(str(model), max_prompt, args.budget)
-        res = asyncio.run(bench_engine(engine, args, tok, layout, config))
+        res = asyncio.run(bench_engine(engine, args, questions, prompts, layout, config))
         (g_wall, g), (b_wall, b), (r_wall, r) = res["grpo"], res["rftt_before"], res["rftt_after"]
         print(f"\n[{name}] one rollout step ({args.prompts} prompts, n={args.n}; rftt_tree leaves {res['leaves']})")
         print("| phase          |  wall s | calls | readouts | generated |  prompt | uncached | cached |")
@@ -332,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_row("grpo", g_wall, g))
         print(_row("rftt (before)", b_wall, b))
         print(_row("rftt (after)", r_wall, r))
+        print("wall s per round: " + "; ".join(f"{k} {', '.join(f'{w:.2f}' for w in v)}"
+                                               for k, v in res["walls"].items() if k != "rftt_control"))
         print(f"rftt_tree calls by kind: before {b['kinds']}; after {r['kinds']}")
         for label, w, x in (("before", b_wall, b), ("after", r_wall, r)):
             print(f"ratios rftt_tree ({label})/grpo: wall {w / g_wall:.2f}, calls {x['calls'] / max(g['calls'], 1):.2f}, "
@@ -339,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"prefilled prompt tokens {x['uncached'] / max(g['uncached'], 1):.2f}")
         print(f"same trees before/after the read-out change (tags, ranks, ids): {res['same_trees']}; "
               f"control, the old read-out run twice: {res['same_trees_control']}")
+        for label in ("before", "after"):
+            print_diagnostics(f"rftt ({label})", res[f"rftt_{label}_rec"], args.block_size if name == "vllm" else None)
         last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
                 f"cached_prompt_share={r['cached_share']:.3f}")
         print(last, flush=True)

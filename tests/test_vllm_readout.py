@@ -1,18 +1,19 @@
-"""The cached tag read-out (issue 14) on hfcpu, in the default lane.
+"""The cached tag read-out (issue 14) on hfcpu and on a plain-Python toy server, in the default lane.
 
-``read_tag_logprobs_cached`` asks one generate request on the context itself for the top-k of the
-next-token distribution (``rftt_top_logprobs``), which a prefix-caching server can serve from its
-cache, and falls back to exact ``prompt_logprobs`` requests for tags outside the top-k. Checked:
-equal to a masked transformers forward pass within 1e-4 (independent reference) and to the
-uncached read-out, with and without fall-backs; the same seed gives the same tree with either
-read-out. Tags outside the top-k are read from a second cacheable request restricted to them plus
-an anchor of known log-prob (``allowed_token_ids``), never from ``prompt_logprobs``. The vLLM side
-is in tests/test_vllm_offline.py.
+``read_tag_logprobs_cached`` sends, in one round trip, two generate requests on the context itself
+(which a prefix-caching server serves from its cache): the top-k of the next-token distribution
+(``rftt_top_logprobs``) and the distribution restricted to the candidates (``allowed_token_ids``);
+candidates outside the top-k are anchored on one inside it. Only when none is inside does a third
+request follow. Checked: equal to a masked transformers forward pass within 1e-4 (independent
+reference) and to the uncached ``prompt_logprobs`` read-out; equal to a hand-built distribution's
+log-softmax with the expected requests and round trips; the same seed gives the same tree with
+either read-out. The vLLM side is in tests/test_vllm_offline.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 import torch
@@ -76,20 +77,89 @@ def test_cached_readout_equals_forward_pass_and_uncached_readout(hfcpu):
     with torch.no_grad():
         logits = hf(input_ids=torch.tensor([ctx])).logits[0, -1].double()
     ref = torch.log_softmax(logits[: len(tok)], dim=-1)  # verl's OOV mask: ids >= len(tokenizer) removed
+    top1 = int(ref.argmax())
+    # the tags alone (on this untrained model none is in the top-k: the top-1 anchors a third request),
+    # and the tags plus the top-1 token (a candidate in the top-k anchors the rest: one round trip)
+    cases = [(k, cands) for k in (20, 2) for cands in (opening, opening + [top1])]
 
-    async def both(top_k, mgr):
-        return (await read_tag_logprobs_cached(mgr, "t", ctx, opening, top_k=top_k),
-                await read_tag_logprobs(_Manager(server), "t", ctx, opening, top_k=20))
+    async def both(top_k, cands, mgr):
+        return (await read_tag_logprobs_cached(mgr, "t", ctx, cands, top_k=top_k),
+                await read_tag_logprobs(_Manager(server), "t", ctx, cands, top_k=20))
 
     async def run_all():
-        return [(k, m, await both(k, m)) for k, m in ((20, _Manager(server)), (2, _Manager(server)))]
+        return [(k, cands, m, await both(k, cands, m)) for k, cands in cases for m in (_Manager(server),)]
 
-    for top_k, mgr, (got, old) in asyncio.run(run_all()):  # one event loop: the server's batcher binds to it
-        assert max(abs(g - float(ref[c])) for g, c in zip(got, opening)) < TOL
+    for top_k, cands, mgr, (got, old) in asyncio.run(run_all()):  # one event loop: the server's batcher binds to it
+        assert max(abs(g - float(ref[c])) for g, c in zip(got, cands)) < TOL
         assert max(abs(g - o) for g, o in zip(got, old)) < 1e-6
-        assert mgr.kinds[0] == "top" and mgr.kinds[1:] in ([], ["top+allowed"]), mgr.kinds  # no prompt_logprobs
-        if top_k == 2:
-            assert mgr.kinds == ["top", "top+allowed"], "no fall-back happened: the test would not cover it"
+        in_top = set(ref.topk(top_k).indices.tolist()) & set(cands)
+        assert len(in_top) < len(cands), "every candidate in the top-k: the restricted read-out would not be tested"
+        third = [] if in_top else ["top+allowed"]
+        assert mgr.kinds == ["top", "top+allowed"] + third, (top_k, cands, mgr.kinds)  # never prompt_logprobs
+
+
+class _Toy:
+    """A server over one fixed next-token distribution, answering ``rftt_top_logprobs`` (with
+    ``allowed_token_ids``: renormalised over the allowed set, as vLLM's processed log-probs), and
+    recording which requests were in flight together."""
+
+    def __init__(self, logits, honour_key=True):
+        self.logits, self.honour_key = list(logits), honour_key
+        self.requests, self.rounds, self._in_flight = [], 0, 0
+
+    async def generate(self, request_id, prompt_ids, sampling_params):
+        from types import SimpleNamespace
+
+        if self._in_flight == 0:
+            self.rounds += 1
+        self._in_flight += 1
+        await asyncio.sleep(0.01)  # answered later: requests sent together overlap here
+        self._in_flight -= 1
+        allowed = sampling_params.get("allowed_token_ids")
+        self.requests.append(sorted(allowed) if allowed else "top")
+        k = sampling_params.get("rftt_top_logprobs")
+        if not self.honour_key or not k:
+            return SimpleNamespace(token_ids=[0], log_probs=None, extra_fields={})
+        ids = sorted(allowed) if allowed else range(len(self.logits))
+        norm = math.log(sum(math.exp(self.logits[i]) for i in ids))
+        ranked = sorted(ids, key=lambda i: -self.logits[i])[:k]
+        return SimpleNamespace(token_ids=[ranked[0]], log_probs=None, extra_fields={
+            "top_logprobs": {"ids": ranked, "logprobs": [self.logits[i] - norm for i in ranked]}})
+
+
+# logits of a 30-id vocabulary: ids 0..29 with logit 3.0 - 0.2 * id (id 0 most likely), and the
+# tag-like ids 25..28 moved to chosen places
+_LOGITS = [3.0 - 0.2 * i for i in range(30)]
+_LOGITS[25], _LOGITS[26], _LOGITS[27], _LOGITS[28] = 2.9, -4.0, -7.5, -1.25
+
+
+def _log_softmax(logits, i):
+    return logits[i] - math.log(sum(math.exp(x) for x in logits))
+
+
+@pytest.mark.parametrize("candidates, top_k, rounds, requests", [
+    ([25, 26, 27, 28], 20, 1, ["top", [25, 26, 27, 28]]),        # top-20 = 0, 25, 1..18: anchor 25
+    ([25, 26, 27, 28], 3, 1, ["top", [25, 26, 27, 28]]),         # top-3 = 0, 25, 1: anchor 25
+    ([26, 27, 28], 5, 2, ["top", [26, 27, 28], [0, 26, 27, 28]]),  # none in the top-5: anchor on id 0
+    ([27], 4, 2, ["top", [0, 27]]),                               # one candidate: no restricted request first
+    ([0, 1], 20, 1, ["top", [0, 1]]),                             # all in the top-k
+])
+def test_cached_readout_values_and_round_trips_against_a_plain_reference(candidates, top_k, rounds, requests):
+    toy = _Toy(_LOGITS)
+    got = asyncio.run(read_tag_logprobs_cached(toy, "t", [1, 2, 3], candidates, top_k=top_k))
+    want = [_log_softmax(_LOGITS, c) for c in candidates]
+    assert max(abs(g - w) for g, w in zip(got, want)) < 1e-9, (got, want)
+    assert toy.rounds == rounds  # sequential round trips: the restricted request rides with the top-k one
+    assert sorted(map(str, toy.requests)) == sorted(map(str, requests))
+
+
+def test_cached_readout_refused_by_a_server_without_the_key():
+    from rftt_plugin.integration.server_backend import ReadoutUnsupported
+
+    with pytest.raises(ReadoutUnsupported, match="rftt_top_logprobs"):
+        asyncio.run(read_tag_logprobs_cached(_Toy(_LOGITS, honour_key=False), "t", [1], [25, 26]))
+    with pytest.raises(ValueError, match="distinct"):
+        asyncio.run(read_tag_logprobs_cached(_Toy(_LOGITS), "t", [1], [25, 25]))
 
 
 def test_same_seed_same_tree_with_either_readout(hfcpu):
@@ -117,3 +187,106 @@ def test_same_seed_same_tree_with_either_readout(hfcpu):
     (before, kinds_before), (after, kinds_after) = asyncio.run(both())
     assert "top" in kinds_after and "top" not in kinds_before
     assert len(before) > 4 and before == after
+
+
+@pytest.mark.parametrize("recipe", ["rftt", "rftt_tree"])
+def test_recipes_default_to_the_cached_readout_and_keep_the_others(recipe, monkeypatch):
+    """``rftt.tag_readout`` defaults to ``auto`` (the cached read-out, falling back to
+    ``prompt_logprobs`` if the server refuses it); the other values stay selectable."""
+    from rftt_plugin.config.schema import ConfigError, RfttSettings, check_composed_config
+    from tests.test_config_schema import _compose
+
+    assert RfttSettings().tag_readout == "auto"
+    assert check_composed_config(_compose([], recipe)).tag_readout == "auto"
+    for value in ("prompt_logprobs", "top_logprobs"):
+        assert check_composed_config(_compose([f"rftt.tag_readout={value}"], recipe)).tag_readout == value
+    with pytest.raises(ConfigError, match="rftt.tag_readout='cached': must be one of prompt_logprobs, top_logprobs, auto"):
+        check_composed_config(_compose(["rftt.tag_readout=cached"], recipe))
+    monkeypatch.delenv("RFTT_TAG_READOUT", raising=False)
+    assert VerlServerBackend(None, "r", eos_id=0).readout == "auto"
+    monkeypatch.setenv("RFTT_TAG_READOUT", "prompt_logprobs")
+    assert VerlServerBackend(None, "r", eos_id=0).readout == "prompt_logprobs"
+
+
+def test_auto_readout_falls_back_to_prompt_logprobs_when_refused(monkeypatch):
+    """``auto`` on a server without ``rftt_top_logprobs``: exact values through ``prompt_logprobs``
+    (this toy's rows hold the asked candidate only, whatever k: enough for the read-out's k=0 path)."""
+    import rftt_plugin.integration.server_backend as sb
+
+    class Stock(_Toy):  # answers prompt_logprobs like verl's server (row j-1 predicts token j)
+        async def generate(self, request_id, prompt_ids, sampling_params):
+            from types import SimpleNamespace
+
+            if "rftt_top_logprobs" in sampling_params:
+                raise TypeError("Unexpected keyword argument 'rftt_top_logprobs'")
+            self.requests.append(f"prompt k={sampling_params['prompt_logprobs']}")
+            rows = [[None]] * (len(prompt_ids) - 1)
+            rows[-1] = [prompt_ids[-1]]
+            lps = [[None]] * (len(prompt_ids) - 1)
+            lps[-1] = [_log_softmax(self.logits, prompt_ids[-1])]
+            return SimpleNamespace(token_ids=[0], log_probs=None, extra_fields={"prompt_ids": rows, "prompt_logprobs": lps})
+
+    monkeypatch.setattr(sb, "_REFUSED", {})
+    server = Stock(_LOGITS)
+    backend = VerlServerBackend(server, "r", eos_id=0, readout="auto", readout_top_k=20)
+    got = asyncio.run(backend.next_token_logprobs([1, 2, 3], [26, 27]))
+    assert max(abs(g - _log_softmax(_LOGITS, c)) for g, c in zip(got, [26, 27])) < 1e-9
+    assert "TypeError" in sb._REFUSED["top_logprobs"]
+    assert server.requests == ["prompt k=20", "prompt k=0"]  # 26 from the k=20 row, 27 on its own
+
+
+def test_vllm_server_subclass_keeps_concurrent_requests_apart():
+    """``RfttVLLMHttpServer`` (the key on verl's vLLM server) over a stand-in for verl's server and
+    vLLM's engine: the two read-out requests of one expansion run at once, so each request's
+    ``rftt_top_logprobs`` must reach its own engine call only (a context variable per request)."""
+    from types import SimpleNamespace
+
+    from rftt_plugin.integration import vllm_readout
+
+    seen = {}
+
+    class Engine:  # vLLM's AsyncLLM.generate: an async generator of outputs with per-position top-k
+        async def generate(self, prompt, sampling_params, request_id, **_):
+            seen[request_id] = sampling_params.logprobs
+            await asyncio.sleep(0.01)  # the other requests start meanwhile
+            k = sampling_params.logprobs
+            ranked = sorted(range(len(_LOGITS)), key=lambda i: -_LOGITS[i])
+            norm = math.log(sum(math.exp(x) for x in _LOGITS))
+            first = None if k is None else {i: SimpleNamespace(logprob=_LOGITS[i] - norm, rank=r + 1)
+                                            for r, i in enumerate(ranked[:max(k, 1)])}
+            yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[ranked[0]], logprobs=None if first is None else [first])])
+
+    class VerlServer:  # what verl's vLLMHttpServer.generate does with the dict and the engine
+        def __init__(self):
+            self.engine = Engine()
+
+        async def generate(self, prompt_ids, sampling_params, request_id, image_data=None):
+            params = SimpleNamespace(logprobs=0 if sampling_params.pop("logprobs", False) else None, **sampling_params)
+            final = None
+            async for out in self.engine.generate(prompt={"prompt_token_ids": prompt_ids}, sampling_params=params,
+                                                  request_id=request_id):
+                final = out
+            return SimpleNamespace(token_ids=final.outputs[0].token_ids, extra_fields={})
+
+    saved, vllm_readout._CLASS = vllm_readout._CLASS, None  # build the subclass over the stand-in
+    try:
+        server = vllm_readout.server_class(VerlServer)()
+
+        async def three():
+            return await asyncio.gather(
+                server.generate([1, 2], {"rftt_top_logprobs": 3, "logprobs": False}, "a"),
+                server.generate([1, 2], {"rftt_top_logprobs": 5, "logprobs": False, "allowed_token_ids": [4]}, "b"),
+                server.generate([1, 2], {"logprobs": False}, "c"))
+
+        a, b, c = asyncio.run(three())
+        vllm_readout._CLASS = None
+        with pytest.raises(ValueError, match="rftt_top_logprobs must be in \\[1, 20\\], got 21"):
+            asyncio.run(vllm_readout.server_class(VerlServer)().generate([1], {"rftt_top_logprobs": 21}, "d"))
+    finally:
+        vllm_readout._CLASS = saved
+    ranked = sorted(range(len(_LOGITS)), key=lambda i: -_LOGITS[i])
+    assert seen == {"a": 3, "b": 5, "c": None}
+    assert a.extra_fields["top_logprobs"]["ids"] == ranked[:3]
+    assert b.extra_fields["top_logprobs"]["ids"] == ranked[:5]
+    assert abs(a.extra_fields["top_logprobs"]["logprobs"][1] - _log_softmax(_LOGITS, ranked[1])) < 1e-12
+    assert "top_logprobs" not in c.extra_fields

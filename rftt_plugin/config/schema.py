@@ -149,7 +149,7 @@ class RfttSettings:
     recipe: str = "rftt"
     token_mode: str = "added"
     tag_readout_top_k: int = 20
-    tag_readout: str = "prompt_logprobs"
+    tag_readout: str = "auto"
     search: SearchConfig = field(default_factory=SearchConfig)
     reward: RewardSettings = field(default_factory=RewardSettings)
     credit: CreditSettings = field(default_factory=CreditSettings)

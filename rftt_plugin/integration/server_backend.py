@@ -25,18 +25,24 @@ each read-out re-prefills its whole context. (Forcing ``skip_reading_prefix_cach
 an option: vLLM then returns prompt log-prob rows only for the uncached positions and its
 detokenizer crashes on the rest, ``OverflowError``, checked on 0.27.1.)
 
-:func:`read_tag_logprobs_cached` reads the same numbers from an ordinary generate request on the
-context itself -- which reuses the prefix cache -- through the plugin's extension key
+:func:`read_tag_logprobs_cached` reads the same numbers from ordinary generate requests on the
+context itself -- which reuse the prefix cache -- through the plugin's extension key
 ``rftt_top_logprobs=k``: the server returns the top-k of the next-token distribution (full
-vocabulary, temperature 1, after verl's OOV mask) in ``extra_fields["top_logprobs"]``; tags
-outside the top-k still get their exact ``k = 0`` ``prompt_logprobs`` request. The ``hfcpu``
-server implements the key; verl's stock vLLM server does not (it forces ``logprobs`` to the
-sampled token and rejects unknown keys), the plugin's subclass of it does
-(:mod:`rftt_plugin.integration.vllm_readout`). :class:`VerlServerBackend`'s ``readout``:
-``"prompt_logprobs"`` (default, the read-out above), ``"top_logprobs"`` (the cached one; errors
-if the server refuses), ``"auto"`` (tries the key once per process and falls back to
-:func:`read_tag_logprobs` for good when the server refuses); ``$RFTT_TAG_READOUT`` sets the
-default. On vLLM the key is served by :mod:`rftt_plugin.integration.vllm_readout`.
+vocabulary, temperature 1, after verl's OOV mask) in ``extra_fields["top_logprobs"]``. Tags
+outside the top-k come from a request restricted to the tags (``allowed_token_ids``, renormalised
+over them) sent concurrently with it, anchored on a tag inside the top-k: one round trip per
+expansion, exact. The ``hfcpu`` server implements the key; verl's stock vLLM server does not (it
+forces ``logprobs`` to the sampled token and rejects unknown keys), the plugin's subclass of it
+does (:mod:`rftt_plugin.integration.vllm_readout`). :class:`VerlServerBackend`'s ``readout``:
+``"auto"`` (the default: the cached read-out, tried once per process, falling back for good to
+:func:`read_tag_logprobs` when the server refuses it), ``"top_logprobs"`` (the cached one; errors
+if the server refuses), ``"prompt_logprobs"`` (the uncached read-out above); ``$RFTT_TAG_READOUT``
+overrides.
+
+What the cached read-out still prefills (bench/rollout.py, vLLM, 16-token blocks): only first-touch
+ids (the root prompt, the inserted tag and newline ids) and the partial last KV block of each
+request (vLLM caches whole blocks and always computes a prompt's last id) -- about half a block per
+request whatever the context length, so the cached share grows with the context.
 """
 
 from __future__ import annotations
@@ -99,13 +105,21 @@ async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context
                                    candidate_ids: Sequence[int], top_k: int = 20) -> list[float]:
     """Same values as :func:`read_tag_logprobs`, from generate requests on the context (cacheable).
 
-    1. ``rftt_top_logprobs=k``, no mask: the top-k of the full next-token distribution. Its most
-       likely entry is the *anchor* ``a`` with a known full-vocabulary log-prob ``lp(a)``.
-    2. Only if some tags are outside the top-k: one more request on the same context with
-       ``allowed_token_ids = missing + [a]`` and ``rftt_top_logprobs = len(those)``. The server's
-       processed log-probs are then renormalised over that set: ``lp_S(t) = lp(t) - log P(S)``, so
-       ``lp(t) = lp_S(t) - lp_S(a) + lp(a)`` exactly (float rounding aside). Both requests share the
-       context's prefix; neither asks for ``prompt_logprobs``.
+    One round trip of two concurrent requests on the same context (both read the prefix cache,
+    neither asks for ``prompt_logprobs``):
+
+    1. ``rftt_top_logprobs=k``, no mask: the top-k of the full next-token distribution, with
+       full-vocabulary log-probs ``lp``;
+    2. (two or more candidates) ``allowed_token_ids = candidates``, ``rftt_top_logprobs =
+       len(candidates)``: the server's processed log-probs are renormalised over that set ``S``,
+       ``lp_S(t) = lp(t) - log P(S)``.
+
+    Candidates in the top-k are read from 1. Any other candidate ``t`` is
+    ``lp(t) = lp_S(t) - lp_S(a) + lp(a)`` exactly (float rounding aside), with the anchor ``a``
+    the most likely candidate found in 1. Only when no candidate is in the top-k is there no anchor
+    in ``S``: then a third request restricted to the missing candidates plus the top-1 token (whose
+    ``lp`` 1. gave) follows -- a second round trip, exact too. In the bench (issue 14) every
+    expansion had some tag outside the top-20 but never all of them.
     """
     context = [int(t) for t in context_ids]
     candidates = [int(c) for c in candidate_ids]
@@ -113,34 +127,45 @@ async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context
         raise ValueError("tag read-out needs a non-empty context")
     if not 1 <= top_k <= 20:
         raise ValueError(f"top_k must be in [1, 20] for the cached read-out, got {top_k}")
-    # Neutral sampling: the server's top-k is then the raw next-token distribution. A fixed seed
-    # keeps the one sampled token (discarded) from drawing on the server's shared generator.
-    out = await server_manager.generate(
-        request_id=request_id, prompt_ids=context,
-        sampling_params={"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
-                         "seed": 0, "logprobs": False, TOP_LOGPROBS_KEY: top_k},
-    )
-    top = (out.extra_fields or {}).get("top_logprobs")
-    if top is None:
-        raise ReadoutUnsupported(f"the rollout server ignored {TOP_LOGPROBS_KEY} (no extra_fields['top_logprobs'])")
-    found = {int(i): float(lp) for i, lp in zip(top["ids"], top["logprobs"]) if int(i) in candidates}
+    if len(set(candidates)) != len(candidates):
+        raise ValueError(f"candidate ids must be distinct, got {candidates}")
+
+    async def ask(k: int, allowed: list[int] | None = None) -> tuple[list[int], list[float]]:
+        # Neutral sampling: the server's top-k is then the raw next-token distribution. The one sampled
+        # token is discarded. No seed (as the prompt_logprobs read-out): vLLM's CPU build crashes on a
+        # seeded request whose prefill is chunked ("CPU Generator does not use offset", 0.27.1), and
+        # the search's own steps carry their seeds, so this draw cannot change a tree.
+        params: dict[str, Any] = {"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
+                                  "repetition_penalty": 1.0, "logprobs": False, TOP_LOGPROBS_KEY: k}
+        if allowed is not None:
+            params["allowed_token_ids"] = allowed
+        out = await server_manager.generate(request_id=request_id, prompt_ids=context, sampling_params=params)
+        top = (out.extra_fields or {}).get("top_logprobs")
+        if top is None:
+            raise ReadoutUnsupported(f"the rollout server ignored {TOP_LOGPROBS_KEY} (no extra_fields['top_logprobs'])")
+        ids, lps = [int(i) for i in top["ids"]], [float(x) for x in top["logprobs"]]
+        if allowed is not None and not set(allowed) <= set(ids):
+            raise RuntimeError(f"the server's allowed_token_ids read-out returned ids {sorted(ids)}, "
+                               f"expected {sorted(allowed)}")
+        return ids, lps
+
+    if len(candidates) > 1:
+        (ids, lps), (sub_ids, sub_lps) = await asyncio.gather(ask(top_k), ask(len(candidates), candidates))
+        renorm = dict(zip(sub_ids, sub_lps))
+    else:
+        ids, lps = await ask(top_k)
+        renorm = {}
+    full = dict(zip(ids, lps))
+    found = {c: full[c] for c in candidates if c in full}
     missing = [c for c in candidates if c not in found]
     if missing:
-        anchor, anchor_lp = int(top["ids"][0]), float(top["logprobs"][0])
-        allowed = missing + [anchor]
-        out = await server_manager.generate(
-            request_id=request_id, prompt_ids=context,
-            sampling_params={"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
-                             "repetition_penalty": 1.0, "seed": 0, "logprobs": False,
-                             "allowed_token_ids": allowed, TOP_LOGPROBS_KEY: len(allowed)},
-        )
-        sub = (out.extra_fields or {}).get("top_logprobs")
-        if sub is None:
-            raise ReadoutUnsupported(f"the rollout server ignored {TOP_LOGPROBS_KEY} (no extra_fields['top_logprobs'])")
-        renorm = {int(i): float(lp) for i, lp in zip(sub["ids"], sub["logprobs"])}
-        if anchor not in renorm or any(c not in renorm for c in missing):
-            raise RuntimeError(f"the server's allowed_token_ids read-out returned ids {sorted(renorm)}, "
-                               f"expected {sorted(allowed)}")
+        if found and renorm:
+            anchor = max(found, key=lambda c: found[c])
+            anchor_lp = found[anchor]
+        else:  # no candidate in the top-k: anchor on the top-1 token, one more (cacheable) request
+            anchor, anchor_lp = ids[0], lps[0]
+            sub_ids, sub_lps = await ask(len(missing) + 1, missing + [anchor])
+            renorm = dict(zip(sub_ids, sub_lps))
         for c in missing:
             found[c] = renorm[c] - renorm[anchor] + anchor_lp
     return [found[c] for c in candidates]
@@ -151,9 +176,8 @@ class VerlServerBackend(BaseBackend):
 
     def __init__(self, server_manager: Any, request_id: str, eos_id: int, *, readout_top_k: int = 20,
                  max_model_len: int | None = None, readout: str | None = None):
-        # default: $RFTT_TAG_READOUT, else the uncached prompt_logprobs read-out (until the agent
-        # loop passes a config value)
-        readout = readout or os.environ.get("RFTT_TAG_READOUT", "").strip() or "prompt_logprobs"
+        # default: $RFTT_TAG_READOUT, else "auto" (as the recipe's rftt.tag_readout)
+        readout = readout or os.environ.get("RFTT_TAG_READOUT", "").strip() or "auto"
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
@@ -187,8 +211,8 @@ class VerlServerBackend(BaseBackend):
                     _ANNOUNCED.add("top_logprobs")
                     # print, not logging: in a process that imported vLLM, its logging set-up can
                     # silence other loggers, and this line is how a run shows which read-out it used
-                    print(f"[rftt_plugin] rftt_tree: tag read-out via {TOP_LOGPROBS_KEY} (cached; tags outside "
-                          f"the top-{min(self.readout_top_k, 20)} via allowed_token_ids)", flush=True)
+                    print(f"[rftt_plugin] rftt_tree: tag read-out via {TOP_LOGPROBS_KEY} (cached; tags outside the "
+                          f"top-{min(self.readout_top_k, 20)} via allowed_token_ids, in the same round trip)", flush=True)
                 return values
             except Exception as exc:  # stock vLLM server: unknown sampling key (TypeError) or ignored
                 if self.readout == "top_logprobs":
