@@ -5,13 +5,13 @@ interrupted quickstart resumes where it stopped):
 
 1. ``model``     a tiny random Qwen2-style model + BPE tokenizer built offline, then
                  ``rftt prepare-model`` adds the 16 functional tokens.
-2. ``data``      the toy task (``rftt_plugin.synthetic``, "three-digit sums"): "What is a + b + c?"
-                 and "What is a + b - c?", seeded train / held-out splits that never overlap. The
+2. ``data``      the toy task (``rftt_plugin.synthetic``, "four-digit sums"): "What is a + b + c + d?"
+                 and "What is a + b + c - d?" (digits 1-5), seeded train / held-out splits that never overlap. The
                  SFT parquet mirrors what ``rftt gen-sft`` keeps from phase-1 trees (best correct
                  path, ties by fewer steps, some merged with a wrong step via ``<verify>`` /
                  ``<refine>``): all-plus questions whose tree reached a ``<direct_answer>`` give
                  the short "analyze -> direct_answer" sample, the rest step-by-step samples. The
-                 tiny model learns the shortcut but cannot add three digits in one go: phase 1
+                 tiny model learns the shortcut but cannot add four digits in one go: phase 1
                  leaves a clear error mode (about half the held-out questions wrong) that phase
                  2's verifiable reward can fix. Also the RL parquets and the held-out jsonl.
 3. ``sft``       phase 1: verl's own SFT trainer (``torchrun -m verl.trainer.sft_trainer
@@ -65,12 +65,12 @@ class QuickstartConfig:
     # digits tokenised one by one so every fact is spelled the same way
     hidden_size: int = 128
     num_layers: int = 2
-    # task (rftt_plugin.synthetic.sum_problems, 1,458 questions)
+    # task (rftt_plugin.synthetic.sum_problems: four operands, digits 1-5, 1,250 questions)
     n_train: int = 1000           # SFT and RL questions
     n_test: int = 250             # held-out questions (evaluation); never seen in training
     direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
     self_correct_fraction: float = 0.1  # step-by-step samples merged with a wrong step (<verify>/<refine>)
-    sft_steps: int = 700          # verl SFT trainer steps
+    sft_steps: int = 600          # verl SFT trainer steps (the step path is ~90% right by then, measured)
     sft_batch: int = 16
     sft_lr: float = 1e-3          # a tiny random model needs a large step; the paper's 7e-6 is for 7B models
     rl_steps: int = 20            # verl main_ppo steps
@@ -378,9 +378,14 @@ class Quickstart:
         if "eval_sft" in res:
             for name in ("eval_rl", "eval_rl_chain"):
                 if name in res:
-                    verdicts.append(f"{res[name]['label']} vs after SFT: " + "; ".join(
-                        _compare(res["eval_sft"][col], res[name][col], col) for col in ("chain pass@1", f"tree acc@{kmax}")))
-        return (f"Held-out three-digit sums, {cfg.n_eval} questions never seen in training (seed {cfg.seed}; "
+                    verdict = f"{res[name]['label']} vs after SFT: " + "; ".join(
+                        _compare(res["eval_sft"][col], res[name][col], col) for col in ("chain pass@1", f"tree acc@{kmax}"))
+                    if all((self.out / n / "chain" / "records.jsonl").exists() for n in ("eval_sft", name)):
+                        pair = paired_chain(self.out / "eval_sft", self.out / name)
+                        verdict += (f"; chain, question by question: {pair['gained']} gained / {pair['lost']} lost "
+                                    f"(exact McNemar p = {pair['p']:.2g})")
+                    verdicts.append(verdict)
+        return (f"Held-out four-digit sums, {cfg.n_eval} questions never seen in training (seed {cfg.seed}; "
                 f"tiny {cfg.hidden_size}-wide {cfg.num_layers}-layer model; the numbers are what this run "
                 f"measured):\n\n" + "\n".join(rows) + ("\n\n" + "\n".join(f"- {v}" for v in verdicts) if verdicts else ""))
 
@@ -454,6 +459,35 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value for paired right/wrong outcomes (same questions, two models).
+
+    ``gained``: questions wrong before and right after; ``lost``: right before, wrong after. Under
+    "no change" each discordant question is a fair coin, so p = P(Binomial(n, 1/2) as far from n/2
+    as observed), n = gained + lost (1.0 when there is no discordant question).
+    """
+    if gained < 0 or lost < 0:
+        raise ValueError(f"mcnemar_exact needs counts >= 0 (got gained={gained}, lost={lost})")
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_chain(before_dir: Path, after_dir: Path) -> dict:
+    """Question-by-question chain outcomes of two evaluations: gained / lost counts and McNemar's p."""
+    def load(d: Path) -> dict[str, bool]:
+        with (Path(d) / "chain" / "records.jsonl").open() as fh:
+            return {r["id"]: bool(r["acc"]) for r in map(json.loads, fh)}
+
+    before, after = load(before_dir), load(after_dir)
+    common = sorted(set(before) & set(after))
+    gained = sum(1 for q in common if after[q] and not before[q])
+    lost = sum(1 for q in common if before[q] and not after[q])
+    return {"n": len(common), "gained": gained, "lost": lost, "p": mcnemar_exact(gained, lost)}
 
 
 def _ci_cell(cell: dict) -> str:
