@@ -89,6 +89,7 @@ class EvalConfig:
     uct_c: float = 2.0
     step_temperature: float = 0.1
     step_top_p: float = 0.95
+    min_tag_prior: float = 0.0            # 0 = faithful (every allowed tag is a child); > 0 prunes rare tags
     # execution (do not change answers)
     concurrency: int = 8
     device: str = "cpu"
@@ -133,7 +134,7 @@ class EvalConfig:
                                 step_max_tokens=self.step_max_tokens,
                                 direct_answer_max_tokens=self.direct_answer_max_tokens,
                                 max_response_tokens=self.max_response_tokens, distinct_leaves=False,
-                                seed=self.seed, token_mode=self.token_mode)
+                                seed=self.seed, token_mode=self.token_mode, min_tag_prior=self.min_tag_prior)
         except ValueError as exc:
             raise EvalError(str(exc)) from exc
 

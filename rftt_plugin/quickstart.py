@@ -84,6 +84,10 @@ class QuickstartConfig:
     # every allowed tag); both are recipe keys.
     rl_step_temperature: float = 1.0
     rl_min_tag_prior: float = 0.05
+    # Test-time search: 0 is the faithful search (every allowed tag is a child). The SFT model always
+    # opens with <analyze>, so there the other root tags fail at once and use up the budget; the RL
+    # run's value prunes them (a deviation from the paper's evaluation, reported when set).
+    eval_min_tag_prior: float = 0.0
     compare_chain: bool = False   # also run chain RL (single_turn_agent + GRPO) with the same budget
     chain_estimator: str = "grpo"
     eval_limit: int = 250         # held-out questions per evaluation (0 = all n_test)
@@ -240,7 +244,7 @@ class Quickstart:
         chain = evaluate(EvalConfig(out=str(self.out / name / "chain"), mode="chain", **common))
         self.log(f"[quickstart]   {name}: chain pass@1 {_acc(chain.summary, 'pass@1'):.1%}; tree search ...")
         tree = evaluate(EvalConfig(out=str(self.out / name / "tree"), mode="tree", rollouts=list(cfg.rollouts),
-                                   **common))
+                                   min_tag_prior=cfg.eval_min_tag_prior, **common))
         summary = {"chain": chain.summary, "tree": tree.summary}
         _write_json(self.out / name / "summary.json", summary)
         return f"(chain {_acc(chain.summary, 'pass@1'):.1%}, tree@{max(cfg.rollouts)} " \
