@@ -119,3 +119,14 @@ def test_seeds_report_gives_the_spread(tmp_path):
     report = seeds_report(outs)
     assert "chain pass@1 gain from RL, points: min -2.0, mean +7.7, max +20.0; improved in 2 of 3 seeds" in report
     assert report.count("| ") >= 3 and "40.0% -> 60.0% (+20.0; 95% intervals do not overlap)" in report
+
+
+def test_eval_min_tag_prior_reaches_the_search_and_is_checked():
+    """The quickstart's eval_min_tag_prior goes through EvalConfig into the search (0 = faithful)."""
+    from rftt_plugin.evaluate import EvalConfig, EvalError
+
+    assert EvalConfig(model="m", out="o", mode="tree").search_config().min_tag_prior == 0.0
+    assert EvalConfig(model="m", out="o", mode="tree", min_tag_prior=0.05).search_config().min_tag_prior == 0.05
+    with pytest.raises(EvalError, match="min_tag_prior"):
+        EvalConfig(model="m", out="o", mode="tree", min_tag_prior=1.5).validate()
+    assert QuickstartConfig().eval_min_tag_prior == 0.0
