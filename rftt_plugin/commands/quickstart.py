@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): every stage runs, just shorter")
     parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 600)")
-    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 20)")
+    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 40)")
     parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 250)")
     parser.add_argument("--seed", type=int, help="seed of the model, the task split and the runs (default 0)")
     parser.add_argument("--seeds", type=int, default=1,
