@@ -8,18 +8,20 @@ import re
 
 import pytest
 
-from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report, wilson_interval
+from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, mcnemar_exact, seeds_report, wilson_interval
 from rftt_plugin.demo.synthetic import phase1_sample, split_sum_problems, sum_problems
 from rftt_plugin.tokens import validate
 
 
 def test_sum_problems_are_every_question_once_with_exact_answers():
     problems = sum_problems(seed=3)
-    assert len(problems) == 9 * 9 * 9 * 2 == len({p.expression for p in problems})
+    assert len(problems) == 5 ** 4 * 2 == len({p.expression for p in problems})
     for p in problems:
-        a, b, op, c = re.fullmatch(r"(\d) \+ (\d) ([+-]) (\d)", p.expression).groups()
-        assert p.answer == int(a) + int(b) + (int(c) if op == "+" else -int(c))
+        a, b, c, op, d = re.fullmatch(r"([1-5]) \+ ([1-5]) \+ ([1-5]) ([+-]) ([1-5])", p.expression).groups()
+        assert p.answer == int(a) + int(b) + int(c) + (int(d) if op == "+" else -int(d))
         assert p.question == f"What is {p.expression}?"
+        assert len(p.ops) == 3 and p.ops[-1][-1] == p.answer  # three steps, the last one gives the answer
+    assert len(sum_problems(max_digit=9, operands=3)) == 9 ** 3 * 2
     assert [p.expression for p in sum_problems(seed=3)] == [p.expression for p in problems]
     assert [p.expression for p in sum_problems(seed=4)] != [p.expression for p in problems]
 
@@ -28,8 +30,8 @@ def test_split_is_disjoint_and_refuses_more_than_exists():
     train, test = split_sum_problems(1000, 250, seed=0)
     assert len(train) == 1000 and len(test) == 250
     assert not {p.expression for p in train} & {p.expression for p in test}
-    with pytest.raises(ValueError, match="1458 distinct"):
-        split_sum_problems(1400, 100)
+    with pytest.raises(ValueError, match="1250 distinct"):
+        split_sum_problems(1200, 100)
 
 
 def test_phase1_samples_follow_gen_sft_rules():
@@ -54,6 +56,16 @@ def test_phase1_samples_follow_gen_sft_rules():
     assert set(none) == {"plain"}
     with pytest.raises(ValueError, match="fractions"):
         phase1_sample(problems[0], rng, direct_fraction=1.5)
+
+
+def test_mcnemar_exact_matches_hand_worked_values():
+    # n discordant questions, each a fair coin under "no change": p = 2 * P(X <= min) for X ~ Bin(n, 1/2)
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 2 ** 10)
+    assert mcnemar_exact(1, 5) == pytest.approx(2 * (1 + 6) / 64)  # C(6,0) + C(6,1) = 7
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(34, 21) == pytest.approx(0.1048, abs=1e-4)  # sum of C(55, i) for i <= 21, over 2 ** 54
+    with pytest.raises(ValueError, match="gained=-1"):
+        mcnemar_exact(-1, 2)
 
 
 def test_wilson_interval_matches_hand_worked_values():
@@ -107,3 +119,14 @@ def test_seeds_report_gives_the_spread(tmp_path):
     report = seeds_report(outs)
     assert "chain pass@1 gain from RL, points: min -2.0, mean +7.7, max +20.0; improved in 2 of 3 seeds" in report
     assert report.count("| ") >= 3 and "40.0% -> 60.0% (+20.0; 95% intervals do not overlap)" in report
+
+
+def test_eval_min_tag_prior_reaches_the_search_and_is_checked():
+    """The quickstart's eval_min_tag_prior goes through EvalConfig into the search (0 = faithful)."""
+    from rftt_plugin.evaluation.job import EvalConfig, EvalError
+
+    assert EvalConfig(model="m", out="o", mode="tree").search_config().min_tag_prior == 0.0
+    assert EvalConfig(model="m", out="o", mode="tree", min_tag_prior=0.05).search_config().min_tag_prior == 0.05
+    with pytest.raises(EvalError, match="min_tag_prior"):
+        EvalConfig(model="m", out="o", mode="tree", min_tag_prior=1.5).validate()
+    assert QuickstartConfig().eval_min_tag_prior == 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     parser.description = (
         "Run RFTT end to end at toy scale on this machine, offline: build a tiny model, add the functional "
-        "tokens (prepare-model), make a synthetic task (three-digit sums) with held-out questions and phase-1 "
+        "tokens (prepare-model), make a synthetic task (sums of four digits 1-5) with held-out questions and phase-1 "
         "data that mirrors gen-sft, phase-1 SFT with verl's SFT trainer (+recipe=rftt_sft), evaluate (chain + "
         "tree search), phase-2 RL with verl's main_ppo (+recipe=rftt +dryrun=cpu), evaluate again, then print a "
         "before/after table with 95% intervals and write reward_curve.png and tree.html. Stages already done "
@@ -17,8 +17,8 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): every stage runs, just shorter")
-    parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 700)")
-    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 20)")
+    parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 600)")
+    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 40)")
     parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 250)")
     parser.add_argument("--seed", type=int, help="seed of the model, the task split and the runs (default 0)")
     parser.add_argument("--seeds", type=int, default=1,

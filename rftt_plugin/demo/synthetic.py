@@ -106,13 +106,21 @@ def sft_row(p: Problem, self_correct: bool = False) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# The quickstart toy: three-digit sums, with a phase-1 shortcut RL has to unlearn
+# The quickstart toy: sums of small digits, with a phase-1 shortcut RL has to unlearn
 # --------------------------------------------------------------------------------------------
 #
-# Questions "What is a + b + c?" and "What is a + b - c?" (digits 1..9; 1,458 in all). Step by
-# step (<next_step> a + b = s, <next_step> s +/- c = t) each step is a one-digit fact a 128-wide
-# 2-layer model learns in a few hundred SFT steps; a <direct_answer> that writes a + b + c = t in
-# one go is a three-operand sum it mostly gets wrong on held-out questions.
+# Questions "What is a + b + c + d?" and "What is a + b + c - d?" (digits 1..5, four operands;
+# 1,250 questions). Step by step (<next_step> a + b = s, s + c = t, t +/- d = u) each step adds
+# one digit 1..5 to a number below 16: about 130 small facts that a 128-wide 2-layer model
+# learns in a few hundred SFT steps (measured: 89% of held-out step paths right after 600
+# steps). A <direct_answer> that writes a + b + c + d = u in one go is a four-operand sum the
+# tiny model gets right far less often on held-out questions.
+#
+# (Toys tried first, on the same model and steps, learnt too slowly for the CPU budget: sums
+# mod 10, mod 5, mod 4 and mod 3 and pointer chasing all stay at chance for 600-2000 steps before
+# a sudden jump, at a step that varies with the seed; three-digit sums 1..9 learn the step
+# path gradually but their direct answer is as good as the step path, so RL has nothing to
+# fix. See docs/quickstart-results.md.)
 #
 # Phase-1 data mirrors `rftt gen-sft` (rftt_plugin.phase1.stitch) on trees a prompted instruct model
 # would grow: under <analyze> its search tries a <direct_answer> (in `direct_fraction` of the
@@ -122,31 +130,37 @@ def sft_row(p: Problem, self_correct: bool = False) -> dict:
 # without a direct answer, and every minus question, give the step-by-step path, a
 # `self_correct_fraction` of them merged with a wrong step (<verify>/<refine>), as gen-sft merges
 # the worst wrong path. Every sample is correct; the error mode is what the tiny model makes of
-# them: it learns "all-plus -> answer directly" but cannot add three digits at once. Phase 2's
+# them: it learns "all-plus -> answer directly" but cannot add four digits at once. Phase 2's
 # verifiable reward (1 correct / 0.1 answered) is what tells it the step path pays.
 
 SUMS_DATA_SOURCE = DATA_SOURCE  # graded like any synthetic arithmetic row
 
 
-def sum_problems(seed: int = 0) -> list[Problem]:
-    """Every a + b + c and a + b - c question (digits 1..9), in a seeded order."""
+def sum_problems(seed: int = 0, max_digit: int = 5, operands: int = 4) -> list[Problem]:
+    """Every a + b (+ ...) + z and a + b (+ ...) - z question (digits 1..max_digit), in a seeded order."""
+    import itertools
+
+    if max_digit < 1 or operands < 2:
+        raise ValueError(f"sum_problems needs max_digit >= 1 and operands >= 2 (got {max_digit}, {operands})")
     out: list[Problem] = []
-    for a in range(1, 10):
-        for b in range(1, 10):
-            for c in range(1, 10):
-                for op in ("+", "-"):
-                    ab = a + b
-                    ans = ab + c if op == "+" else ab - c
-                    expr = f"{a} + {b} {op} {c}"
-                    out.append(Problem("", f"What is {expr}?", expr, ans,
-                                       ((f"{a} + {b}", a, "+", b, ab), (f"{ab} {op} {c}", ab, op, c, ans))))
+    for digits in itertools.product(range(1, max_digit + 1), repeat=operands):
+        for op in ("+", "-"):
+            ops, total, left = [], digits[0], str(digits[0])
+            for i, d in enumerate(digits[1:]):
+                sign = op if i == operands - 2 else "+"
+                result = total + d if sign == "+" else total - d
+                ops.append((f"{total} {sign} {d}", total, sign, d, result))
+                total = result
+            expr = " + ".join(map(str, digits[:-1])) + f" {op} {digits[-1]}"
+            out.append(Problem("", f"What is {expr}?", expr, total, tuple(ops)))
     random.Random(seed).shuffle(out)
     return [Problem(f"sum-{i}", p.question, p.expression, p.answer, p.ops) for i, p in enumerate(out)]
 
 
-def split_sum_problems(n_train: int, n_test: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+def split_sum_problems(n_train: int, n_test: int, seed: int = 0, max_digit: int = 5,
+                       operands: int = 4) -> tuple[list[Problem], list[Problem]]:
     """Disjoint train / held-out questions (by expression)."""
-    problems = sum_problems(seed)
+    problems = sum_problems(seed, max_digit, operands)
     if n_train + n_test > len(problems):
         raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(problems)} distinct sum questions")
     return problems[:n_train], problems[n_train:n_train + n_test]

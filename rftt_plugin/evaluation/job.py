@@ -70,7 +70,7 @@ class EvalConfig:
     # the SearchConfig knobs tree mode exposes (same names; flags and defaults come from there)
     SEARCH_FIELDS: ClassVar[tuple[str, ...]] = ("token_mode", "step_max_tokens", "direct_answer_max_tokens",
                                                 "max_response_tokens", "max_depth", "uct_c", "step_temperature",
-                                                "step_top_p")
+                                                "step_top_p", "min_tag_prior")
 
     model: str
     out: str
@@ -99,6 +99,7 @@ class EvalConfig:
     uct_c: float = _SEARCH.uct_c
     step_temperature: float = _SEARCH.step_temperature
     step_top_p: float = _SEARCH.step_top_p
+    min_tag_prior: float = _SEARCH.min_tag_prior  # 0 = faithful (every allowed tag is a child); > 0 prunes rare tags
     # execution (do not change answers)
     concurrency: int = 8
     device: str = "cpu"
