@@ -175,6 +175,26 @@ async def test_rerun_with_other_settings_is_refused(tmp_path):
     await _job(tmp_path / "out", ScriptedChat(), concurrency=3).run(load_questions(str(src)))
 
 
+async def test_an_output_of_the_older_run_json_format_resumes(tmp_path):
+    """Before the shared run directory, gen-sft wrote run.json as the bare fingerprint: such an
+    output resumes (nothing redone) and a changed setting is still refused."""
+    src = _questions(tmp_path, 2)
+    out = tmp_path / "out"
+    first = _job(out, ScriptedChat())
+    await first.run(load_questions(str(src)))
+    assert json.loads((out / "run.json").read_text())["format"] == "rftt-gen-sft-run/1"
+    legacy = json.loads(json.dumps(first.fingerprint()))  # the old layout: the bare fingerprint
+    (out / "run.json").write_text(json.dumps(legacy))
+    samples_before = _lines(out / "samples.jsonl")
+    chat = ScriptedChat()
+    report = await _job(out, chat).run(load_questions(str(src)))
+    assert report["this_run"] == {"searched": 0, "reused_trees": 0, "built": 0}
+    assert _lines(out / "samples.jsonl") == samples_before
+    (out / "run.json").write_text(json.dumps(legacy))
+    with pytest.raises(RunMismatch, match="search.iterations: the run has 4, this command has 5"):
+        await _job(out, ScriptedChat(), iterations=5).run(load_questions(str(src)))
+
+
 async def test_failed_question_is_reported_and_retried(tmp_path):
     src = _questions(tmp_path, 3)
     loaded = load_questions(str(src))

@@ -104,3 +104,20 @@ def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tm
 def test_search_unknown_benchmark_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["search", "--backend", "fake", "--benchmark", "mat500", "--out", str(tmp_path / "x")]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_every_search_knob_has_help_and_a_flag():
+    # the flags are built from SearchConfig's fields: a new field without help would break --help
+    import argparse
+    from dataclasses import fields
+
+    from rftt_plugin.commands._search_flags import add_search_flags
+    from rftt_plugin.search.config import FIELD_HELP, SearchConfig
+
+    names = [f.name for f in fields(SearchConfig)]
+    assert sorted(FIELD_HELP) == sorted(names)
+    parser = argparse.ArgumentParser()
+    add_search_flags(parser, names)
+    args = parser.parse_args(["--step-max-tokens", "7", "--no-loss-on-inserted", "--token-mode", "text"])
+    assert (args.step_max_tokens, args.loss_on_inserted, args.token_mode, args.uct_c) == (7, False, "text", 2.0)
+

@@ -16,7 +16,15 @@ KINDS = ("fake", "hf", "openai")
 
 
 class EngineError(ValueError):
-    """The model, tokenizer or server named by the user cannot be used."""
+    """The model, tokenizer or server named by the user cannot be used; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+    def with_hint(self) -> str:
+        """The message and the hint on one line (for callers without a separate hint field)."""
+        return f"{self}; {self.hint}" if self.hint else str(self)
 
 
 @dataclass
@@ -42,7 +50,8 @@ def load_tokenizer(name: str, *, flag: str = "--model", need_chat_template: bool
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - e.g. a hub id offline, a folder without tokenizer files
-        raise EngineError(f"{flag} {name}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
+        raise EngineError(f"{flag} {name}: cannot load the tokenizer ({type(exc).__name__}: {exc})",
+                          "pass a local checkpoint directory with its tokenizer files") from None
     if need_chat_template and not getattr(tokenizer, "chat_template", None):
         raise EngineError(f"{flag} {name}: the tokenizer has no chat template (the question is sent as the user "
                           "turn of it); use a chat/instruct checkpoint, or set chat_template in tokenizer_config.json")
@@ -57,7 +66,7 @@ def make_layout(tokenizer: Any, token_mode: str = "added"):
     try:
         return TokenLayout.from_tokenizer(tokenizer, mode=token_mode)
     except TagVocabularyError as exc:
-        raise EngineError(f"{exc}; run `rftt prepare-model` first, or use token mode text") from None
+        raise EngineError(str(exc), "run `rftt prepare-model` first, or use token mode text") from None
 
 
 def make_engine(kind: str, model: str | None = None, *, tokenizer: Any = None, token_mode: str | None = "added",

@@ -164,7 +164,7 @@ def run(args) -> int:
     try:
         chat, tokenizer, backend = _build_model(args)
     except EngineError as exc:
-        raise UserError(str(exc), "check --model / --tokenizer / --base-url") from None
+        raise UserError(str(exc), exc.hint or "check --model / --tokenizer / --base-url") from None
     scorer = None
     if args.prm_url:
         from rftt_plugin.reward.prm import HttpStepScorer

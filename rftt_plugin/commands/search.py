@@ -145,9 +145,8 @@ def build_layout(args: argparse.Namespace, config: SearchConfig):
         tokenizer = load_tokenizer(args.model)
         return tokenizer, make_layout(tokenizer, config.token_mode), None
     except EngineError as exc:
-        hint = ("run `rftt prepare-model` first, or pass --token-mode text" if "prepare-model" in str(exc)
-                else "pass a local chat checkpoint directory with its tokenizer files")
-        raise UserError(str(exc).split("; run `rftt")[0], hint) from None
+        raise UserError(str(exc), exc.hint.replace("use token mode text", "pass --token-mode text")
+                        or "use a chat/instruct checkpoint") from None
 
 
 def context_window(args: argparse.Namespace, tokenizer=None) -> int | None:
@@ -201,7 +200,7 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
                              logprob_method=args.logprob_method, script=script,
                              with_tokenizer=args.backend != "fake")
     except EngineError as exc:
-        raise UserError(str(exc), "check --model, --base-url, --dtype and --device") from None
+        raise UserError(str(exc), exc.hint or "check --model, --base-url, --dtype and --device") from None
     return engine.backend, layout, engine.fake_grade
 
 

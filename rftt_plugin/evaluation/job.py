@@ -200,7 +200,7 @@ def build_engine(cfg: EvalConfig, with_tokenizer: bool = True):
                              max_batch_size=max(1, cfg.concurrency), max_concurrency=max(1, cfg.concurrency) * 2,
                              seed=cfg.seed, with_tokenizer=with_tokenizer)
     except EngineError as exc:
-        raise EvalError(str(exc)) from None
+        raise EvalError(exc.with_hint()) from None
     return engine.backend, engine.tokenizer, engine.layout
 
 
@@ -456,7 +456,7 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
                 try:
                     tok = load_tokenizer(cfg.tokenizer or cfg.model, flag="--tokenizer" if cfg.tokenizer else "--model")
                 except EngineError as exc:
-                    raise EvalError(str(exc)) from None
+                    raise EvalError(exc.with_hint()) from None
             initial = [score_record(records[i.id], cfg.columns, cfg.selection) for i in items if i.id in records]
             progress = _Progress(len(pending), initial, cfg.columns[-1].label, cfg.progress)
             try:

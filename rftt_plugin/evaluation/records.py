@@ -66,10 +66,6 @@ class EvalRunDir(RunDir):
             self.loaded.records[str(record["id"])] = record
         return self.loaded
 
-    def __enter__(self) -> "EvalRunDir":
-        self.open()
-        return self
-
     def append(self, record: dict) -> None:
         """Write one finished question; on return it is on disk."""
         self.journal("records").append(record)

@@ -193,7 +193,12 @@ class RunDir:
             old = json.loads(run_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunMismatch(f"{run_file}: unreadable ({exc}); pass --overwrite to start afresh") from exc
-        old_fp = old.get("fingerprint", {}) if isinstance(old, dict) else {}
+        if not isinstance(old, dict):
+            old_fp = {}
+        elif "format" in old:
+            old_fp = old.get("fingerprint", {})
+        else:  # rftt gen-sft before the shared run directory wrote the bare fingerprint
+            old_fp = old
         if self.merge_inputs:
             old_view, new_view, merged = _inputs_views(old_fp, self.fingerprint)
         else:
