@@ -37,6 +37,12 @@ def test_recipe_applies_and_passes_verl_validation(tiny_model_dir):
     assert cfg.data.train_batch_size == 16
     assert cfg.reward.custom_reward_function.path == "pkg://rftt_plugin.reward"
     assert cfg.reward.custom_reward_function.reward_kwargs.rule == "rftt"
+    # training batches in dataset order (reproducible mini-batches); the class loads as verl loads it
+    sampler = cfg.trainer.v1.sampler.custom_sampler
+    from verl.utils.import_utils import load_extern_object
+
+    from rftt_plugin.integration.replay_order import DatasetOrderReplayBuffer
+    assert load_extern_object(sampler.path, sampler.name) is DatasetOrderReplayBuffer
     assert cfg.rftt.search.max_depth == 18 and cfg.rftt.search.uct_c == 2.0
     assert cfg.rftt.search.step_temperature == 0.1 and cfg.rftt.search.step_top_p == 0.95
     assert (cfg.rftt.search.step_max_tokens, cfg.rftt.search.direct_answer_max_tokens) == (512, 1024)
