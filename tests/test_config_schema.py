@@ -64,6 +64,8 @@ def test_shipped_recipes_pass_and_mirror_the_schema(recipe):
     (["trainer.use_v1=false"], "trainer.use_v1=False: the rftt_tree agent loop needs verl's V1 trainer"),
     (["algorithm.rollout_correction.rollout_is=token"], "algorithm.rollout_correction.rollout_is is set"),
     (["rftt.token_mode=text"], "rftt.token_mode='text': must be 'added' inside verl"),
+    (["trainer.v1.trainer_mode=colocate_async"],
+     "trainer.v1.trainer_mode='colocate_async': the recipe's dataset-order replay buffer"),
 ])
 def test_each_mistake_is_one_line_naming_the_key(overrides, message):
     cfg = _compose(overrides)

@@ -130,3 +130,57 @@ def test_eval_min_tag_prior_reaches_the_search_and_is_checked():
     with pytest.raises(EvalError, match="min_tag_prior"):
         EvalConfig(model="m", out="o", mode="tree", min_tag_prior=1.5).validate()
     assert QuickstartConfig().eval_min_tag_prior == 0.0
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ([], dict(rl_steps=40, sft_steps=600, n_test=250, rollouts=(1, 2, 4))),
+    (["--reduced"], dict(rl_steps=20, sft_steps=600, n_test=250, rollouts=(1, 2))),
+    (["--smoke"], dict(rl_steps=2, sft_steps=20, n_test=6, rollouts=(1, 2))),
+    (["--reduced", "--rl-steps", "30"], dict(rl_steps=30, sft_steps=600)),
+])
+def test_cli_size_presets(monkeypatch, tmp_path, flag, expected):
+    """--reduced (CI's learning check) and --smoke pick their sizes; explicit flags still win."""
+    import argparse
+
+    from rftt_plugin.commands import quickstart as command
+    from rftt_plugin.demo import quickstart as demo
+
+    seen = []
+
+    def fake_run(self):  # record the config instead of running verl
+        seen.append(self.config)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(demo.Quickstart, "run", fake_run)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.run(parser.parse_args(["--out", str(tmp_path), *flag])) == 1
+    for key, value in expected.items():
+        assert getattr(seen[0], key) == value, key
+
+
+def test_cli_refuses_smoke_with_reduced(capsys):
+    import argparse
+
+    from rftt_plugin.commands import quickstart as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--smoke", "--reduced"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_table_compares_tree_rl_with_chain_rl_question_by_question(tmp_path):
+    qs = Quickstart(QuickstartConfig(out=str(tmp_path), n_test=4, eval_limit=4), log=lambda _m: None)
+    outcomes = {"eval_sft": [0, 0, 1, 0], "eval_rl": [1, 0, 1, 1], "eval_rl_chain": [1, 1, 0, 0]}
+    for name, accs in outcomes.items():
+        _write(tmp_path, name, _summary(sum(accs) / 4, {1: 0.5, 2: 0.5, 4: 0.5}, n=4))
+        (tmp_path / name / "chain").mkdir()
+        (tmp_path / name / "chain" / "records.jsonl").write_text(
+            "".join(json.dumps({"id": f"q{i}", "acc": acc}) + "\n" for i, acc in enumerate(accs)))
+    table = qs.table()
+    # tree RL right, chain RL wrong: q2, q3; the other way round: q1. p = 2 * P(Bin(3, 1/2) <= 1) = 1.0
+    assert "tree RL vs chain RL (the paper's claim), chain pass@1 question by question: 2 right only after " \
+           "tree RL, 1 only after chain RL (exact McNemar p = 1)" in table
+    assert "chain, question by question: 2 gained / 0 lost" in table  # tree RL vs SFT: q0, q3

@@ -326,6 +326,12 @@ def check_composed_config(config: Any) -> RfttSettings | SftSettings | None:
                             "rollout log-probs are not the behaviour policy's at the actor's temperature (steps are "
                             "sampled at rftt.search.step_temperature, inserted ids carry 0.0): turn rollout "
                             "correction off")
+    sampler_path = str(_get(config, "trainer.v1.sampler.custom_sampler.path") or "")
+    mode = _get(config, "trainer.v1.trainer_mode", "sync")
+    if sampler_path.endswith("rftt_plugin.integration.replay_order") and mode != "sync":
+        problems.append(_problem("trainer.v1.trainer_mode", mode,
+                                 "the recipe's dataset-order replay buffer (trainer.v1.sampler.custom_sampler) is "
+                                 "verl's sync buffer; use sync, or set trainer.v1.sampler.custom_sampler.path=null"))
     if _get(config, "algorithm.adv_estimator") == "rftt_tree" and _get(config, "algorithm.rftt_normalize") is None:
         problems.append("algorithm.rftt_normalize is not set: the rftt_tree estimator needs it (use +recipe=rftt_tree)")
     if problems:

