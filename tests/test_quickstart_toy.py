@@ -113,11 +113,15 @@ def test_seeds_report_gives_the_spread(tmp_path):
         qs = Quickstart(QuickstartConfig(out=str(out), seed=seed), log=lambda _m: None)
         _write(out, "eval_sft", _summary(sft, {1: sft, 2: sft, 4: sft}))
         _write(out, "eval_rl", _summary(rl, {1: rl, 2: rl, 4: rl}))
+        if seed < 2:  # chain RL ran for two of the seeds: 0.55 and 0.52
+            _write(out, "eval_rl_chain", _summary(0.55 - 0.03 * seed, {1: 0.5, 2: 0.5, 4: 0.5}))
         (out / "results.json").write_text(json.dumps(qs.results()))
         (out / "config.json").write_text(json.dumps({"seed": seed}))
         outs.append(out)
     report = seeds_report(outs)
     assert "chain pass@1 gain from RL, points: min -2.0, mean +7.7, max +20.0; improved in 2 of 3 seeds" in report
+    # tree RL minus chain RL: 60 - 55 = +5.0, 50 - 52 = -2.0 (seed 2 has no chain RL)
+    assert "tree RL minus chain RL, chain pass@1 points: min -2.0, mean +1.5, max +5.0; tree RL ahead in 1 of 2 seeds" in report
     assert report.count("| ") >= 3 and "40.0% -> 60.0% (+20.0; 95% intervals do not overlap)" in report
 
 

@@ -614,7 +614,7 @@ def seeds_report(outs: list[Path]) -> str:
     """The spread over several seeds' ``results.json``: per seed the gains, then min / mean / max."""
     rows = ["| seed | chain pass@1 SFT -> tree RL | tree acc@4 SFT -> tree RL | chain RL (if run): chain / tree@4 |",
             "|---|---|---|---|"]
-    gains: dict[str, list[float]] = {"chain": [], "tree": []}
+    gains: dict[str, list[float]] = {"chain": [], "tree": [], "tree_minus_chain": []}
     for out in outs:
         res = json.loads((Path(out) / "results.json").read_text())
         seed = json.loads((Path(out) / "config.json").read_text())["seed"]
@@ -629,6 +629,8 @@ def seeds_report(outs: list[Path]) -> str:
             cells.append(f"{sft[col]['acc']:.1%} -> {rl[col]['acc']:.1%} ({gains[key][-1]:+.1f}; {_compare(sft[col], rl[col], col).split('(')[1][:-1]})")
         ch = res.get("eval_rl_chain")
         cells.append(f"{ch['chain pass@1']['acc']:.1%} / {ch[tree_col]['acc']:.1%}" if ch else "-")
+        if ch:
+            gains["tree_minus_chain"].append(100 * (rl["chain pass@1"]["acc"] - ch["chain pass@1"]["acc"]))
         rows.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines = [f"Quickstart over {len(outs)} seeds (each seed: its own model init, task split, SFT and RL):", "", *rows, ""]
     for key, label in (("chain", "chain pass@1"), ("tree", "tree acc@4")):
@@ -636,4 +638,8 @@ def seeds_report(outs: list[Path]) -> str:
         if g:
             lines.append(f"- {label} gain from RL, points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, max {max(g):+.1f}; "
                          f"improved in {sum(x > 0 for x in g)} of {len(g)} seeds")
+    g = gains["tree_minus_chain"]
+    if g:
+        lines.append(f"- tree RL minus chain RL, chain pass@1 points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, "
+                     f"max {max(g):+.1f}; tree RL ahead in {sum(x > 0 for x in g)} of {len(g)} seeds")
     return "\n".join(lines)
