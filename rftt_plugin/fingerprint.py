@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 FULL_HASH_LIMIT = 64 * 1024 * 1024
 EDGE = 1024 * 1024

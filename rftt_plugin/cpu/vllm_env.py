@@ -97,8 +97,8 @@ def problems() -> list[str]:
         return [f"{CPU_DIST} is not installed (bash scripts/setup_cpu.sh --vllm)"]
     stub = _version(STUB_NAME)
     if stub is None:
-        out.append(f"no 'vllm' distribution metadata: verl cannot read vLLM's version "
-                   f"(python -m rftt_plugin.cpu.vllm_env stub)")
+        out.append("no 'vllm' distribution metadata: verl cannot read vLLM's version "
+                   "(python -m rftt_plugin.cpu.vllm_env stub)")
     elif stub != stub_version(cpu_version):
         out.append(f"'vllm' metadata says {stub}, but {CPU_DIST} is {cpu_version} (python -m rftt_plugin.cpu.vllm_env stub)")
     for dist in ("torchvision", "torchaudio", "torchcodec"):

@@ -145,7 +145,7 @@ def sum_problems(seed: int = 0, max_digit: int = 5, operands: int = 4) -> list[P
     out: list[Problem] = []
     for digits in itertools.product(range(1, max_digit + 1), repeat=operands):
         for op in ("+", "-"):
-            ops, total, left = [], digits[0], str(digits[0])
+            ops, total = [], digits[0]
             for i, d in enumerate(digits[1:]):
                 sign = op if i == operands - 2 else "+"
                 result = total + d if sign == "+" else total - d

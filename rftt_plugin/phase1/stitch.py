@@ -79,10 +79,8 @@ chat-templated conversation fits in ``max_length`` tokens (the SFT recipe refuse
 
 from __future__ import annotations
 
-import os
 import zlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from rftt_plugin.phase1.chat import ChatModel, ChatParams
