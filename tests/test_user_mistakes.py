@@ -554,8 +554,11 @@ def test_subprocess_error_has_no_traceback_and_exit_code_2(tmp_path):
 
 @pytest.mark.slow
 def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
+    # 16 questions: enough that the run cannot finish between the first saved sample and the
+    # SIGINT (with 4, a quiet machine once finished first and exited 0)
+    n = 16
     src = _jsonl(tmp_path / "q.jsonl", [{"problem": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)}
-                                        for i in range(4)])
+                                        for i in range(n)])
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "rftt_plugin.cli", "gen-sft", "--backend", "hf", "--model", str(tiny_model_dir),
            "--source", str(src), "--out", str(out), "--max-tokens", "12", "--iterations", "2", "--concurrency", "1",
@@ -574,15 +577,15 @@ def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
     assert "Traceback" not in err and "CancelledError" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("rftt gen-sft: interrupted; ")
-    assert lines[0].endswith(f"of 4 questions are saved in {out}; rerun the same command to continue")
+    assert lines[0].endswith(f"of {n} questions are saved in {out}; rerun the same command to continue")
     saved = int(lines[0].split("interrupted; ")[1].split(" of ")[0])
-    assert 1 <= saved < 4
+    assert 1 <= saved < n
     # the resume is still right: every question exactly once (in-process: saves a second start-up)
     assert cli.main(cmd[3:]) == 0
     keys = [json.loads(x)["key"] for x in samples.read_text().splitlines()]
-    assert len(keys) == 4 == len(set(keys))
+    assert len(keys) == n == len(set(keys))
     report = json.loads((out / "report.json").read_text())
-    assert report["this_run"]["built"] == 4 - saved
+    assert report["this_run"]["built"] == n - saved
 
 
 def test_journal_edited_by_hand_in_the_middle_eval_policy_skips_gen_sft_policy_refuses(tmp_path):
