@@ -188,3 +188,15 @@ def test_table_compares_tree_rl_with_chain_rl_question_by_question(tmp_path):
     assert "tree RL vs chain RL (the paper's claim), chain pass@1 question by question: 2 right only after " \
            "tree RL, 1 only after chain RL (exact McNemar p = 1)" in table
     assert "chain, question by question: 2 gained / 0 lost" in table  # tree RL vs SFT: q0, q3
+
+
+def test_rl_overrides_keep_the_recipe_replay_order_and_batching_switch(tmp_path):
+    """The quickstart never overrides the recipe's dataset-order replay buffer; rl_batch_invariant
+    (off by default) makes hfcpu serve one request at a time."""
+    default = Quickstart(QuickstartConfig(out=str(tmp_path)), log=lambda _m: None).rl_overrides()
+    assert "+recipe=rftt" in default
+    assert not any("custom_sampler" in o or "trainer_mode" in o for o in default)
+    assert not any("max_batch_size" in o for o in default)
+    one_at_a_time = Quickstart(QuickstartConfig(out=str(tmp_path), rl_batch_invariant=True),
+                               log=lambda _m: None).rl_overrides()
+    assert "actor_rollout_ref.rollout.engine_kwargs.hfcpu.max_batch_size=1" in one_at_a_time
