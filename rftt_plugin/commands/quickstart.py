@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
     sizes.add_argument("--smoke", action="store_true", help="tiny sizes: every stage runs, just shorter (minutes; "
                                                              "checks the plumbing, not learning)")
     sizes.add_argument("--reduced", action="store_true",
-                       help="the run behind CI's learning check (~7 min): the default task, model and SFT, 20 RL "
+                       help="the run behind CI's learning check (about 5 min: 315 s in CI here): the default task, model and SFT, 20 RL "
                             "steps, tree acc@1/@2; tests/test_quickstart.py then requires RL to beat SFT on the 250 "
                             "held-out questions (exact McNemar p < 0.01)")
     parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 600)")
