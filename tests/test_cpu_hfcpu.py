@@ -272,6 +272,39 @@ def test_server_rejects_what_it_does_not_support(server_cfgs, tiny):
     asyncio.run(scenario())
 
 
+def test_request_seeds_make_samples_independent_of_arrival_order(server_cfgs, tiny):
+    """engine_kwargs.hfcpu.request_seeds: the samples a batch of concurrent requests draws do not
+    depend on the order the requests arrive in (the chain-RL baseline's reproducibility)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from rftt_plugin.cpu.hfcpu.sampling import request_seed
+    from rftt_plugin.cpu.hfcpu.server import HFCPUServer
+    from verl.workers.rollout.replica import RolloutMode
+
+    rollout = OmegaConf.create(OmegaConf.to_container(server_cfgs[0]))
+    with open_dict(rollout):
+        rollout.engine_kwargs = {**(rollout.engine_kwargs or {}), "hfcpu": {"request_seeds": True}}
+    p, q = list(tiny.prompts[0]), list(tiny.prompts[1])
+    sample = {"temperature": 1.0, "max_tokens": 6}
+
+    async def draw(order):
+        server = HFCPUServer(rollout, server_cfgs[1], RolloutMode("standalone"), replica_rank=0)
+        outs = await asyncio.gather(*(server.generate(prompt_ids=ids, sampling_params=sample, request_id=str(i))
+                                      for i, ids in enumerate(order)))
+        explicit = await server.generate(prompt_ids=p, sampling_params={**sample, "seed": request_seed(
+            int(rollout.seed), 0, tuple(p), 1)}, request_id="explicit")
+        by_prompt: dict = {}
+        for ids, out in zip(order, outs):
+            by_prompt.setdefault(tuple(ids), []).append(tuple(out.token_ids))
+        return by_prompt, tuple(explicit.token_ids)
+
+    first, explicit_1 = asyncio.run(draw([p, q, p, p]))
+    second, explicit_2 = asyncio.run(draw([q, p, p, p]))
+    assert sorted(first[tuple(p)]) == sorted(second[tuple(p)]) and first[tuple(q)] == second[tuple(q)]
+    assert len(set(first[tuple(p)])) > 1, "the n samples of one prompt must differ"
+    assert explicit_1 == explicit_2 and explicit_1 in first[tuple(p)]  # the 2nd p got the documented seed
+
+
 def test_adapter_refuses_lora_adapters():
     from rftt_plugin.cpu.hfcpu.adapter import HFCPUServerAdapter
 

@@ -200,3 +200,7 @@ def test_rl_overrides_keep_the_recipe_replay_order_and_batching_switch(tmp_path)
     one_at_a_time = Quickstart(QuickstartConfig(out=str(tmp_path), rl_batch_invariant=True),
                                log=lambda _m: None).rl_overrides()
     assert "actor_rollout_ref.rollout.engine_kwargs.hfcpu.max_batch_size=1" in one_at_a_time
+    assert not any("request_seeds" in o for o in default)  # the tree search seeds its own requests
+    chain = Quickstart(QuickstartConfig(out=str(tmp_path)), log=lambda _m: None).rl_overrides("rl_chain", chain=True)
+    assert "actor_rollout_ref.rollout.engine_kwargs.hfcpu.request_seeds=true" in chain
+    assert "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent" in chain

@@ -318,7 +318,9 @@ class Quickstart:
             out.append(f"actor_rollout_ref.actor.ppo_mini_batch_size={cfg.rl_mini_batch}")
         if chain:
             out += ["actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
-                    f"algorithm.adv_estimator={cfg.chain_estimator}", "actor_rollout_ref.rollout.temperature=1.0"]
+                    f"algorithm.adv_estimator={cfg.chain_estimator}", "actor_rollout_ref.rollout.temperature=1.0",
+                    # single_turn_agent sends no seed: derive one per request so the baseline reproduces
+                    "actor_rollout_ref.rollout.engine_kwargs.hfcpu.request_seeds=true"]
         return out
 
     def stage_report(self) -> str:

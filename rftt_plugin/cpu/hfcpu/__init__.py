@@ -38,7 +38,9 @@ Request
                                 ``allowed_token_ids``, penalties, temperature; no top-k/top-p), most
                                 likely first (the cached tag read-out)
     ``repetition_penalty``      vLLM semantics (prompt + output tokens); default ``rollout.repetition_penalty`` or 1
-    ``seed``                    per-request generator; default from ``rollout.seed`` when ``full_determinism``
+    ``seed``                    per-request generator; default from ``rollout.seed`` when ``full_determinism``,
+                                else derived from the request (``engine_kwargs.hfcpu.request_seeds``), else one
+                                shared generator in arrival order
     ``n``                       must be 1 (verl's agent loops send ``rollout.n`` separate requests)
     ==========================  =============================================================
 

@@ -19,6 +19,7 @@ temperature -> top-k -> top-p -> sample, log-probs of that final distribution.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -229,6 +230,23 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
 # ---------------------------------------------------------------------------------------------
 # Logits processing (one row at a time: requests in a batch have their own parameters)
 # ---------------------------------------------------------------------------------------------
+
+
+def request_seed(base: int, weights_version: int, prompt_ids: tuple[int, ...], occurrence: int) -> int:
+    """A sampling seed for a request that brought none, from what the request *is* rather than when it came.
+
+    ``occurrence`` counts the identical prompts served before it on the same weights, so the ``n``
+    samples of one prompt differ while the set of samples a step draws does not depend on the order
+    in which concurrent requests reached the server (agent loops send them all at once).
+
+    >>> a = request_seed(0, 3, (1, 2, 3), 0)
+    >>> a == request_seed(0, 3, (1, 2, 3), 0), a == request_seed(0, 3, (1, 2, 3), 1), a == request_seed(0, 4, (1, 2, 3), 0)
+    (True, False, False)
+    >>> 0 <= a < 2**63
+    True
+    """
+    key = f"{base}|{weights_version}|{occurrence}|" + ",".join(map(str, prompt_ids))
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
 
 
 def apply_allowed_and_penalty(logits: torch.Tensor, spec: SamplingSpec, seen_ids: torch.Tensor) -> torch.Tensor:

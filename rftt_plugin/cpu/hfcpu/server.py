@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, fields
+from collections import Counter
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 import torch
@@ -23,7 +24,7 @@ import torch
 from rftt_plugin.cpu.hfcpu.batcher import MicroBatcher
 from rftt_plugin.cpu.hfcpu.engine import BatchGenerator, GenerationRequest, GenerationResult
 from rftt_plugin.cpu.hfcpu.model import build_model, eos_token_ids, install_weights, torch_dtype
-from rftt_plugin.cpu.hfcpu.sampling import ServerLimits, UnsupportedRequest, parse_sampling_params
+from rftt_plugin.cpu.hfcpu.sampling import ServerLimits, UnsupportedRequest, parse_sampling_params, request_seed
 from rftt_plugin.cpu.hfcpu.weights import WeightState, WeightSyncError, l1_norm, state_digest
 
 logger = logging.getLogger("rftt_plugin.cpu.hfcpu")
@@ -38,6 +39,10 @@ class HFCPUOptions:
     event_log: Optional[str] = None  # append JSON lines (weight loads, sleeps, batches) here
     num_threads: int = 0  # torch intra-op threads for the server; 0 = leave torch's default
     seed: Optional[int] = None  # sampling seed for requests without one; None = rollout.seed
+    # Requests without a seed get one derived from (seed, weights version, prompt ids, how many
+    # identical prompts came before) instead of sharing one generator in arrival order, so a run's
+    # samples do not depend on how concurrent requests were scheduled (sampling.request_seed).
+    request_seeds: bool = False
 
     @classmethod
     def from_mapping(cls, values) -> "HFCPUOptions":
@@ -109,6 +114,8 @@ class HFCPUServer:
             vocab_limit=len(tokenizer) if tokenizer is not None else None,  # verl's vLLM OOV mask
         )
         self.weights = WeightState()
+        self._seed = seed
+        self._prompt_counts: Counter = Counter()  # (weights version, prompt ids) -> requests seen (request_seeds)
         held = self.model.state_dict()
         self.weights.digest, self.weights.l1 = state_digest(held), l1_norm(held)
         self.strict = self.options.strict_weight_sync and _is_hybrid(rollout_mode)
@@ -160,6 +167,10 @@ class HFCPUServer:
             raise UnsupportedRequest("hfcpu serves text-only models: mm_processor_kwargs is not supported")
         prompt_ids = normalize_token_ids(prompt_ids)
         spec = parse_sampling_params(sampling_params, len(prompt_ids), self.limits)
+        if self.options.request_seeds and spec.seed is None and not spec.greedy:
+            key = (self.weights.version, tuple(prompt_ids))
+            spec = replace(spec, seed=request_seed(self._seed, key[0], key[1], self._prompt_counts[key]))
+            self._prompt_counts[key] += 1
         result, global_steps = await self.batcher.submit(GenerationRequest(tuple(prompt_ids), spec))
         extra_fields: dict[str, Any] = {"global_steps": global_steps, "num_cached_tokens": 0}
         if result.prompt_ids is not None:
@@ -192,6 +203,7 @@ class HFCPUServer:
         async with self._lock:
             held = await asyncio.to_thread(install_weights, self.model, state)
             self.weights.loaded(global_steps, held, l1_norm(state))
+            self._prompt_counts.clear()  # counts are per weights version
         info = self.weights.as_dict()
         print(
             f"[hfcpu] replica {self.replica_rank}: loaded weights version={info['version']} "
