@@ -137,8 +137,8 @@ def test_eval_min_tag_prior_reaches_the_search_and_is_checked():
 
 
 @pytest.mark.parametrize("flag, expected", [
-    ([], dict(rl_steps=40, sft_steps=600, n_test=250, rollouts=(1, 2, 4))),
-    (["--reduced"], dict(rl_steps=20, sft_steps=600, n_test=250, rollouts=(1, 2))),
+    ([], dict(rl_steps=60, sft_steps=600, n_test=250, rollouts=(1, 2, 4))),
+    (["--reduced"], dict(rl_steps=40, sft_steps=600, n_test=250, rollouts=(1, 2))),
     (["--smoke"], dict(rl_steps=2, sft_steps=20, n_test=6, rollouts=(1, 2))),
     (["--reduced", "--rl-steps", "30"], dict(rl_steps=30, sft_steps=600)),
 ])

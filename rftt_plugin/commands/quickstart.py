@@ -20,11 +20,11 @@ def add_arguments(parser) -> None:
     sizes.add_argument("--smoke", action="store_true", help="tiny sizes: every stage runs, just shorter (minutes; "
                                                              "checks the plumbing, not learning)")
     sizes.add_argument("--reduced", action="store_true",
-                       help="the run behind CI's learning check (about 5 min: 315 s in CI here): the default "
-                            "task, model and SFT, 20 RL steps, tree acc@1/@2; tests/test_quickstart.py then requires "
+                       help="the run behind CI's learning check (about 7 min here): the default "
+                            "task, model and SFT, 40 RL steps, tree acc@1/@2; tests/test_quickstart.py then requires "
                             "RL to beat SFT on the 250 held-out questions (exact McNemar p < 0.01)")
     parser.add_argument("--sft-steps", type=int, help="verl SFT trainer steps (default 600)")
-    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 40)")
+    parser.add_argument("--rl-steps", type=int, help="main_ppo steps (default 60)")
     parser.add_argument("--eval-limit", type=int, help="held-out questions per evaluation (default 250)")
     parser.add_argument("--seed", type=int, help="seed of the model, the task split and the runs (default 0)")
     parser.add_argument("--seeds", type=int, default=1,
