@@ -321,7 +321,7 @@ class Quickstart:
         if chain:
             out += ["actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
                     f"algorithm.adv_estimator={cfg.chain_estimator}", "actor_rollout_ref.rollout.temperature=1.0",
-                    # single_turn_agent sends no seed: derive one per request so the baseline reproduces
+                    # single_turn_agent sends no seed: derive one per request (same samples for the same weights)
                     "actor_rollout_ref.rollout.engine_kwargs.hfcpu.request_seeds=true"]
         return out
 

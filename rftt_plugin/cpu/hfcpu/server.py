@@ -40,8 +40,9 @@ class HFCPUOptions:
     num_threads: int = 0  # torch intra-op threads for the server; 0 = leave torch's default
     seed: Optional[int] = None  # sampling seed for requests without one; None = rollout.seed
     # Requests without a seed get one derived from (seed, weights version, prompt ids, how many
-    # identical prompts came before) instead of sharing one generator in arrival order, so a run's
-    # samples do not depend on how concurrent requests were scheduled (sampling.request_seed).
+    # identical prompts came before) instead of sharing one generator in arrival order, so the set of
+    # samples drawn for given weights does not depend on how concurrent requests were scheduled
+    # (sampling.request_seed); which of a prompt's identical requests gets which sample still does.
     request_seeds: bool = False
 
     @classmethod
