@@ -9,7 +9,9 @@ environment; the plugin's vLLM patch keeps weights loadable). Asserted:
   timeout bounds it (a dead vLLM worker makes main_ppo hang instead of exit);
 * step 1 (both rollouts run on the actor's initial weights, synced into a server that started
   from dummy weights, ``load_format=dummy``): identical leaves (every trained response has the same
-  text on both engines), rollout perplexity (``rollout_corr/rollout_ppl``, from the log-probs the
+  text on both engines; step text is decoded greedily here, ``rftt.search.step_temperature=0``,
+  because the engines draw from different random streams: at the recipe's 0.1 a near-tie can
+  sample another token on each, seen once in CI as "4 + 18 = 26" against "= 28"), rollout perplexity (``rollout_corr/rollout_ppl``, from the log-probs the
   server returned) equal within a relative 1e-4 (measured 1e-7), grad norms within 1e-3
   (measured 0 to 3e-5: two runs of the *same* engine differ by as much, because samples come back
   in a different order and float sums follow it);
@@ -17,8 +19,8 @@ environment; the plugin's vLLM patch keeps weights loadable). Asserted:
   within a relative 2e-2. Not tighter, and leaves not compared, because the actor's weights after
   step 1 already differ between runs: AdamW's first update is about lr * sign(g) per coordinate,
   so the 1e-5-level gradient difference flips coordinates whose gradient is near zero, and the
-  step-2 sampling (temperature 0.1) can then take another token (measured on rftt_tree: grad
-  norms 0.8594 vs 0.8659, perplexities 1.5472 vs 1.5423). A server that missed the sync would
+  step-2 decoding can then take another token (measured on rftt_tree with step temperature 0.1:
+  grad norms 0.8594 vs 0.8659, perplexities 1.5472 vs 1.5423). A server that missed the sync would
   sample from the dummy weights and be far off;
 * ``rftt`` uses the ``prompt_logprobs`` tag read-out, ``rftt_tree`` the cached one
   (``RFTT_TAG_READOUT=top_logprobs``: verl's vLLM server through the plugin's subclass), so the
@@ -92,6 +94,7 @@ def _run(recipe: str, engine: str, model, data, tmp_path):
         "rftt.search.step_max_tokens=40", "rftt.search.direct_answer_max_tokens=40", "rftt.search.max_depth=6",
         f"trainer.rollout_data_dir={dump}", f"hydra.run.dir={tmp_path / ('hydra-' + engine)}",
         f"actor_rollout_ref.rollout.name={engine}",
+        "rftt.search.step_temperature=0",  # greedy steps: the engines' random streams differ (docstring)
     ]
     if recipe == "rftt_tree":
         cmd.append("rftt.credit.step_weight=1.0")
