@@ -34,10 +34,16 @@ over them) sent concurrently with it, anchored on a tag inside the top-k: one ro
 expansion, exact. The ``hfcpu`` server implements the key; verl's stock vLLM server does not (it
 forces ``logprobs`` to the sampled token and rejects unknown keys), the plugin's subclass of it
 does (:mod:`rftt_plugin.integration.vllm_readout`). :class:`VerlServerBackend`'s ``readout``:
-``"auto"`` (the default: the cached read-out, tried once per process, falling back for good to
-:func:`read_tag_logprobs` when the server refuses it), ``"top_logprobs"`` (the cached one; errors
-if the server refuses), ``"prompt_logprobs"`` (the uncached read-out above); ``$RFTT_TAG_READOUT``
-overrides.
+``"auto"`` (the default: the one-request read-out below, falling back for good to
+:func:`read_tag_logprobs` when the server refuses it), ``"token_ids"`` (that one; errors if
+refused), ``"top_logprobs"`` (this cached one; errors if the server refuses),
+``"prompt_logprobs"`` (the uncached read-out above); ``$RFTT_TAG_READOUT`` overrides.
+
+:func:`~rftt_plugin.integration.readout_token_ids.read_tag_logprobs_token_ids` (issue 28) reads all
+candidates in ONE cached request through vLLM's own ``SamplingParams.logprob_token_ids``; ``"auto"``
+now tries it first and falls back (once, announced) to the uncached ``prompt_logprobs`` read-out --
+never to the top-k one, which must not share an engine with it (see that module). ``"token_ids"``
+selects it strictly.
 
 What the cached read-out still prefills (bench/rollout.py, vLLM, 16-token blocks): only first-touch
 ids (the root prompt, the inserted tag and newline ids) and the partial last KV block of each
@@ -52,6 +58,7 @@ import os
 from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
+from rftt_plugin.integration.readout_token_ids import TOKEN_IDS_KEY, read_tag_logprobs_token_ids
 
 
 async def read_tag_logprobs(server_manager: Any, request_id: str, context_ids: Sequence[int],
@@ -92,8 +99,8 @@ async def read_tag_logprobs(server_manager: Any, request_id: str, context_ids: S
 
 
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"  # == rftt_plugin.cpu.hfcpu.sampling.TOP_LOGPROBS_KEY
-READOUTS = ("auto", "top_logprobs", "prompt_logprobs")
-_REFUSED: dict[str, str] = {}  # "top_logprobs" -> why the server refused it (once per process)
+READOUTS = ("auto", "token_ids", "top_logprobs", "prompt_logprobs")
+_REFUSED: dict[str, str] = {}  # read-out -> why the server refused it (once per process)
 _ANNOUNCED: set[str] = set()
 
 
@@ -202,27 +209,37 @@ class VerlServerBackend(BaseBackend):
 
     async def next_token_logprobs(self, context_ids: Sequence[int], candidate_ids: Sequence[int]) -> list[float]:
         self.calls += 1
-        cached = self.readout == "top_logprobs" or (self.readout == "auto" and "top_logprobs" not in _REFUSED)
-        if cached and self.readout_top_k > 0:
+        if self.readout == "token_ids" or (self.readout == "auto" and "token_ids" not in _REFUSED):
             try:
-                values = await read_tag_logprobs_cached(self.server_manager, self.request_id, context_ids,
-                                                        candidate_ids, top_k=min(self.readout_top_k, 20))
-                if "top_logprobs" not in _ANNOUNCED:  # once per process: which read-out a run used
-                    _ANNOUNCED.add("top_logprobs")
-                    # print, not logging: in a process that imported vLLM, its logging set-up can
-                    # silence other loggers, and this line is how a run shows which read-out it used
-                    print(f"[rftt_plugin] rftt_tree: tag read-out via {TOP_LOGPROBS_KEY} (cached; tags outside the "
-                          f"top-{min(self.readout_top_k, 20)} via allowed_token_ids, in the same round trip)", flush=True)
+                values = await read_tag_logprobs_token_ids(self.server_manager, self.request_id, context_ids,
+                                                           candidate_ids)
+                self._announce("token_ids", f"tag read-out via {TOKEN_IDS_KEY} (one cached request per expansion)")
                 return values
-            except Exception as exc:  # stock vLLM server: unknown sampling key (TypeError) or ignored
-                if self.readout == "top_logprobs":
+            except Exception as exc:  # verl's stock vLLM server drops the values; other servers may raise
+                if self.readout == "token_ids":
                     raise
-                _REFUSED["top_logprobs"] = f"{type(exc).__name__}: {exc}"
-                print(f"[rftt_plugin] rftt_tree: the rollout server refused the cached tag read-out "
-                      f"({_REFUSED['top_logprobs']}); using prompt_logprobs read-outs (exact, but uncached) from now "
-                      f"on in this process", flush=True)
+                if "token_ids" not in _REFUSED:  # concurrent trees may all fail once; say it once
+                    _REFUSED["token_ids"] = f"{type(exc).__name__}: {exc}"
+                    # never the top-k read-out here: it must not share an engine with logprob_token_ids
+                    print(f"[rftt_plugin] rftt_tree: the rollout server refused the {TOKEN_IDS_KEY} tag read-out "
+                          f"({_REFUSED['token_ids']}); using prompt_logprobs read-outs (exact, but uncached) from now "
+                          f"on in this process", flush=True)
+        if self.readout == "top_logprobs" and self.readout_top_k > 0:
+            values = await read_tag_logprobs_cached(self.server_manager, self.request_id, context_ids, candidate_ids,
+                                                    top_k=min(self.readout_top_k, 20))
+            self._announce("top_logprobs", f"tag read-out via {TOP_LOGPROBS_KEY} (cached; tags outside the top-"
+                                           f"{min(self.readout_top_k, 20)} via allowed_token_ids, same round trip)")
+            return values
         return await read_tag_logprobs(self.server_manager, self.request_id, context_ids, candidate_ids,
                                        top_k=self.readout_top_k)
+
+    @staticmethod
+    def _announce(readout: str, line: str) -> None:
+        if readout not in _ANNOUNCED:  # once per process: which read-out a run used
+            _ANNOUNCED.add(readout)
+            # print, not logging: in a process that imported vLLM, its logging set-up can silence
+            # other loggers, and this line is how a run shows which read-out it used
+            print(f"[rftt_plugin] rftt_tree: {line}", flush=True)
 
     async def generate(self, context_ids: Sequence[int], params: SamplingParams) -> Generation:
         if params.stop:

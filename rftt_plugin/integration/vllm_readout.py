@@ -1,4 +1,17 @@
-"""verl's vLLM server with the plugin's ``rftt_top_logprobs`` key: the cached tag read-out on vLLM.
+"""verl's vLLM server answering the plugin's tag read-outs: ``logprob_token_ids`` and ``rftt_top_logprobs``.
+
+**One-request read-out (issue 28, the default):** vLLM's own ``SamplingParams.logprob_token_ids``
+passes through verl's ``generate`` untouched, but verl returns sampled-token log-probs only, so the
+values would be lost. For a request carrying it, the subclass below captures the first output
+position's log-probs of the listed ids and returns them in ``extra_fields["token_id_logprobs"] =
+{"ids": [...], "logprobs": [...]}`` (the ids in the order asked). It checks that ``logprobs`` is
+falsy (vLLM rejects anything but unset or ``len(ids)``, and verl would send 0). Because vLLM's
+sampler uses the id-gathered log-probs for the **whole batch** once one request in an engine step
+carries the field, a server that has served one kind of read-out refuses the other
+(``MixedReadoutError``): a top-k read-out next to it would silently get wrong values. Rollout
+requests (``logprobs=0``) are unaffected (tests/test_vllm_offline.py puts both in one step).
+
+**Top-k read-out (issue 14):**
 
 verl 0.9.1's ``vLLMHttpServer.generate`` forces vLLM's ``logprobs`` to the sampled token only
 (vllm_async_server.py: ``sampling_params["logprobs"] = 0 if ... else None``), so the only exact
@@ -35,6 +48,8 @@ from rftt_plugin.cpu.compat import PatchSignatureError, parameter_names, private
 logger = logging.getLogger("rftt_plugin")
 
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"
+TOKEN_IDS_KEY = "logprob_token_ids"      # == readout_token_ids.TOKEN_IDS_KEY (vLLM's field)
+RESULT_FIELD = "token_id_logprobs"       # == readout_token_ids.RESULT_FIELD
 TARGET = "verl.workers.rollout.vllm_rollout.vllm_async_server"
 OFF_ENV = "RFTT_VLLM_TOPK_READOUT"
 GENERATE_PREFIX = ("self", "prompt_ids", "sampling_params", "request_id")
@@ -55,9 +70,34 @@ def _leave(token) -> None:
     _BOX.reset(token)
 
 
+class MixedReadoutError(ValueError):
+    """A top-k read-out and a ``logprob_token_ids`` read-out on the same vLLM engine."""
+
+
 def _top_entries(logprobs_at_first: dict, k: int) -> dict[str, list]:
     first = sorted(logprobs_at_first.items(), key=lambda kv: kv[1].rank)[:k]
     return {"ids": [int(t) for t, _ in first], "logprobs": [float(v.logprob) for _, v in first]}
+
+
+def token_id_entries(logprobs_at_first: dict, ids: list[int]) -> dict[str, list]:
+    """The asked ids' log-probs from vLLM's first-position ``{id: Logprob}`` (ranks are placeholders)."""
+    missing = [t for t in ids if t not in logprobs_at_first]
+    if missing:
+        raise RuntimeError(f"vLLM returned no log-prob for the {TOKEN_IDS_KEY} {missing} (got ids "
+                           f"{sorted(logprobs_at_first)})")
+    return {"ids": list(ids), "logprobs": [float(logprobs_at_first[t].logprob) for t in ids]}
+
+
+def _claim(server: Any, kind: str) -> None:
+    """One kind of read-out per engine (see the module docstring)."""
+    held = getattr(server, "_rftt_readout_kind", None)
+    if held is None:
+        server._rftt_readout_kind = kind
+    elif held != kind:
+        raise MixedReadoutError(
+            f"this vLLM server has served {held} read-outs; a {kind} read-out on the same engine is refused: when one "
+            f"request of an engine step carries {TOKEN_IDS_KEY}, vLLM returns id-gathered log-probs for the whole "
+            f"batch, so top-k read-outs next to it get wrong values. Use one rftt.tag_readout per run.")
 
 
 def _wrap_engine(server: Any) -> None:
@@ -70,7 +110,8 @@ def _wrap_engine(server: Any) -> None:
     async def capture(agen, box):
         async for out in agen:
             if box["top"] is None and out.outputs and out.outputs[0].logprobs:
-                box["top"] = _top_entries(out.outputs[0].logprobs[0], box["k"])
+                first = out.outputs[0].logprobs[0]
+                box["top"] = token_id_entries(first, box["ids"]) if box["ids"] else _top_entries(first, box["k"])
             yield out
 
     def generate(*args, **kwargs):
@@ -78,7 +119,8 @@ def _wrap_engine(server: Any) -> None:
         params = kwargs.get("sampling_params")
         if box is None or params is None:
             return original(*args, **kwargs)
-        params.logprobs = max(box["k"], params.logprobs or 0)
+        if not box["ids"]:  # logprob_token_ids needs no logprobs (vLLM: unset or len(ids))
+            params.logprobs = max(box["k"], params.logprobs or 0)
         return capture(original(*args, **kwargs), box)
 
     engine.generate = generate
@@ -93,21 +135,35 @@ def server_class(base: type) -> type:
 
     class RfttVLLMHttpServer(base):
         async def generate(self, prompt_ids, sampling_params, request_id, *args, **kwargs):
-            k = sampling_params.pop(TOP_LOGPROBS_KEY, None) if isinstance(sampling_params, dict) else None
-            if not k:
+            is_dict = isinstance(sampling_params, dict)
+            k = sampling_params.pop(TOP_LOGPROBS_KEY, None) if is_dict else None
+            ids = sampling_params.get(TOKEN_IDS_KEY) if is_dict else None
+            if not k and not ids:
                 return await super().generate(prompt_ids, sampling_params, request_id, *args, **kwargs)
-            k = int(k)
-            if not 1 <= k <= 20:
-                raise ValueError(f"{TOP_LOGPROBS_KEY} must be in [1, 20], got {k}")
+            if k and ids:
+                raise MixedReadoutError(f"a request carries both {TOP_LOGPROBS_KEY} and {TOKEN_IDS_KEY}")
+            if ids:
+                ids = [int(t) for t in ids]
+                if sampling_params.get("logprobs"):
+                    raise ValueError(f"{TOKEN_IDS_KEY} needs logprobs=False: verl would send vLLM logprobs=0, and vLLM "
+                                     f"accepts only unset or len({TOKEN_IDS_KEY})")
+                _claim(self, TOKEN_IDS_KEY)
+                field = RESULT_FIELD
+            else:
+                k = int(k)
+                if not 1 <= k <= 20:
+                    raise ValueError(f"{TOP_LOGPROBS_KEY} must be in [1, 20], got {k}")
+                _claim(self, TOP_LOGPROBS_KEY)
+                field = "top_logprobs"
             _wrap_engine(self)
-            box = {"k": k, "top": None}
+            box = {"k": k, "ids": ids, "top": None}
             token = _enter(box)
             try:
                 out = await super().generate(prompt_ids, sampling_params, request_id, *args, **kwargs)
             finally:
                 _leave(token)
             if box["top"] is not None and out.extra_fields is not None:
-                out.extra_fields["top_logprobs"] = box["top"]
+                out.extra_fields[field] = box["top"]
             return out
 
     RfttVLLMHttpServer.__module__ = __name__

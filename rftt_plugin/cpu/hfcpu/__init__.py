@@ -37,6 +37,11 @@ Request
                                 position's distribution as vLLM's processed log-probs (OOV mask,
                                 ``allowed_token_ids``, penalties, temperature; no top-k/top-p), most
                                 likely first (the cached tag read-out)
+    ``logprob_token_ids``       vLLM's field, at most 128 ids, ``logprobs`` falsy: ``extra_fields[
+                                "token_id_logprobs"] = {"ids": [...], "logprobs": [...]}``, each listed
+                                id's processed log-prob at the first generated position, in the order
+                                asked (as the plugin's subclass of verl's vLLM server returns them;
+                                verl's stock server drops them); the one-request tag read-out
     ``repetition_penalty``      vLLM semantics (prompt + output tokens); default ``rollout.repetition_penalty`` or 1
     ``seed``                    per-request generator; default from ``rollout.seed`` when ``full_determinism``,
                                 else derived from the request (``engine_kwargs.hfcpu.request_seeds``), else one

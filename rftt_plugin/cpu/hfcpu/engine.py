@@ -48,6 +48,7 @@ class GenerationResult:
     prompt_ids: Optional[list[list[int]]] = None  # only when spec.prompt_logprobs is not None
     prompt_logprobs: Optional[list[list[float]]] = None
     top_logprobs: Optional[tuple[list[int], list[float]]] = None  # only when spec.top_logprobs
+    token_id_logprobs: Optional[list[float]] = None  # only when spec.logprob_token_ids, in their order
 
 
 class _RowState:
@@ -61,6 +62,7 @@ class _RowState:
         self.logprobs: list[float] = []
         self.finish_reason: Optional[str] = None
         self.top: Optional[tuple[list[int], list[float]]] = None
+        self.token_id_lps: Optional[list[float]] = None
         self.seen = torch.tensor(request.prompt_ids, dtype=torch.long)  # for repetition_penalty
 
     @property
@@ -117,6 +119,16 @@ class BatchGenerator:
             return "length"
         return None
 
+    @staticmethod
+    def _token_id_logprobs(logits: torch.Tensor, row: "_RowState") -> list[float]:
+        """``logprob_token_ids`` as vLLM's sampler gathers them under ``processed_logprobs``: after
+        ``allowed_token_ids`` and penalties, then temperature unless greedy (before top-k/top-p)."""
+        processed = apply_allowed_and_penalty(logits, row.spec, row.seen)
+        if not row.spec.greedy:
+            processed = processed / row.spec.temperature
+        lps = torch.log_softmax(processed, dim=-1)
+        return lps[torch.tensor(row.spec.logprob_token_ids, dtype=torch.long)].tolist()
+
     @torch.no_grad()
     def prompt_logprobs(self, prompt_ids: Sequence[int], k: int) -> tuple[list, list]:
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
@@ -155,6 +167,8 @@ class BatchGenerator:
                     processed = apply_allowed_and_penalty(logits[i], row.spec, row.seen) / max(row.spec.temperature, 1e-5)
                     top = torch.topk(torch.log_softmax(processed, dim=-1), row.spec.top_logprobs)
                     row.top = (top.indices.tolist(), top.values.tolist())
+                if _step == 0 and row.spec.logprob_token_ids:
+                    row.token_id_lps = self._token_id_logprobs(logits[i], row)
                 token, logprob = choose_token(logits[i], row.spec, row.seen, row.generator)
                 row.tokens.append(token)
                 row.logprobs.append(logprob)
@@ -180,6 +194,7 @@ class BatchGenerator:
                 log_probs=row.logprobs if row.spec.logprobs else None,
                 finish_reason=row.finish_reason or "length",
                 top_logprobs=row.top,
+                token_id_logprobs=row.token_id_lps,
             )
             if row.spec.prompt_logprobs is not None:
                 result.prompt_ids, result.prompt_logprobs = self.prompt_logprobs(

@@ -31,6 +31,11 @@ MAX_PROMPT_LOGPROBS = 20  # vLLM's default max_logprobs; larger requests fail th
 # full vocabulary at temperature 1 after the OOV mask, in extra_fields["top_logprobs"]. The tag
 # read-out uses it to read P(tag | context) from a request that reuses the prefix cache on vLLM.
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"
+# vLLM's own field (0.24.0+): the log-prob of each listed id at the first generated position, in
+# extra_fields["token_id_logprobs"] (what the plugin's subclass of verl's vLLM server returns; verl's
+# stock server drops the values). The one-request tag read-out (issue 28) uses it.
+TOKEN_IDS_KEY = "logprob_token_ids"
+MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
 
 # vLLM parameters that only shape the *text* vLLM would return. verl's server reads token ids,
 # so they cannot change anything here; accepted and ignored.
@@ -58,7 +63,7 @@ SUPPORTED_PARAMS = frozenset(
     {
         "n", "temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "stop", "stop_token_ids",
         "ignore_eos", "allowed_token_ids", "logprobs", "prompt_logprobs", "repetition_penalty", "seed",
-        TOP_LOGPROBS_KEY,
+        TOP_LOGPROBS_KEY, TOKEN_IDS_KEY,
     }
 )
 
@@ -98,6 +103,7 @@ class SamplingSpec:
     logprobs: bool = False
     prompt_logprobs: Optional[int] = None
     top_logprobs: Optional[int] = None  # TOP_LOGPROBS_KEY
+    logprob_token_ids: Optional[tuple[int, ...]] = None  # TOKEN_IDS_KEY
     repetition_penalty: float = 1.0
     seed: Optional[int] = None
     ignored: tuple[str, ...] = field(default=())  # text-only params that were present
@@ -201,6 +207,21 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
         if not 1 <= top_logprobs <= MAX_PROMPT_LOGPROBS:
             raise UnsupportedRequest(f"{TOP_LOGPROBS_KEY} must be in [1, {MAX_PROMPT_LOGPROBS}], got {top_logprobs}")
 
+    token_ids = params.get(TOKEN_IDS_KEY)
+    if token_ids is not None:
+        token_ids = _as_tuple_of_int(token_ids, TOKEN_IDS_KEY)
+        # vLLM's checks (SamplingParams._validate_logprobs), with verl's mapping of a truthy
+        # ``logprobs`` to 0 in front of them
+        if len(token_ids) > MAX_TOKEN_IDS:
+            raise UnsupportedRequest(f"{TOKEN_IDS_KEY} of length {len(token_ids)}, more than vLLM allows ({MAX_TOKEN_IDS})")
+        bad = [t for t in token_ids if not 0 <= t < limits.vocab_size]
+        if bad:
+            raise UnsupportedRequest(f"{TOKEN_IDS_KEY} out of vocabulary (size {limits.vocab_size}): {bad[:5]}")
+        if params.get("logprobs"):
+            raise UnsupportedRequest(f"{TOKEN_IDS_KEY} with a truthy logprobs: verl sends vLLM logprobs=0, which vLLM "
+                                     f"rejects (logprobs must be unset or equal len({TOKEN_IDS_KEY})); send logprobs=False")
+        token_ids = token_ids or None
+
     seed = _get(params, "seed", limits.default_seed)
     stop = _as_tuple_of_str(params.get("stop"), "stop")
     if stop and not limits.stop_strings_allowed:
@@ -221,6 +242,7 @@ def parse_sampling_params(params: Mapping[str, Any], prompt_len: int, limits: Se
         logprobs=bool(params.get("logprobs", False)),
         prompt_logprobs=prompt_logprobs,
         top_logprobs=top_logprobs,
+        logprob_token_ids=token_ids,
         repetition_penalty=float(_get(params, "repetition_penalty", limits.repetition_penalty)),
         seed=None if seed is None else int(seed),
         ignored=tuple(sorted(set(params) & TEXT_ONLY_PARAMS)),

@@ -179,6 +179,8 @@ class HFCPUServer:
             extra_fields["prompt_logprobs"] = result.prompt_logprobs
         if result.top_logprobs is not None:  # rftt_top_logprobs (sampling.TOP_LOGPROBS_KEY)
             extra_fields["top_logprobs"] = {"ids": result.top_logprobs[0], "logprobs": result.top_logprobs[1]}
+        if result.token_id_logprobs is not None:  # logprob_token_ids, as the plugin's vLLM server subclass
+            extra_fields["token_id_logprobs"] = {"ids": list(spec.logprob_token_ids), "logprobs": result.token_id_logprobs}
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs,
