@@ -271,10 +271,52 @@ async def test_openai_request_shape(make):
     assert body["prompt"] == h.context and body["return_tokens_as_token_ids"] is True
     assert body["stop_token_ids"] == [9] and body["stop"] == ["x"] and body["seed"] == 5
     assert body["model"] == "tiny" and body["logprobs"] == 1
+    # default read-out (auto): one request on the context itself, vLLM's logprob_token_ids
     await h.backend.next_token_logprobs(h.context, [4, 5, 6])
     body = h.server.requests[-1]
+    assert body["prompt"] == h.context and body["logprob_token_ids"] == [4, 5, 6]
+    assert body["max_tokens"] == 1 and body["logprobs"] == 1 and body["temperature"] == 1.0 and body["top_p"] == 1.0
+    assert "prompt_logprobs" not in body and h.backend.readout_path == "token_ids"
+
+
+async def test_openai_prompt_logprobs_method_request_shape(make):
+    h = await make("openai-fake", logprob_method="prompt_logprobs")
+    got = await h.backend.next_token_logprobs(h.context, [4, 5, 6])
+    body = h.server.requests[-1]
     assert body["prompt"] == [h.context + [4], h.context + [5], h.context + [6]]
-    assert body["prompt_logprobs"] == 0 and body["max_tokens"] == 1
+    assert body["prompt_logprobs"] == 0 and body["max_tokens"] == 1 and "logprob_token_ids" not in body
+    assert got == pytest.approx([h.ref(h.context)[c] for c in (4, 5, 6)], abs=1e-6)
+    assert h.backend.readout_path == "prompt_logprobs"
+
+
+@pytest.mark.parametrize("old_server", ["ignores the field", "HTTP 400"])
+async def test_openai_auto_readout_falls_back_once_where_the_server_lacks_token_ids(make, capsys, old_server):
+    """vLLM 0.24.0's OpenAI endpoint ignores ``logprob_token_ids`` (its answer then lacks the ids);
+    another server may reject it: ``auto`` then uses ``prompt_logprobs`` for good and says so once."""
+    from rftt_plugin.backends.openai import OpenAIBackend, TokenIdsRefused
+
+    h = await make("openai-fake")
+    if old_server == "ignores the field":
+        h.server.token_ids_field = False
+    else:
+        h.server.fault = lambda payload: 400 if "logprob_token_ids" in payload else None
+    ref = h.ref(h.context)
+    for _ in range(2):
+        before = len(h.server.requests)
+        got = await h.backend.next_token_logprobs(h.context, [4, 5, 6])
+        assert got == pytest.approx([ref[c] for c in (4, 5, 6)], abs=1e-6)
+        sent = h.server.requests[before:]
+        assert [("logprob_token_ids" in b, "prompt_logprobs" in b) for b in sent] == \
+            ([(True, False)] if _ == 0 else []) + [(False, True)]
+    assert h.backend.readout_path == "prompt_logprobs" and h.backend.refusal_reason
+    err = capsys.readouterr().err
+    assert err.count("tag read-out via prompt_logprobs (the server refused logprob_token_ids") == 1
+    strict = OpenAIBackend(h.server.base_url, "tiny", logprob_method="token_ids", max_retries=0)
+    try:
+        with pytest.raises(TokenIdsRefused):
+            await strict.next_token_logprobs(h.context, [4, 5, 6])
+    finally:
+        await strict.aclose()
 
 
 async def test_openai_retries_transient_errors_then_succeeds(make):

@@ -22,9 +22,9 @@ environment; the plugin's vLLM patch keeps weights loadable). Asserted:
   step-2 decoding can then take another token (measured on rftt_tree with step temperature 0.1:
   grad norms 0.8594 vs 0.8659, perplexities 1.5472 vs 1.5423). A server that missed the sync would
   sample from the dummy weights and be far off;
-* ``rftt`` uses the ``prompt_logprobs`` tag read-out, ``rftt_tree`` the cached one
-  (``RFTT_TAG_READOUT=top_logprobs``: verl's vLLM server through the plugin's subclass), so the
-  step-1 leaf identity checks both read-outs on the real server;
+* ``rftt`` uses the ``prompt_logprobs`` tag read-out, ``rftt_tree`` the one-request one
+  (``RFTT_TAG_READOUT=token_ids``: vLLM's ``logprob_token_ids``, returned by the plugin's subclass
+  of verl's vLLM server), so the step-1 leaf identity checks both read-outs on the real server;
 * every trained response is grammar-valid or cut at its end (a step stops on a closing-tag id,
   or its budget);
 * no stale trajectories.
@@ -98,13 +98,14 @@ def _run(recipe: str, engine: str, model, data, tmp_path):
     ]
     if recipe == "rftt_tree":
         cmd.append("rftt.credit.step_weight=1.0")
-    # rftt_tree runs with the cached tag read-out (rftt_top_logprobs: hfcpu natively, verl's vLLM server
-    # through rftt_plugin.integration.vllm_readout); rftt with the default prompt_logprobs read-out.
-    readout = "top_logprobs" if recipe == "rftt_tree" else "prompt_logprobs"
+    # rftt_tree runs with the one-request tag read-out (logprob_token_ids: hfcpu natively, verl's vLLM
+    # server through rftt_plugin.integration.vllm_readout; strict, so a refusal fails the run); rftt
+    # with the prompt_logprobs read-out.
+    readout = "token_ids" if recipe == "rftt_tree" else "prompt_logprobs"
     result, _ = run_verl_watched(cmd, tmp_path, f"v-{recipe}-{engine[:2]}", {"RFTT_TAG_READOUT": readout})
-    if readout == "top_logprobs":
-        assert any("tag read-out via rftt_top_logprobs" in line for line in result.lines), \
-            f"{engine}: the cached read-out was not used"
+    if readout == "token_ids":
+        assert any("tag read-out via logprob_token_ids" in line for line in result.lines), \
+            f"{engine}: the one-request read-out was not used"
     tail = "".join(result.lines[-80:])
     print(f"\n[{recipe} on {engine}] wall {result.wall_s:.1f} s, peak process-tree RSS {result.peak_tree_rss_mb:.0f} MiB")
     assert result.aborted is None, f"{engine}: {result.aborted}\n{tail}"

@@ -7,8 +7,13 @@ What the GPU path relies on, checked on the real vLLM (0.27.1, CPU platform) ins
   detokenizer keeps the tags in the text (``skip_special_tokens=True``);
 * a step with ``stop_token_ids`` = closing-tag ids ends on a closing tag, **included** as the last
   output token, finish reason ``stop``, one log-prob per output token;
-* the plugin's tag read-out (``read_tag_logprobs``, through verl's ``extract_prompt_logprobs``
-  layout and verl's OOV mask) equals a transformers forward pass, masked the same way, within 1e-4;
+* the plugin's tag read-outs (``read_tag_logprobs``, through verl's ``extract_prompt_logprobs``
+  layout and verl's OOV mask; the cached top-k one; the one-request ``logprob_token_ids`` one)
+  equal a transformers forward pass, masked the same way, within 1e-4;
+* a ``logprob_token_ids`` read-out and verl-style rollout requests (``logprobs=0``) in ONE engine
+  step (seen by the sampler): the read-out's values are right and read the prefix cache, and each
+  rollout request gets exactly its sampled token's log-prob, right (issue 28's trap: vLLM then
+  uses id-gathered log-probs for the whole batch);
 * hfcpu parity: the same requests to the hfcpu server and to vLLM give the same greedy tokens and
   log-probs within 1e-4 (fp32), prompt log-probs included.
 
@@ -134,6 +139,7 @@ def test_step_stops_on_a_closing_tag_included_as_last_token(lane):
 
 def test_tag_readout_equals_masked_forward_pass(lane):
     """Both read-outs: prompt_logprobs (uncached) and the cached one (top-k of a generate request)."""
+    from rftt_plugin.integration.readout_token_ids import read_tag_logprobs_token_ids
     from rftt_plugin.integration.server_backend import read_tag_logprobs, read_tag_logprobs_cached
 
     tok, server = lane["tok"], lane["server"]
@@ -151,8 +157,86 @@ def test_tag_readout_equals_masked_forward_pass(lane):
             got = asyncio.run(read_tag_logprobs_cached(server, "t", ctx, opening, top_k=top_k))
             for cand, lp in zip(opening, got):
                 worst = max(worst, abs(lp - float(ref[cand])))
+        got = asyncio.run(read_tag_logprobs_token_ids(server, "t", ctx, opening))  # one request, all tags
+        for cand, lp in zip(opening, got):
+            worst = max(worst, abs(lp - float(ref[cand])))
     print(f"\n[vllm offline] tag read-out vs masked transformers forward: max |diff| = {worst:.2e}")
     assert worst < TOL
+
+
+def _record_sampler_batches(worker, on: bool):
+    """Inside the vLLM worker: record, per sampler call, the batch size, which rows carry
+    ``logprob_token_ids`` and the batch's ``max_num_logprobs`` (``on=False`` restores and returns them)."""
+    sampler = worker.model_runner.sampler
+    if on:
+        sampler._rftt_seen = []
+        original = sampler.forward
+
+        def forward(logits, sampling_metadata, *args, **kwargs):
+            sampler._rftt_seen.append((int(logits.shape[0]), sorted((sampling_metadata.logprob_token_ids or {}).keys()),
+                                       sampling_metadata.max_num_logprobs))
+            return original(logits, sampling_metadata, *args, **kwargs)
+
+        sampler.forward = forward
+        return []
+    seen = sampler.__dict__.pop("_rftt_seen", [])
+    sampler.__dict__.pop("forward", None)
+    return seen
+
+
+def test_token_ids_readout_next_to_rollout_requests_in_one_engine_step(lane):
+    """Issue 28: a tag read-out (``logprob_token_ids``, as verl's server converts the plugin's request)
+    and verl-style rollout requests (``logprobs=0``, temperature 1) submitted together: one sampler
+    call holds them all; the read-out's values equal a masked forward pass and come from the cache;
+    each rollout token's reported log-prob equals the masked forward pass of the sequence it sampled."""
+    from vllm import SamplingParams
+
+    from rftt_plugin.integration.readout_token_ids import token_ids_sampling_params
+    from rftt_plugin.integration.vllm_readout import token_id_entries
+
+    tok, llm, hf = lane["tok"], lane["llm"], lane["hf"]
+    opening = [ids[0] for ids in _tags(tok).open_ids.values()]
+    ctx = _context(tok, QUESTIONS[2])
+    step = tok("<analyze>\nNine from thirty.\n</analyze>\n", add_special_tokens=False)["input_ids"]
+    while len(ctx) < 160:  # longer than one KV block (vLLM's CPU default: 128 ids; whole blocks are cached)
+        ctx = ctx + step
+    llm.generate([{"prompt_token_ids": ctx}], SamplingParams(max_tokens=1), use_tqdm=False)  # the tree's earlier call
+    wire = token_ids_sampling_params(opening)
+    wire["logprobs"] = 0 if wire.pop("logprobs") else None  # verl's conversion
+    readout = SamplingParams(**wire)
+    rollouts = [_context(tok, q) for q in QUESTIONS]
+    rollout_params = [SamplingParams(max_tokens=6, temperature=1.0, top_p=1.0, logprobs=0, seed=11 + i)
+                      for i in range(len(rollouts))]
+    llm.collective_rpc(_record_sampler_batches, args=(True,))
+    try:
+        outs = llm.generate([{"prompt_token_ids": p} for p in [ctx] + rollouts], [readout] + rollout_params,
+                            use_tqdm=False)
+    finally:
+        (batches,) = llm.collective_rpc(_record_sampler_batches, args=(False,))
+    together = [b for b in batches if b[0] == 1 + len(rollouts) and b[1]]
+    assert together, f"the read-out never shared a sampler call with all rollout requests: {batches}"
+
+    ref = _masked_forward_logprobs(hf, tok, ctx)
+    got = token_id_entries(outs[0].outputs[0].logprobs[0], opening)
+    assert got["ids"] == opening
+    readout_diff = max(abs(lp - float(ref[c])) for c, lp in zip(opening, got["logprobs"]))
+    assert readout_diff < TOL
+    assert outs[0].num_cached_tokens > 0, "the read-out did not read the prefix cache"
+
+    rollout_diff = 0.0
+    for prompt, out in zip(rollouts, outs[1:]):
+        choice = out.outputs[0]
+        ids = list(choice.token_ids)
+        assert len(ids) == 6 and len(choice.logprobs) == 6
+        with torch.no_grad():
+            logits = hf(input_ids=torch.tensor([prompt + ids])).logits[0].double()
+        ref_rows = torch.log_softmax(logits[:, : len(tok)], dim=-1)
+        for j, (t, entry) in enumerate(zip(ids, choice.logprobs)):
+            assert set(entry) == {t}, f"a logprobs=0 request got entries {entry} next to the read-out"
+            rollout_diff = max(rollout_diff, abs(entry[t].logprob - float(ref_rows[len(prompt) - 1 + j, t])))
+    print(f"\n[vllm offline] read-out + rollout in one step: read-out {readout_diff:.2e}, rollout {rollout_diff:.2e}, "
+          f"cached {outs[0].num_cached_tokens}/{len(ctx)}; sampler batches {batches}")
+    assert rollout_diff < TOL
 
 
 def _hfcpu_server(model_dir):

@@ -56,7 +56,8 @@ class OfflineVerlServer:
 
     Mirrors vLLMHttpServer.generate (verl/workers/rollout/vllm_rollout/vllm_async_server.py:589-700):
     ``max_tokens`` resolved and clamped the same way, ``logprobs`` truthy -> 0 (sampled token only),
-    ``prompt_logprobs`` converted with verl's own ``extract_prompt_logprobs``. verl's OOV mask is
+    ``prompt_logprobs`` converted with verl's own ``extract_prompt_logprobs``; ``logprob_token_ids``
+    passed on (as verl does) and its values returned as the plugin's server subclass does. verl's OOV mask is
     installed with verl's own ``monkey_patch_compute_logits`` (``vocab_size=len(tokenizer)``).
     Synchronous engine, called from async code: fine for tests (one request at a time).
     """
@@ -86,7 +87,11 @@ class OfflineVerlServer:
         self.calls += 1
         out = self.llm.generate([{"prompt_token_ids": prompt_ids}], SamplingParams(max_tokens=max_tokens, **params),
                                 use_tqdm=False)[0]
-        extra: dict = {}
+        extra: dict = {"num_cached_tokens": out.num_cached_tokens or 0}
+        if params.get("logprob_token_ids"):  # vLLM's field, read back as the plugin's server subclass does
+            from rftt_plugin.integration.vllm_readout import token_id_entries
+
+            extra["token_id_logprobs"] = token_id_entries(out.outputs[0].logprobs[0], list(params["logprob_token_ids"]))
         extract_prompt_logprobs(out, params.get("prompt_logprobs"), extra)
         choice = out.outputs[0]
         log_probs = None

@@ -17,7 +17,20 @@ completions API; every item marked GPU-check must be confirmed against the vLLM 
   values.
 * Tag probabilities, ``logprob_method``:
 
-  ``prompt_logprobs`` (default, exact): one request whose prompts are ``context + [candidate]``
+  ``auto`` (default): ``token_ids`` where the server accepts it, else ``prompt_logprobs`` for the
+  rest of the backend's life; the first read-out announces the path on stderr and
+  :attr:`OpenAIBackend.readout_path` keeps it.
+
+  ``token_ids`` (exact, cached, one request for all candidates): ``prompt=context, max_tokens=1,
+  logprobs=1, logprob_token_ids=[ids]`` with neutral sampling (temperature 1, top-p 1); the
+  values are read from ``choices[0].logprobs.top_logprobs[0]`` (``"token_id:<id>"`` keys). vLLM's
+  OpenAI endpoint accepts the field from 0.27.1 on (it requires ``logprobs`` set, and returns the
+  listed ids instead of the top-k); 0.24.0 ignores it, so its answer lacks some ids: that is how a
+  refusal is recognised (an HTTP 400 too). The request is an ordinary generate request on the
+  context, so it reads the prefix cache (``prompt_logprobs`` requests skip it). Single-id
+  candidates only: multi-id continuations (text mode) take the ``prompt_logprobs`` request.
+
+  ``prompt_logprobs`` (exact, uncached): one request whose prompts are ``context + [candidate]``
   for every candidate, with ``prompt_logprobs=0`` and ``max_tokens=1``; the log-prob of the last
   prompt id is read from ``choice.prompt_logprobs[-1][str(id)]``. This is the full-vocabulary,
   temperature-1 log-prob, so it is exact; multi-token candidates (text mode) read the last
@@ -53,16 +66,22 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
 
-LOGPROB_METHODS = ("prompt_logprobs", "top_logprobs")
+LOGPROB_METHODS = ("auto", "token_ids", "prompt_logprobs", "top_logprobs")
+TOKEN_IDS_KEY = "logprob_token_ids"  # vLLM's request field (OpenAI endpoints: 0.27.1+)
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 
 
 class OpenAIBackendError(RuntimeError):
     """The server refused or kept failing a request."""
+
+
+class TokenIdsRefused(OpenAIBackendError):
+    """The server does not answer ``logprob_token_ids`` (refused it, or returned other ids)."""
 
 
 def parse_token(token: str) -> int:
@@ -106,7 +125,7 @@ def _entry_logprob(entry: Any) -> float:
 class OpenAIBackend(BaseBackend):
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, max_concurrency: int = 64,
                  timeout_s: float = 300.0, max_retries: int = 3, backoff_s: float = 0.5, backoff_max_s: float = 10.0,
-                 logprob_method: str = "prompt_logprobs", top_logprobs: int = 20,
+                 logprob_method: str = "auto", top_logprobs: int = 20,
                  extra_body: dict[str, Any] | None = None, banned_ids: Sequence[int] = ()):
         if not base_url:
             raise ValueError("base_url is required, e.g. http://localhost:8000/v1")
@@ -121,6 +140,10 @@ class OpenAIBackend(BaseBackend):
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.logprob_method = logprob_method
+        # the read-out actually used: "token_ids" / "prompt_logprobs" / "top_logprobs" (None until the
+        # first read-out under "auto"); refusal_reason says why "auto" left token_ids
+        self.readout_path: str | None = None
+        self.refusal_reason: str | None = None
         self.top_k_logprobs = top_logprobs
         self.extra_body = dict(extra_body or {})
         # padded rows (see the module docstring): never sampled, not even by read-out requests
@@ -226,19 +249,75 @@ class OpenAIBackend(BaseBackend):
         if not cands:
             return []
         if self.logprob_method == "top_logprobs":
+            self._use("top_logprobs")
             top = await self.top_logprobs(ctx, self.top_k_logprobs)
             return [top.get(c, -math.inf) for c in cands]
-        return await self.sequence_logprobs(ctx, [[c] for c in cands])
+        if self._try_token_ids():
+            try:
+                values = await self.token_id_logprobs(ctx, cands)
+            except TokenIdsRefused as exc:
+                if self.logprob_method == "token_ids":
+                    raise
+                self._use("prompt_logprobs", f"{exc}")
+            else:
+                self._use("token_ids")
+                return values
+        return await self._prompt_logprobs_scores(ctx, [[c] for c in cands])
+
+    def _try_token_ids(self) -> bool:
+        return self.logprob_method == "token_ids" or (self.logprob_method == "auto"
+                                                      and self.readout_path in (None, "token_ids"))
+
+    def _use(self, path: str, reason: str | None = None) -> None:
+        """Record which read-out this backend uses; under ``auto``, also say it once on stderr."""
+        if self.readout_path == path:
+            return
+        self.readout_path, self.refusal_reason = path, reason
+        if self.logprob_method != "auto":
+            return
+        why = f" (the server refused {TOKEN_IDS_KEY}: {reason})" if reason else ""
+        print(f"[rftt_plugin] openai backend: tag read-out via {path}{why}", file=sys.stderr, flush=True)
+
+    async def token_id_logprobs(self, context_ids: Sequence[int], candidate_ids: Sequence[int]) -> list[float]:
+        """One request on the context: every candidate's log-prob at the next position (see the module docstring)."""
+        cands = [int(c) for c in candidate_ids]
+        if len(set(cands)) != len(cands) or len(cands) > 128:
+            raise ValueError(f"{TOKEN_IDS_KEY} needs at most 128 distinct ids, got {cands}")
+        try:
+            data = await self._post({"prompt": [int(t) for t in context_ids], "max_tokens": 1, "temperature": 1.0,
+                                     "top_p": 1.0, "logprobs": 1, TOKEN_IDS_KEY: cands,
+                                     "return_tokens_as_token_ids": True})
+        except OpenAIBackendError as exc:
+            if "HTTP 400" in str(exc) or "HTTP 422" in str(exc):  # validation errors: the field is not served
+                raise TokenIdsRefused(str(exc)) from exc
+            raise
+        top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
+        values = {parse_token(t): float(v) for t, v in top.items()}
+        missing = [c for c in cands if c not in values]
+        if missing:
+            raise TokenIdsRefused(f"its answer lacks the asked ids {missing[:8]} (a server that ignores the field)")
+        return [values[c] for c in cands]
 
     async def sequence_logprobs(self, context_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[float]:
         if self.logprob_method == "top_logprobs":
             return await super().sequence_logprobs(context_ids, candidates)
+        if candidates and all(len(c) == 1 for c in candidates) and self._try_token_ids():
+            firsts = [int(c[0]) for c in candidates]
+            distinct = sorted(set(firsts))
+            table = dict(zip(distinct, await self.next_token_logprobs(context_ids, distinct)))
+            return [table[t] for t in firsts]
+        return await self._prompt_logprobs_scores(context_ids, candidates)
+
+    async def _prompt_logprobs_scores(self, context_ids: Sequence[int],
+                                      candidates: Sequence[Sequence[int]]) -> list[float]:
         ctx = [int(t) for t in context_ids]
         cands = [[int(t) for t in c] for c in candidates]
         if any(not c for c in cands):
             raise ValueError("empty candidate continuation")
         if not cands:
             return []
+        if self.readout_path is None:
+            self._use("prompt_logprobs")
         data = await self._post({"prompt": [ctx + c for c in cands], "max_tokens": 1, "temperature": 0.0,
                                  "prompt_logprobs": 0})
         choices = sorted(data["choices"], key=lambda ch: ch.get("index", 0))

@@ -9,7 +9,10 @@ model to ``rftt search --backend openai``::
 Supported request fields: ``prompt`` (ids or a list of id lists), ``max_tokens``,
 ``temperature``, ``top_p``, ``top_k``, ``seed``, ``stop``, ``stop_token_ids``, ``logprobs``
 (top entries are filled for ``logprobs > 1``; with 0/1 only the sampled id is listed),
-``prompt_logprobs`` (the actual prompt ids only), ``return_tokens_as_token_ids``. ``GET
+``prompt_logprobs`` (the actual prompt ids only), ``logprob_token_ids`` (as vLLM 0.27.1: needs
+``logprobs`` set, at most 128 ids in the vocabulary; each position's ``top_logprobs`` then holds
+the sampled id and the listed ids; ``token_ids_field=False`` ignores the field, as vLLM 0.24.0),
+``return_tokens_as_token_ids``. ``GET
 /v1/models`` lists the model. Plain HTTP/1.1 on asyncio streams with keep-alive: no
 dependency; not meant for production traffic.
 
@@ -35,8 +38,10 @@ class BadRequest(ValueError):
 
 class CompletionServer:
     def __init__(self, backend: Any, model_name: str = "rftt-local", *, decode: Callable[[Sequence[int]], str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, fault: Callable[[dict], int | None] | None = None):
+                 host: str = "127.0.0.1", port: int = 0, fault: Callable[[dict], int | None] | None = None,
+                 token_ids_field: bool = True):
         self.backend = backend
+        self.token_ids_field = token_ids_field
         self.model_name = model_name
         self.decode = decode
         self.host = host
@@ -147,6 +152,14 @@ class CompletionServer:
     async def _choice(self, index: int, ids: list[int], params: SamplingParams, p: dict) -> dict:
         as_ids = bool(p.get("return_tokens_as_token_ids"))
         choice: dict[str, Any] = {"index": index}
+        asked = p.get("logprob_token_ids") if self.token_ids_field else None
+        if asked:
+            if p.get("logprobs") is None:
+                raise BadRequest("when using `logprob_token_ids`, `logprobs` must be set.")
+            vocab = getattr(self.backend, "vocab_size", None)
+            if len(asked) > 128 or any(not isinstance(t, int) or t < 0 or (vocab is not None and t >= vocab)
+                                       for t in asked):
+                raise BadRequest(f"logprob_token_ids must be at most 128 ids in the vocabulary, got {asked}")
         if p.get("prompt_logprobs") is not None:
             plp = await self._prompt_logprobs(ids)
             choice["prompt_logprobs"] = [None] + [
@@ -160,7 +173,10 @@ class CompletionServer:
             tops = []
             for j, (tok, lp) in enumerate(zip(gen.token_ids, gen.logprobs)):
                 entry = {self._tok(tok, as_ids): lp}
-                if int(k) > 1 and hasattr(self.backend, "top_logprobs"):
+                if asked:  # vLLM: the listed ids take the place of the top-k
+                    vals = await self.backend.next_token_logprobs(ids + gen.token_ids[:j], list(asked))
+                    entry = {**entry, **{self._tok(t, as_ids): v for t, v in zip(asked, vals)}}
+                elif int(k) > 1 and hasattr(self.backend, "top_logprobs"):
                     top = await self.backend.top_logprobs(ids + gen.token_ids[:j], int(k))
                     entry = {**{self._tok(t, as_ids): v for t, v in top.items()}, **entry}
                 tops.append(entry)
