@@ -14,8 +14,8 @@ Per engine, on the same model, prompts and token budgets, it runs one rollout st
 
 Engines answer ``generate(request_id, prompt_ids, sampling_params)`` with verl 0.9.1's server
 semantics: vLLM is an in-process ``AsyncLLM`` with verl's request conversion (``logprobs`` ->
-sampled only, ``prompt_logprobs`` through verl's ``extract_prompt_logprobs``) and verl's OOV
-mask; hfcpu is the plugin's ``HFCPUServer`` (no prefix cache). The prefix cache is reset before
+sampled only, ``prompt_logprobs`` through verl's ``extract_prompt_logprobs``, ``logprob_token_ids``
+passed on and its values read back as the plugin's server subclass does) and verl's OOV mask; hfcpu is the plugin's ``HFCPUServer`` (no prefix cache). The prefix cache is reset before
 each phase. Reported per phase: wall time (median of ``--repeats`` round-robin rounds: the machine
 may be shared), generate calls (and how many were tag read-outs), generated tokens, prompt tokens,
 prompt tokens prefilled without the cache (vLLM's own per-request ``num_cached_tokens``), and the
@@ -23,18 +23,31 @@ share of prompt tokens served from the cache; then, per call kind, where the unc
 tokens come from (first touch, KV block granularity, cache reads skipped: ``Recorder.breakdown``)
 and where wall time goes (latency per kind, sequential round trips per tree). The last line is::
 
-    rollout: engine=vllm grpo_s=... rftt_s=... ratio=... cached_prompt_share=...
+    rollout: engine=vllm grpo_s=... rftt_s=... ratio=... cached_prompt_share=... tokens_per_leaf_token=... equal_work_ratio=...
 
 ``--block-size`` (default 16) sets vLLM's KV block size: vLLM caches whole blocks only, and its
 CPU default (128) is longer than most toy contexts, which would then never hit the cache.
 The default model is the tiny head_dim-32 Qwen2 model prepared with the functional tokens and
 warmed on tagged arithmetic (``--warm-steps``, ~1 min on an idle 2-core machine), so steps end on
-closing tags and trees branch; a cost benchmark, not a quality one. Each engine runs three phases:
-``grpo``, ``rftt (before)`` (tag read-out through ``prompt_logprobs``, uncached on vLLM) and
-``rftt (after)`` (the cached read-out, ``rftt_top_logprobs``: see
-rftt_plugin/integration/server_backend.py); the trees of the last two must be identical (on hfcpu;
-vLLM's numerics follow batch composition, so a control runs the old read-out twice).
-``--prompt-pad N`` puts about N filler ids before each question (a long-context check).
+closing tags and trees branch; a cost benchmark, not a quality one. Each engine runs the phases
+``grpo``, ``rftt (before)`` (``--readout-before``, default ``top_logprobs``: issue 14's cached
+top-k read-out, two requests per expansion), ``rftt (after)`` (``--readout-after``, default
+``token_ids``: one request per expansion through vLLM's ``logprob_token_ids``, issue 28) and
+``chains``; the trees of the two rftt phases must be identical (on hfcpu; vLLM's numerics follow
+batch composition, so a control runs the 'before' read-out twice). Phases run one after another,
+so the two read-outs never share an engine step (they must not: see
+rftt_plugin/integration/readout_token_ids.py).
+
+Equal work (issue 28): ``chains`` sends, for every leaf of the ``rftt (after)`` trees, one
+independent request from the same prompt that generates exactly the leaf's path length
+(``ignore_eos``) at the search's step sampling -- trees and chains then produce the same leaf
+tokens. Reported per leaf token: generated tokens (the sharing the tree buys; 1 for chains),
+generated + uncached prompt tokens, wall per 1,000 leaf tokens, round trips per tree, and the
+cached share per call kind. The last line then also carries ``tokens_per_leaf_token=`` (the
+tree's generated tokens per leaf token) and ``equal_work_ratio=`` (tree wall / chains wall).
+
+``--prompt-pad N`` puts about N filler ids before each question (a long-context check);
+``--warm-pad N`` also warms the default model on such prompts, so the long-context trees branch.
 """
 
 from __future__ import annotations
@@ -68,6 +81,7 @@ QUESTIONS = [
 # ---------------------------------------------------------------------------------------------
 
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"
+TOKEN_IDS_KEY = "logprob_token_ids"  # vLLM's field (the one-request read-out, issue 28)
 
 
 @dataclasses.dataclass
@@ -88,6 +102,10 @@ class Recorder:
 
     @staticmethod
     def kind(params: dict) -> str:
+        if params.get(TOKEN_IDS_KEY):
+            return "readout ids (cached)"
+        if params.get("ignore_eos"):
+            return "chain"
         if params.get(TOP_LOGPROBS_KEY):
             return "readout allowed (cached)" if params.get("allowed_token_ids") else "readout top-k (cached)"
         if params.get("prompt_logprobs") is not None:
@@ -182,8 +200,14 @@ class Recorder:
         kinds: dict[str, int] = {}
         for c in self.calls:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        by_kind: dict[str, list[int]] = {}
+        for c in self.calls:
+            row = by_kind.setdefault(c.kind, [0, 0])
+            row[0] += c.prompt_tokens
+            row[1] += c.cached_tokens
         return {"calls": len(self.calls), "kinds": kinds, "generated": sum(c.generated for c in self.calls),
-                "prompt": prompt, "uncached": prompt - cached, "cached_share": cached / prompt if prompt else 0.0}
+                "prompt": prompt, "uncached": prompt - cached, "cached_share": cached / prompt if prompt else 0.0,
+                "cached_share_by_kind": {k: (ca / pr if pr else 0.0) for k, (pr, ca) in sorted(by_kind.items())}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +271,10 @@ class VLLMEngine:
         if top_k:
             first = sorted(choice.logprobs[0].items(), key=lambda kv: kv[1].rank)[: int(top_k)]
             extra["top_logprobs"] = {"ids": [int(t) for t, _ in first], "logprobs": [v.logprob for _, v in first]}
+        if params.get(TOKEN_IDS_KEY):  # passed on to vLLM as verl does; values read back as the subclass does
+            from rftt_plugin.integration.vllm_readout import token_id_entries
+
+            extra["token_id_logprobs"] = token_id_entries(choice.logprobs[0], list(params[TOKEN_IDS_KEY]))
         self.rec.calls.append(Call(kind, len(prompt_ids), extra["num_cached_tokens"], len(choice.token_ids),
                                    request_id, t0, time.perf_counter(),
                                    tuple(prompt_ids) + tuple(choice.token_ids[:-1])))
@@ -306,6 +334,17 @@ async def grpo_step(engine, prompts: list[list[int]], n: int, budget: int) -> No
                            for i, p in enumerate(prompts) for j in range(n)))
 
 
+async def chains_step(engine, prompts: list[list[int]], lengths: list[list[int]], config) -> None:
+    """Equal work: for every leaf of a tree, one independent chain from the same prompt that generates
+    exactly the leaf's path length (``ignore_eos``, no stop ids) at the search's step sampling -- the
+    same path-length distribution and temperature, without the tree's sharing. All in flight at once."""
+    params = {"temperature": config.step_temperature, "top_p": config.step_top_p, "top_k": config.step_top_k,
+              "ignore_eos": True, "logprobs": True}
+    await asyncio.gather(*(engine.generate(request_id=f"chain-{i}-{j}", prompt_ids=p,
+                                           sampling_params={**params, "max_tokens": n})
+                           for i, (p, ns) in enumerate(zip(prompts, lengths)) for j, n in enumerate(ns)))
+
+
 async def rftt_step(engine, prompts: list[list[int]], questions: list[str], layout, config, top_k: int,
                     readout: str) -> list:
     """The rftt_tree agent loop's search, one tree per prompt, concurrently (as its worker does)."""
@@ -336,22 +375,24 @@ def build_prompts(tok, count: int, pad: int) -> tuple[list[str], list[list[int]]
     """``count`` questions as chat prompts; with ``pad`` > 0 each question is preceded by its own
     filler text of about ``pad`` ids (a stand-in for long prompts and contexts: different per question,
     so trees share no more of it than distinct long questions would)."""
-    import random
-
     from rftt_plugin.search.layout import chat_prompt_ids
 
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
-    prompts = []
-    for i, q in enumerate(questions):
-        text = q
-        if pad > 0:
-            rng = random.Random(i)
-            words: list[str] = []
-            while len(tok(" ".join(words), add_special_tokens=False)["input_ids"]) < pad:
-                words.append(rng.choice(FILLER))
-            text = f"Notes: {' '.join(words)}.\n{q}"
-        prompts.append(chat_prompt_ids(tok, text))
+    prompts = [chat_prompt_ids(tok, padded_question(tok, q, pad, seed=i)) for i, q in enumerate(questions)]
     return questions, prompts
+
+
+def padded_question(tok, question: str, pad: int, seed: int) -> str:
+    """``question`` preceded by its own filler text of about ``pad`` ids (unchanged for ``pad <= 0``)."""
+    import random
+
+    if pad <= 0:
+        return question
+    rng = random.Random(seed)
+    words: list[str] = []
+    while len(tok(" ".join(words), add_special_tokens=False)["input_ids"]) < pad:
+        words.append(rng.choice(FILLER))
+    return f"Notes: {' '.join(words)}.\n{question}"
 
 
 FILLER = ("apple river stone cloud seven market paper window green table orange forty lamp garden silver "
@@ -368,21 +409,31 @@ async def bench_engine(engine, args, questions: list[str], prompts: list[list[in
     trees = {}
     # Phases round-robin, --repeats times: the reported wall is each phase's median, so a load spike
     # from other work on the machine does not land on one phase only. Calls, tokens and trees are the
-    # first round's.
+    # first round's. Phases run one after another: the two read-outs never share an engine step.
+    readouts = {"rftt_before": args.readout_before, "rftt_after": args.readout_after,
+                "rftt_control": args.readout_before}
     for rep in range(args.repeats):
-        for phase in ("grpo", "rftt_before", "rftt_after", "rftt_control"):
+        for phase in ("grpo", "rftt_before", "rftt_after", "chains", "rftt_control"):
             if phase == "rftt_control" and rep:
                 continue
             await engine.reset()
             t0 = time.perf_counter()
             if phase == "grpo":
                 await grpo_step(engine, prompts, args.n, args.budget)
+            elif phase == "chains":
+                await chains_step(engine, prompts, out["leaf_lengths"], config)
             else:
-                readout = "top_logprobs" if phase == "rftt_after" else "prompt_logprobs"
-                results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k, readout)
+                results = await rftt_step(engine, prompts, questions, layout, config, args.readout_top_k,
+                                          readouts[phase])
                 if not rep:
                     out["leaves"] = sum(len(r.leaves) for r in results)
                     trees[phase] = [_tree_key(r.tree) for r in results]
+                    if phase == "rftt_after":  # the work the chains must match (fixed for all rounds)
+                        out["leaf_lengths"] = [[len(leaf.response_ids) for leaf in r.leaves] for r in results]
+                        out["distinct_leaf_tokens"] = sum(
+                            sum(len(ids) for ids in {tuple(leaf.response_ids) for leaf in r.leaves}) for r in results)
+                        out["distinct_leaves"] = sum(len({tuple(leaf.response_ids) for leaf in r.leaves})
+                                                     for r in results)
             wall = time.perf_counter() - t0
             out["walls"].setdefault(phase, []).append(wall)
             if not rep:
@@ -398,21 +449,40 @@ async def bench_engine(engine, args, questions: list[str], prompts: list[list[in
     return out
 
 
-def build_default_model(root: Path, warm_steps: int) -> Path:
+def build_default_model(root: Path, warm_steps: int, warm_pad: int = 0) -> Path:
     """The tiny head_dim-32 model, prepared, warmed on tagged arithmetic (so steps end on closing
-    tags and trees grow as they would with a trained policy; a random model never closes a tag)."""
+    tags and trees grow as they would with a trained policy; a random model never closes a tag).
+
+    ``warm_pad`` > 0: half of the warm-up questions carry their own filler of about that many ids
+    (as ``--prompt-pad`` builds them), so the model also writes tagged steps after long prompts --
+    without it the toy model, trained on ~40-id prompts only, ends every step at once there and the
+    long-context trees never branch.
+    """
+    import random
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from rftt_plugin.prepare import prepare_model
+    from transformers import AutoTokenizer
+
+    from rftt_plugin.demo.synthetic import make_problems, tagged_solution
     from rftt_plugin.demo.tiny_model import build_tiny_model
-    from rftt_plugin.demo.warmup import warmed_arithmetic_model
+    from rftt_plugin.demo.warmup import warm_up
+    from rftt_plugin.prepare import prepare_model
 
     base = build_tiny_model(root / "base", num_heads=2, num_kv_heads=1)  # head_dim 32: vLLM's CPU attention
     prepare_model(str(base), str(root / "prepared"), overwrite=True, progress=False, log=lambda _m: None)
     if warm_steps <= 0:
         return root / "prepared"
     t0 = time.perf_counter()
-    warmed_arithmetic_model(str(root / "prepared"), str(root / "warm"), steps=warm_steps, log=None)
-    print(f"warmed the tiny model for {warm_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    # the pairs of rftt_plugin.demo.warmup.warmed_arithmetic_model (same seed), some padded
+    problems = make_problems(400, seed=0)
+    rng = random.Random(0)
+    pairs = [(p.question, tagged_solution(p, self_correct=rng.random() < 0.2, rng=rng)) for p in problems]
+    if warm_pad > 0:
+        tok = AutoTokenizer.from_pretrained(root / "prepared")
+        pairs = [(padded_question(tok, q, warm_pad, seed=1000 + i) if i % 2 else q, a) for i, (q, a) in enumerate(pairs)]
+    warm_up(str(root / "prepared"), str(root / "warm"), pairs, steps=warm_steps, seed=0, log=None)
+    print(f"warmed the tiny model for {warm_steps} steps{f' (half the prompts padded by ~{warm_pad} ids)' if warm_pad else ''} "
+          f"in {time.perf_counter() - t0:.0f} s", flush=True)
     return root / "warm"
 
 
@@ -434,6 +504,63 @@ def print_diagnostics(label: str, rec: Recorder, block: int | None) -> None:
               f"round trips per tree {t['rounds_per_tree']}")
 
 
+def readout_requests(kinds: dict) -> int:
+    return sum(v for k, v in kinds.items() if k.startswith("readout"))
+
+
+def expansions(kinds: dict, top_k: int) -> int:
+    """Tag read-outs (= expansions): each read-out sends exactly one request of its first kind."""
+    first = ("readout ids (cached)", "readout top-k (cached)", f"readout k={top_k if top_k > 0 else 0}")
+    return sum(kinds.get(k, 0) for k in first)
+
+
+def equal_work(res: dict, config) -> dict:
+    """The tree (``rftt (after)``) against chains of the same path lengths (``chains``), per leaf token.
+
+    ``leaf tokens`` = the summed path lengths of the emitted leaves (what training sees; the chains
+    generate exactly that many). ``gen_per_leaf`` = tokens the engine generated per leaf token (the
+    tree's sharing; 1 for chains by construction, plus one discarded id per tree read-out);
+    ``computed_per_leaf`` adds the prompt ids prefilled without the cache.
+    """
+    leaf_tokens = sum(sum(ns) for ns in res["leaf_lengths"])
+    out = {"leaf_tokens": leaf_tokens, "leaves": sum(len(ns) for ns in res["leaf_lengths"]),
+           "lengths": sorted(n for ns in res["leaf_lengths"] for n in ns),
+           "distinct_leaves": res["distinct_leaves"], "distinct_leaf_tokens": res["distinct_leaf_tokens"]}
+    for key, phase in (("tree", "rftt_after"), ("chains", "chains")):
+        wall, s = res[phase]
+        rounds = res[phase + "_rec"].timing().get("rounds_per_tree", [0])
+        out[key] = {"wall": wall, "per_1k": 1000 * wall / max(leaf_tokens, 1), "calls": s["calls"],
+                    "rounds": sum(rounds) / max(len(rounds), 1), "generated": s["generated"],
+                    "gen_per_leaf": s["generated"] / max(leaf_tokens, 1), "uncached": s["uncached"],
+                    "computed_per_leaf": (s["generated"] + s["uncached"]) / max(leaf_tokens, 1),
+                    "cached_share": s["cached_share"], "by_kind": s["cached_share_by_kind"]}
+    return out
+
+
+def print_equal_work(name: str, w: dict, config) -> None:
+    n = w["lengths"]
+    print(f"\n[{name}] equal work: the rftt (after) trees' {w['leaves']} leaves ({w['distinct_leaves']} distinct), "
+          f"{w['leaf_tokens']} leaf tokens ({w['distinct_leaf_tokens']} in distinct leaves; path length mean "
+          f"{w['leaf_tokens'] / max(len(n), 1):.1f}, min {n[0] if n else 0}, median {n[len(n) // 2] if n else 0}, max "
+          f"{n[-1] if n else 0}) against one chain per leaf of the same length (ignore_eos) at the step sampling "
+          f"(temperature {config.step_temperature}, top-p {config.step_top_p})")
+    print("| rollout        |  wall s | s / 1k leaf tok | calls | round trips / tree | generated | gen / leaf tok "
+          "| prefilled | (gen + prefilled) / leaf tok | cached |")
+    print("|----------------|---------|-----------------|-------|--------------------|-----------|----------------"
+          "|-----------|------------------------------|--------|")
+    for label, key in (("rftt (after)", "tree"), ("chains", "chains")):
+        x = w[key]
+        print(f"| {label:<14} | {x['wall']:7.2f} | {x['per_1k']:15.3f} | {x['calls']:5d} | {x['rounds']:18.1f} "
+              f"| {x['generated']:9d} | {x['gen_per_leaf']:14.3f} | {x['uncached']:9d} | {x['computed_per_leaf']:28.3f} "
+              f"| {x['cached_share']:6.3f} |")
+    t, c = w["tree"], w["chains"]
+    print(f"equal-work ratios tree/chains: wall {t['wall'] / c['wall']:.2f}, generated tokens "
+          f"{t['generated'] / max(c['generated'], 1):.2f}, generated + prefilled {t['computed_per_leaf'] / c['computed_per_leaf']:.2f}")
+    print("cached share by call kind: " + "; ".join(
+        f"{label} " + ", ".join(f"{k} {v:.3f}" for k, v in w[key]["by_kind"].items())
+        for label, key in (("rftt (after)", "tree"), ("chains", "chains"))))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("vllm", "hfcpu", "both"), default="both")
@@ -444,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-max-tokens", type=int, default=24)
     parser.add_argument("--max-depth", type=int, default=4)
     parser.add_argument("--readout-top-k", type=int, default=20)
+    parser.add_argument("--readout-before", default="top_logprobs", choices=("prompt_logprobs", "top_logprobs", "token_ids"),
+                        help="the tag read-out of the 'before' phase (issue 14's cached top-k read-out)")
+    parser.add_argument("--readout-after", default="token_ids", choices=("prompt_logprobs", "top_logprobs", "token_ids"),
+                        help="the tag read-out of the 'after' phase (issue 28: one request, logprob_token_ids)")
     parser.add_argument("--block-size", type=int, default=16, help="vLLM KV block size (prefix cache granularity)")
     parser.add_argument("--prompt-pad", type=int, default=0,
                         help="filler ids before each question (long-context check; the tiny model's limit is 2048)")
@@ -452,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the engine's first request")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-up steps of the default model (0: random weights; steps then never close)")
+    parser.add_argument("--warm-pad", type=int, default=0,
+                        help="also warm the default model on questions padded by about this many ids (use with "
+                             "--prompt-pad, so long-context trees branch)")
     args = parser.parse_args(argv)
     if args.prompts < 1 or args.n < 1 or args.repeats < 1:
         parser.error("--prompts, --n and --repeats must be >= 1")
@@ -462,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     from rftt_plugin.search.layout import TokenLayout
 
     tmp = tempfile.TemporaryDirectory(prefix="rftt-bench-rollout-")
-    model = Path(args.model) if args.model else build_default_model(Path(tmp.name), args.warm_steps)
+    model = Path(args.model) if args.model else build_default_model(Path(tmp.name), args.warm_steps, args.warm_pad)
     tok = AutoTokenizer.from_pretrained(model)
     layout = TokenLayout.from_tokenizer(tok, mode="added")
     layout = dataclasses.replace(layout, decode=lambda ids: tok.decode(list(ids), skip_special_tokens=True))
@@ -491,7 +625,12 @@ def main(argv: list[str] | None = None) -> int:
         print(_row("rftt (after)", r_wall, r))
         print("wall s per round: " + "; ".join(f"{k} {', '.join(f'{w:.2f}' for w in v)}"
                                                for k, v in res["walls"].items() if k != "rftt_control"))
-        print(f"rftt_tree calls by kind: before {b['kinds']}; after {r['kinds']}")
+        print(f"rftt_tree read-outs: before {args.readout_before}, after {args.readout_after}; calls by kind: before "
+              f"{b['kinds']}; after {r['kinds']}")
+        print("read-out requests per expansion: " + ", ".join(
+            f"{label} {readout_requests(x['kinds']) / max(expansions(x['kinds'], args.readout_top_k), 1):.2f} "
+            f"({readout_requests(x['kinds'])} / {expansions(x['kinds'], args.readout_top_k)})"
+            for label, x in (("before", b), ("after", r))))
         for label, w, x in (("before", b_wall, b), ("after", r_wall, r)):
             print(f"ratios rftt_tree ({label})/grpo: wall {w / g_wall:.2f}, calls {x['calls'] / max(g['calls'], 1):.2f}, "
                   f"generated tokens {x['generated'] / max(g['generated'], 1):.2f}, "
@@ -500,8 +639,11 @@ def main(argv: list[str] | None = None) -> int:
               f"control, the old read-out run twice: {res['same_trees_control']}")
         for label in ("before", "after"):
             print_diagnostics(f"rftt ({label})", res[f"rftt_{label}_rec"], args.block_size if name == "vllm" else None)
+        work = equal_work(res, config)
+        print_equal_work(name, work, config)
         last = (f"rollout: engine={name} grpo_s={g_wall:.2f} rftt_s={r_wall:.2f} ratio={r_wall / g_wall:.2f} "
-                f"cached_prompt_share={r['cached_share']:.3f}")
+                f"cached_prompt_share={r['cached_share']:.3f} tokens_per_leaf_token={work['tree']['gen_per_leaf']:.3f} "
+                f"equal_work_ratio={work['tree']['wall'] / work['chains']['wall']:.2f}")
         print(last, flush=True)
     tmp.cleanup()
     return 0

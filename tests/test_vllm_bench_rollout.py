@@ -1,5 +1,6 @@
-"""bench/rollout.py's accounting (issue 14), on hand-worked calls: where uncached prompt tokens
-come from (first touch, KV block granularity, cache reads skipped) and the round trips of a tree."""
+"""bench/rollout.py's accounting (issues 14 and 28), on hand-worked calls: where uncached prompt tokens
+come from (first touch, KV block granularity, cache reads skipped), the round trips of a tree, the
+read-out requests per expansion, and the equal-work numbers (per leaf token)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,41 @@ def test_long_prompts_are_padded_per_question(bench, tmp_path):
     for s, lng in zip(short, long):
         assert 200 <= len(lng) - len(s) <= 200 + 40  # whole filler words, plus "Notes: " and the newline
     assert len({tuple(p[:60]) for p in long}) == 3  # each question its own filler
+
+
+def test_call_kinds_and_requests_per_expansion(bench):
+    kind = bench.Recorder.kind
+    assert kind({"logprob_token_ids": [1, 2], "logprobs": False}) == "readout ids (cached)"
+    assert kind({"rftt_top_logprobs": 20}) == "readout top-k (cached)"
+    assert kind({"rftt_top_logprobs": 4, "allowed_token_ids": [1]}) == "readout allowed (cached)"
+    assert kind({"prompt_logprobs": 0}) == "readout k=0"
+    assert kind({"max_tokens": 9, "ignore_eos": True}) == "chain"
+    assert kind({"stop_token_ids": [3]}) == "step" and kind({"max_tokens": 5}) == "grpo"
+    before = {"readout top-k (cached)": 26, "readout allowed (cached)": 26, "step": 68}
+    after = {"readout ids (cached)": 26, "step": 68}
+    old = {"readout k=20": 26, "readout k=0": 53, "step": 68}
+    assert [bench.expansions(k, 20) for k in (before, after, old)] == [26, 26, 26]
+    assert [bench.readout_requests(k) for k in (before, after, old)] == [52, 26, 79]
+
+
+def test_equal_work_per_leaf_token(bench):
+    Call, Recorder = bench.Call, bench.Recorder
+    tree, chains = Recorder(), Recorder()
+    # one tree on a 4-id prompt: a read-out, a 3-id step, a read-out, two 2-id sibling steps (9 generated
+    # ids, read-outs' discarded ids included); two leaves of 5 ids each (hand-set path lengths)
+    tree.calls = [Call("readout ids (cached)", 4, 0, 1, "t", 0.0, 1.0), Call("step", 5, 4, 3, "t", 1.0, 2.0),
+                  Call("readout ids (cached)", 8, 0, 1, "t", 2.0, 3.0), Call("step", 9, 8, 2, "t", 3.0, 4.0),
+                  Call("step", 9, 8, 2, "t", 3.0, 4.0)]
+    chains.calls = [Call("chain", 4, 0, 5, "c-0", 0.0, 1.0), Call("chain", 4, 0, 5, "c-1", 0.0, 1.0)]
+    res = {"leaf_lengths": [[5, 5]], "distinct_leaves": 2, "distinct_leaf_tokens": 10,
+           "rftt_after": (4.0, tree.summary()), "rftt_after_rec": tree,
+           "chains": (1.0, chains.summary()), "chains_rec": chains}
+    w = bench.equal_work(res, None)
+    assert w["leaf_tokens"] == 10 and w["leaves"] == 2 and w["lengths"] == [5, 5]
+    t, c = w["tree"], w["chains"]
+    assert (t["generated"], t["gen_per_leaf"]) == (9, 0.9)
+    assert (t["uncached"], t["computed_per_leaf"]) == (35 - 20, (9 + 15) / 10)
+    assert (c["gen_per_leaf"], c["computed_per_leaf"], c["rounds"]) == (1.0, 1.8, 1.0)
+    assert t["rounds"] == 4.0  # the two sibling steps overlap: one round trip
+    assert (t["per_1k"], c["per_1k"]) == (400.0, 100.0)
+    assert t["by_kind"] == {"readout ids (cached)": 0.0, "step": 20 / 23}
