@@ -5,6 +5,9 @@ the test on 127.0.0.1 and stopped afterwards.
   search) followed by the ids vLLM sampled, one log-prob per id, ending on that tag's closing id or the step budget;
 * under greedy decoding the first-step tags (the root's children, in rank order) equal those of
   the hf backend on the same checkpoint (an independent implementation: transformers);
+* the tag read-out (issue 28): ``logprob_method=auto`` takes vLLM's ``logprob_token_ids`` (one
+  request on the context) on this vLLM, and its values equal a transformers forward pass and the
+  ``prompt_logprobs`` read-out;
 * the padded-row guard: the checkpoint has embedding rows beyond the tokenizer that carry real
   probability mass (measured below with transformers), yet sampling through the openai backend
   never returns one of those ids (without the guard vLLM samples them and its detokenizer crashes).
@@ -169,3 +172,34 @@ def test_padded_rows_are_never_sampled_through_the_openai_backend(served):
     print(f"\n[vllm serve] padded rows hold {padded_mass:.3f} of the first-token mass; {len(sampled)} tokens sampled, "
           f"max id {max(sampled)} < len(tokenizer) {len(tok)}")
     assert max(sampled) < len(tok)
+
+
+def test_openai_auto_readout_takes_logprob_token_ids_on_vllm_serve(served):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rftt_plugin.backends.openai import OpenAIBackend
+    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.tokens import TagVocabulary
+
+    tok = AutoTokenizer.from_pretrained(served["model"])
+    opening = [ids[0] for ids in TagVocabulary.from_tokenizer(tok, mode="added").open_ids.values()]
+    context = chat_prompt_ids(tok, QUESTIONS[1]["question"])
+    hf = AutoModelForCausalLM.from_pretrained(served["model"], dtype=torch.float32).eval()
+    with torch.no_grad():  # plain vllm serve has no OOV mask: the full rows, padded ones included
+        ref = torch.log_softmax(hf(input_ids=torch.tensor([context])).logits[0, -1].double(), dim=-1)
+
+    async def both():
+        auto = OpenAIBackend(served["base_url"], "tiny")
+        old = OpenAIBackend(served["base_url"], "tiny", logprob_method="prompt_logprobs")
+        try:
+            return (await auto.next_token_logprobs(context, opening), auto.readout_path, auto.requests,
+                    await old.next_token_logprobs(context, opening))
+        finally:
+            await auto.aclose()
+            await old.aclose()
+
+    got, path, requests, old = asyncio.run(both())
+    assert path == "token_ids" and requests == 1
+    diff = max(abs(g - float(ref[c])) for g, c in zip(got, opening))
+    print(f"\n[vllm serve] logprob_token_ids read-out vs transformers: max |diff| {diff:.2e}")
+    assert diff < 1e-4 and max(abs(g - o) for g, o in zip(got, old)) < 1e-4
