@@ -38,10 +38,10 @@ batch composition, so a control runs the 'before' read-out twice). Phases run on
 so the two read-outs never share an engine step (they must not: see
 rftt_plugin/integration/readout_token_ids.py).
 
-Equal work (issue 28): ``chains`` sends, for every leaf of the ``rftt (after)`` trees, one
-independent request from the same prompt that generates exactly the leaf's path length
-(``ignore_eos``) at the search's step sampling -- trees and chains then produce the same leaf
-tokens. Reported per leaf token: generated tokens (the sharing the tree buys; 1 for chains),
+Equal work (issue 28): ``chains`` sends, for every distinct leaf of the ``rftt (after)`` trees
+(the search may emit a leaf again; a repeat adds no token), one independent request from the same
+prompt that generates exactly the leaf's path length (``ignore_eos``) at the search's step
+sampling -- trees and chains then produce the same leaf tokens. Reported per leaf token: generated tokens (the sharing the tree buys; 1 for chains),
 generated + uncached prompt tokens, wall per 1,000 leaf tokens, round trips per tree, and the
 cached share per call kind. The last line then also carries ``tokens_per_leaf_token=`` (the
 tree's generated tokens per leaf token) and ``equal_work_ratio=`` (tree wall / chains wall).
@@ -335,9 +335,10 @@ async def grpo_step(engine, prompts: list[list[int]], n: int, budget: int) -> No
 
 
 async def chains_step(engine, prompts: list[list[int]], lengths: list[list[int]], config) -> None:
-    """Equal work: for every leaf of a tree, one independent chain from the same prompt that generates
-    exactly the leaf's path length (``ignore_eos``, no stop ids) at the search's step sampling -- the
-    same path-length distribution and temperature, without the tree's sharing. All in flight at once."""
+    """Equal work: for every distinct leaf of a tree, one independent chain from the same prompt that
+    generates exactly the leaf's path length (``ignore_eos``, no stop ids) at the search's step
+    sampling -- the same path-length distribution and temperature, without the tree's sharing. All in
+    flight at once."""
     params = {"temperature": config.step_temperature, "top_p": config.step_top_p, "top_k": config.step_top_k,
               "ignore_eos": True, "logprobs": True}
     await asyncio.gather(*(engine.generate(request_id=f"chain-{i}-{j}", prompt_ids=p,
@@ -429,11 +430,11 @@ async def bench_engine(engine, args, questions: list[str], prompts: list[list[in
                     out["leaves"] = sum(len(r.leaves) for r in results)
                     trees[phase] = [_tree_key(r.tree) for r in results]
                     if phase == "rftt_after":  # the work the chains must match (fixed for all rounds)
-                        out["leaf_lengths"] = [[len(leaf.response_ids) for leaf in r.leaves] for r in results]
-                        out["distinct_leaf_tokens"] = sum(
-                            sum(len(ids) for ids in {tuple(leaf.response_ids) for leaf in r.leaves}) for r in results)
-                        out["distinct_leaves"] = sum(len({tuple(leaf.response_ids) for leaf in r.leaves})
-                                                     for r in results)
+                        # distinct leaves: a leaf the search emits again adds no token (and no sharing)
+                        out["leaf_lengths"] = [sorted(len(ids) for ids in {tuple(leaf.response_ids) for leaf in r.leaves})
+                                               for r in results]
+                        out["emitted_leaf_tokens"] = sum(len(leaf.response_ids) for r in results for leaf in r.leaves)
+                        out["emitted_leaves"] = sum(len(r.leaves) for r in results)
             wall = time.perf_counter() - t0
             out["walls"].setdefault(phase, []).append(wall)
             if not rep:
@@ -517,15 +518,17 @@ def expansions(kinds: dict, top_k: int) -> int:
 def equal_work(res: dict, config) -> dict:
     """The tree (``rftt (after)``) against chains of the same path lengths (``chains``), per leaf token.
 
-    ``leaf tokens`` = the summed path lengths of the emitted leaves (what training sees; the chains
-    generate exactly that many). ``gen_per_leaf`` = tokens the engine generated per leaf token (the
-    tree's sharing; 1 for chains by construction, plus one discarded id per tree read-out);
-    ``computed_per_leaf`` adds the prompt ids prefilled without the cache.
+    ``leaf tokens`` = the summed path lengths of the tree's distinct leaves (the chains generate
+    exactly that many; a leaf the search emits twice is counted once, since repeating it costs and
+    shares nothing). ``gen_per_leaf`` = tokens the engine generated per leaf token (the tree's
+    sharing; 1 for chains by construction; the tree's count includes one discarded id per read-out);
+    ``computed_per_leaf`` adds the prompt ids prefilled without the cache. ``gen_per_emitted`` is
+    the tree's count per token of all emitted leaves, repeats included (what the trainer receives).
     """
     leaf_tokens = sum(sum(ns) for ns in res["leaf_lengths"])
     out = {"leaf_tokens": leaf_tokens, "leaves": sum(len(ns) for ns in res["leaf_lengths"]),
            "lengths": sorted(n for ns in res["leaf_lengths"] for n in ns),
-           "distinct_leaves": res["distinct_leaves"], "distinct_leaf_tokens": res["distinct_leaf_tokens"]}
+           "emitted_leaves": res["emitted_leaves"], "emitted_leaf_tokens": res["emitted_leaf_tokens"]}
     for key, phase in (("tree", "rftt_after"), ("chains", "chains")):
         wall, s = res[phase]
         rounds = res[phase + "_rec"].timing().get("rounds_per_tree", [0])
@@ -533,17 +536,18 @@ def equal_work(res: dict, config) -> dict:
                     "rounds": sum(rounds) / max(len(rounds), 1), "generated": s["generated"],
                     "gen_per_leaf": s["generated"] / max(leaf_tokens, 1), "uncached": s["uncached"],
                     "computed_per_leaf": (s["generated"] + s["uncached"]) / max(leaf_tokens, 1),
-                    "cached_share": s["cached_share"], "by_kind": s["cached_share_by_kind"]}
+                    "cached_share": s["cached_share"], "by_kind": s["cached_share_by_kind"],
+                    "gen_per_emitted": s["generated"] / max(res["emitted_leaf_tokens"], 1)}
     return out
 
 
 def print_equal_work(name: str, w: dict, config) -> None:
     n = w["lengths"]
-    print(f"\n[{name}] equal work: the rftt (after) trees' {w['leaves']} leaves ({w['distinct_leaves']} distinct), "
-          f"{w['leaf_tokens']} leaf tokens ({w['distinct_leaf_tokens']} in distinct leaves; path length mean "
+    print(f"\n[{name}] equal work: the rftt (after) trees' {w['leaves']} distinct leaves ({w['emitted_leaves']} emitted), "
+          f"{w['leaf_tokens']} leaf tokens ({w['emitted_leaf_tokens']} emitted; path length mean "
           f"{w['leaf_tokens'] / max(len(n), 1):.1f}, min {n[0] if n else 0}, median {n[len(n) // 2] if n else 0}, max "
-          f"{n[-1] if n else 0}) against one chain per leaf of the same length (ignore_eos) at the step sampling "
-          f"(temperature {config.step_temperature}, top-p {config.step_top_p})")
+          f"{n[-1] if n else 0}) against one chain per distinct leaf of the same length (ignore_eos) at the step "
+          f"sampling (temperature {config.step_temperature}, top-p {config.step_top_p})")
     print("| rollout        |  wall s | s / 1k leaf tok | calls | round trips / tree | generated | gen / leaf tok "
           "| prefilled | (gen + prefilled) / leaf tok | cached |")
     print("|----------------|---------|-----------------|-------|--------------------|-----------|----------------"
@@ -555,7 +559,8 @@ def print_equal_work(name: str, w: dict, config) -> None:
               f"| {x['cached_share']:6.3f} |")
     t, c = w["tree"], w["chains"]
     print(f"equal-work ratios tree/chains: wall {t['wall'] / c['wall']:.2f}, generated tokens "
-          f"{t['generated'] / max(c['generated'], 1):.2f}, generated + prefilled {t['computed_per_leaf'] / c['computed_per_leaf']:.2f}")
+          f"{t['generated'] / max(c['generated'], 1):.2f}, generated + prefilled {t['computed_per_leaf'] / c['computed_per_leaf']:.2f}; "
+          f"the tree's generated tokens per emitted leaf token (repeats included) {t['gen_per_emitted']:.3f}")
     print("cached share by call kind: " + "; ".join(
         f"{label} " + ", ".join(f"{k} {v:.3f}" for k, v in w[key]["by_kind"].items())
         for label, key in (("rftt (after)", "tree"), ("chains", "chains"))))

@@ -92,13 +92,13 @@ def test_equal_work_per_leaf_token(bench):
                   Call("readout ids (cached)", 8, 0, 1, "t", 2.0, 3.0), Call("step", 9, 8, 2, "t", 3.0, 4.0),
                   Call("step", 9, 8, 2, "t", 3.0, 4.0)]
     chains.calls = [Call("chain", 4, 0, 5, "c-0", 0.0, 1.0), Call("chain", 4, 0, 5, "c-1", 0.0, 1.0)]
-    res = {"leaf_lengths": [[5, 5]], "distinct_leaves": 2, "distinct_leaf_tokens": 10,
+    res = {"leaf_lengths": [[5, 5]], "emitted_leaves": 3, "emitted_leaf_tokens": 15,  # one leaf emitted twice
            "rftt_after": (4.0, tree.summary()), "rftt_after_rec": tree,
            "chains": (1.0, chains.summary()), "chains_rec": chains}
     w = bench.equal_work(res, None)
     assert w["leaf_tokens"] == 10 and w["leaves"] == 2 and w["lengths"] == [5, 5]
     t, c = w["tree"], w["chains"]
-    assert (t["generated"], t["gen_per_leaf"]) == (9, 0.9)
+    assert (t["generated"], t["gen_per_leaf"], t["gen_per_emitted"]) == (9, 0.9, 9 / 15)
     assert (t["uncached"], t["computed_per_leaf"]) == (35 - 20, (9 + 15) / 10)
     assert (c["gen_per_leaf"], c["computed_per_leaf"], c["rounds"]) == (1.0, 1.8, 1.0)
     assert t["rounds"] == 4.0  # the two sibling steps overlap: one round trip
