@@ -200,9 +200,12 @@ class Recorder:
         kinds: dict[str, int] = {}
         for c in self.calls:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        # cached share per call kind; a tree's first call (its prompt's first touch) is its own kind
+        trees = {c.tree for c in self.calls if c.kind not in ("grpo", "chain")}
+        first_ids = {id(min((c for c in self.calls if c.tree == t), key=lambda c: c.t0)) for t in trees}
         by_kind: dict[str, list[int]] = {}
         for c in self.calls:
-            row = by_kind.setdefault(c.kind, [0, 0])
+            row = by_kind.setdefault("first call of a tree" if id(c) in first_ids else c.kind, [0, 0])
             row[0] += c.prompt_tokens
             row[1] += c.cached_tokens
         return {"calls": len(self.calls), "kinds": kinds, "generated": sum(c.generated for c in self.calls),

@@ -103,4 +103,5 @@ def test_equal_work_per_leaf_token(bench):
     assert (c["gen_per_leaf"], c["computed_per_leaf"], c["rounds"]) == (1.0, 1.8, 1.0)
     assert t["rounds"] == 4.0  # the two sibling steps overlap: one round trip
     assert (t["per_1k"], c["per_1k"]) == (400.0, 100.0)
-    assert t["by_kind"] == {"readout ids (cached)": 0.0, "step": 20 / 23}
+    assert t["by_kind"] == {"first call of a tree": 0.0, "readout ids (cached)": 0.0, "step": 20 / 23}
+    assert c["by_kind"] == {"chain": 0.0}
