@@ -56,6 +56,11 @@ class PrmSettings:
                 worker (``TransformersStepScorer``): only for small PRMs.
     aggregate   how step scores become the path's score: ``last`` (the final step's score, as the
                 reference's blend), ``mean`` (its phase-1 ranking), ``min``.
+    timeout_s, retries  bound one scoring call: each try (an HTTP request, or one in-process call)
+                may take ``timeout_s``, and a failed call is tried ``retries`` more times; a leaf
+                whose score is still missing is dropped from the loss and counted, never scored 0.
+    max_consecutive_failures  that many failed PRM calls in a row (in one worker) stop the run
+                with a message naming this section: a down PRM must not train a whole run.
     """
 
     url: Optional[str] = None
@@ -65,6 +70,7 @@ class PrmSettings:
     timeout_s: float = 30.0
     batch_size: int = 16
     retries: int = 3
+    max_consecutive_failures: int = 8
     request_key: str = "query"
     response_key: str = "rewards"
 
@@ -84,6 +90,8 @@ class PrmSettings:
             out.append(_problem(f"{path}.batch_size", self.batch_size, "must be >= 1"))
         if self.retries < 0:
             out.append(_problem(f"{path}.retries", self.retries, "must be >= 0"))
+        if self.max_consecutive_failures < 1:
+            out.append(_problem(f"{path}.max_consecutive_failures", self.max_consecutive_failures, "must be >= 1"))
         if self.url is not None and not str(self.url).startswith(("http://", "https://")):
             out.append(_problem(f"{path}.url", self.url, "must start with http:// or https://"))
         return out

@@ -327,7 +327,9 @@ class FunctionalMCTS:
             if inspect.isawaitable(value):
                 value = await value
             return float(value)
-        except Exception as exc:  # noqa: BLE001 - a grader failure must not kill the tree
+        except Exception as exc:  # noqa: BLE001 - a grader failure must not kill the tree ...
+            if getattr(exc, "fatal", False):
+                raise  # ... unless it says the run must stop (e.g. the PRM failed too often in a row)
             node.error = f"grade: {_error_text(exc)}"
             cause = getattr(exc, "cause", None)
             self._fault(node, cause if isinstance(cause, str) else "grade_error")

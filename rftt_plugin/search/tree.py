@@ -58,6 +58,19 @@ FAULT_CAUSES = {
     "prm_error": "the PRM gave no score after its retries",
 }
 
+
+
+class LeafFault(Exception):
+    """Raised by a grader when a leaf gets no trustworthy reward; the search prunes the leaf and
+    records ``cause`` (a :data:`FAULT_CAUSES` key) instead of scoring it."""
+
+    def __init__(self, cause: str, message: str):
+        if cause not in FAULT_CAUSES:
+            raise ValueError(f"unknown fault cause {cause!r}; choose one of {', '.join(FAULT_CAUSES)}")
+        super().__init__(message)
+        self.cause = cause
+
+
 TREE_FORMAT = "rftt-tree/1"
 
 
