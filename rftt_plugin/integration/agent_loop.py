@@ -192,7 +192,9 @@ class _LeafGrader:
                                                 format_penalty=self.reward.format_penalty, prm_score=prm,
                                                 data_source=self.data_source, timeout_s=self.reward.timeout_s,
                                                 max_depth=self.max_depth)
-            if result.no_verdict:
+            if result.grader_error:
+                raise LeafFault("grade_error", f"the answer check failed in the grader (pred {result.pred!r:.60})")
+            if result.timed_out:
                 raise LeafFault("grade_timeout", f"the answer check gave no verdict within "
                                                  f"rftt.reward.timeout_s={self.reward.timeout_s} (pred {result.pred!r:.60})")
         except LeafFault as fault:

@@ -83,14 +83,18 @@ class RewardResult:
     has_answer: bool
     format_ok: bool
     timed_out: bool
+    # the grader failed on the answer (a worker died, the pool is unavailable); not in to_dict
+    grader_error: bool = False
 
     @property
     def no_verdict(self) -> bool:
-        """The answer was never compared (time-out or overload): ``score`` is not a judgement."""
-        return self.timed_out
+        """The answer was never compared (time-out, overload, grader failure): ``score`` is not a judgement."""
+        return self.timed_out or self.grader_error
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("grader_error")
+        return out
 
 
 def _check_rule(rule: str) -> None:
@@ -155,10 +159,12 @@ def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: st
     if format_penalty and not format_ok:
         score -= float(format_penalty)
     pred = extraction.answer or ""
-    # a pool that refuses work under overload (a verdict flagged ``overloaded``) is no verdict either
-    no_verdict = bool(verdict.timed_out or getattr(verdict, "overloaded", False))
+    # waiting for a worker past the bound, or a full queue, is no verdict either (equivalence.Verdict.method)
+    method = getattr(verdict, "method", "")
+    timed_out = bool(verdict.timed_out or method in ("overloaded", "queue_timeout"))
     return RewardResult(score=round(score, 10), acc=bool(correct), pred=pred[:MAX_PRED_CHARS],
-                        has_answer=has_answer, format_ok=format_ok, timed_out=no_verdict)
+                        has_answer=has_answer, format_ok=format_ok, timed_out=timed_out,
+                        grader_error=method == "error")
 
 
 def _prepare(response: str, gold: object, data_source: str | None, rule: str):
