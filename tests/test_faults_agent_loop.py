@@ -367,3 +367,32 @@ async def test_grader_faults_reach_the_metrics_when_some_rows_survive(prepared_m
     m = step_metrics([extra for _, extra in stored])
     assert m["rftt/masked/grade_timeout"] == UID_N - len(rows)
     assert m["rftt/grader/timeouts"] >= 1
+
+
+async def test_an_in_process_prm_that_hangs_is_bounded_retried_and_dropped():
+    from rftt_plugin.config.schema import settings_from_mapping
+    from rftt_plugin.integration.agent_loop import PRMUnavailable, _LeafGrader, _PrmBreaker
+    from rftt_plugin.search.tree import LeafFault
+
+    class Hanging:  # an in-process scorer stuck in a forward pass
+        calls = 0
+
+        async def score_steps_async(self, question, steps):
+            Hanging.calls += 1
+            await asyncio.sleep(30)
+
+    settings = settings_from_mapping({"reward": {"rule": "rftt_prm", "prm": {
+        "model": "some/prm", "timeout_s": 0.2, "retries": 1, "max_consecutive_failures": 2}}})
+    grader = _LeafGrader(settings, "Q", "53", None, Hanging(), _PrmBreaker(2))
+    t0 = time.perf_counter()
+    with pytest.raises(LeafFault) as info:
+        await grader.grade_text("<next_step>\nthinking\n</next_step>\n<output>\nno box\n</output>")
+    assert info.value.cause == "prm_error" and "rftt.reward.prm.model=some/prm" in str(info.value)
+    assert Hanging.calls == 2 and time.perf_counter() - t0 < 5   # 1 try + 1 retry, each cut at 0.2 s
+    assert grader.prm_calls == 1 and grader.prm_failures == 1
+    # an answered leaf under rftt_prm needs no PRM: graded without a call
+    assert (await grader.grade_text("<output>\n\\boxed{53}\n</output>")).score == 1.0 and Hanging.calls == 2
+    with pytest.raises(LeafFault):
+        await grader.grade_text("<output>\nstill no box\n</output>")
+    with pytest.raises(PRMUnavailable, match="rftt.reward.prm.model=some/prm: 2 PRM calls in a row failed"):
+        await grader.grade_text("<output>\na third unanswered leaf\n</output>")
