@@ -116,3 +116,19 @@ async def test_root_whose_every_branch_faults_ends_the_search_with_an_error():
     res = await mcts.search(Q)
     assert res.leaves == []
     assert "every branch of the root faulted" in res.tree.meta["error"]
+
+
+async def test_views_show_pruned_faults_as_not_trained():
+    from rftt_plugin.tree_view.render import render_html, render_text
+
+    mcts, backend, script = engine(iterations=8)
+    vocab = script.vocab
+    backend.inject = lambda kind, ctx: "raise" if kind == "generate" and _last_open(vocab, ctx) is T.ANALYZE else None
+    tree = (await mcts.search(Q)).tree
+    faulted = [n for n in tree.nodes if n.fault]
+    assert faulted
+    text = render_text(tree)
+    for n in faulted:
+        line = next(ln for ln in text.splitlines() if f"#{n.id} " in ln)
+        assert "[fault: step_error, not trained]" in line and "r=none" in line
+    assert "fault: step_error</span>" in render_html(tree)

@@ -49,6 +49,12 @@ def _leaf_iterations(tree: Tree) -> dict[int, list[int]]:
     return out
 
 
+def _kids(tree: Tree, n: Node) -> list[Node]:
+    """``n``'s children in rank order, then any the search pruned as faults (shown, marked)."""
+    pruned = [m for m in tree.nodes if m.parent == n.id and m.fault and m.id not in n.children]
+    return [tree[c] for c in n.children] + pruned
+
+
 def _value_rgb(v: float) -> str:
     """Red (0) -> yellow -> green (1); values outside [0, 1] are clipped."""
     v = 0.0 if math.isnan(v) else min(1.0, max(0.0, v))
@@ -109,7 +115,7 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
         return " ".join(parts) + f'  "{_short(n.text, width)}"'
 
     def walk(n: Node, prefix: str) -> None:
-        kids = [tree[c] for c in n.children]
+        kids = _kids(tree, n)
         shown = [k for k in kids if k.generated]
         hidden = len(kids) - len(shown)
         if max_depth is not None and n.depth >= max_depth:
@@ -231,11 +237,14 @@ def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: in
         bits.append(f'<span class="term">{html.escape(n.terminal_reason or "")}</span>')
         bits.append(f'<span class="sr" title="search reward ({html.escape(reward_name)})">'
                     f'search r={r:.2f}</span>')
-        if n.terminal_reason == "output":
+        if n.fault:
+            bits.append(f'<span class="verdict" style="background:{_UNKNOWN}" title="an infrastructure fault: '
+                        f'no reward, never trained">fault: {html.escape(n.fault)}</span>')
+        elif n.terminal_reason == "output":
             bits.append(_verdict(correct.get(n.id), tree.gold))
     if n.id in leaves:
         bits.append(f'<span class="meta">iterations {", ".join(map(str, leaves[n.id]))}</span>')
-    kids = [tree[c] for c in n.children]
+    kids = _kids(tree, n)
     shown = [k for k in kids if k.generated]
     body = [f"<pre>{html.escape(n.text)}</pre>"] if n.text else []
     details = (f"log P(tag)={n.prior_logprob:.3f} · {len(n.token_ids)} ids ({n.n_sampled} sampled)"
@@ -272,8 +281,8 @@ def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_de
     tally = (f"{sum(n_out)} of {len(n_out)} answer leaves correct against the gold" if n_out else
              "answer leaves not graded (no gold)")
     root = tree.root
-    roots = "".join(_html_node(tree, tree[c], leaves, open_depth, correct, reward_name)
-                    for c in root.children if tree[c].generated)
+    roots = "".join(_html_node(tree, k, leaves, open_depth, correct, reward_name)
+                    for k in _kids(tree, root) if k.generated)
     head = title or "RFTT search tree"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(head)}</title>
