@@ -60,6 +60,7 @@ def main() -> int:
         try:
             for arm, path in arms:
                 os.environ["PYTHONPATH"] = str(path)
+                shutil.rmtree(qs.out / f"rl_{arm}", ignore_errors=True)  # verl would resume from an old checkpoint
                 cmd = [sys.executable, "-m", "verl.trainer.main_ppo", *qs.rl_overrides(f"rl_{arm}"),
                        "rftt.reward.rule=rftt_prm", f"rftt.reward.prm.url={url}"]
                 t0 = time.time()
