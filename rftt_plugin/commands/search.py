@@ -324,9 +324,22 @@ def run(args: argparse.Namespace) -> int:
                "totals": totals(rows, time.perf_counter() - t0), "trees": rows}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     t = summary["totals"]
-    print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
-          f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
-          f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    if args.backend == "fake":
+        # the scripted demo's search reward is the script's (any boxed answer), not correctness:
+        # grade the saved trees against their gold answers, as the HTML page does
+        from rftt_plugin.search.tree import Tree
+        from rftt_plugin.tree_view.render import gold_accuracy
+
+        gold = gold_accuracy([Tree.load(out / r["file"]) for r in rows if not r["error"]])
+        acc = ("not graded (no gold answers)" if gold["graded"] == 0 else
+               f"first-leaf acc {gold['first_leaf_accuracy']:.3f}, any-leaf acc {gold['any_leaf_accuracy']:.3f} "
+               f"(against the gold, {gold['graded']} graded)")
+        print(f"{t['questions']} trees -> {args.out}: {acc}, mean search reward {t['mean_reward']:.3f}, "
+              f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    else:
+        print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
+              f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
+              f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
     failed = [r for r in rows if r["error"]]
     if failed:
         from rftt_plugin.errors import one_line

@@ -46,8 +46,30 @@ TERMINAL_REASONS = {
     "empty": "the step text is empty",
     "wrong_tag": "the step was closed by another tag or opened a tag inside itself",
     "overhang": "text mode: the token that completed the closing tag carries non-space text after it",
-    "error": "the backend failed (exception or error result)",
+    "error": "the backend failed (exception or error result) after its retries: a fault, pruned",
 }
+
+# Why a leaf carries no trustworthy reward (``Node.fault``). Such a leaf is pruned from the tree:
+# it backs up nothing, selection never returns to it, and no training row is made of it.
+FAULT_CAUSES = {
+    "step_error": "a generation or tag read-out failed after rftt.search.step_retries retries",
+    "grade_timeout": "the answer check gave no verdict (timed out or the grader was overloaded)",
+    "grade_error": "the grader raised",
+    "prm_error": "the PRM gave no score after its retries",
+}
+
+
+
+class LeafFault(Exception):
+    """Raised by a grader when a leaf gets no trustworthy reward; the search prunes the leaf and
+    records ``cause`` (a :data:`FAULT_CAUSES` key) instead of scoring it."""
+
+    def __init__(self, cause: str, message: str):
+        if cause not in FAULT_CAUSES:
+            raise ValueError(f"unknown fault cause {cause!r}; choose one of {', '.join(FAULT_CAUSES)}")
+        super().__init__(message)
+        self.cause = cause
+
 
 TREE_FORMAT = "rftt-tree/1"
 
@@ -73,6 +95,7 @@ class Node:
     reward: float | None = None   # set on terminal nodes
     finish_reason: str | None = None
     error: str | None = None
+    fault: str | None = None      # a FAULT_CAUSES key: the node's reward is unknown, it was pruned
     Q: float = 0.0
     N: int = 0
 
@@ -137,6 +160,17 @@ class Iteration:
     duplicate: bool = False       # the leaf had been reached by an earlier iteration
     new_nodes: int = 0            # steps generated in this iteration
     llm_calls: int = 0
+    fault: str | None = None      # the leaf was a fault (FAULT_CAUSES): pruned, not emitted
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An iteration whose leaf has no trustworthy reward: it yields no training sequence."""
+
+    iteration: int
+    leaf_id: int
+    cause: str                    # a FAULT_CAUSES key
+    error: str = ""
 
 
 @dataclass
@@ -180,6 +214,8 @@ class TreeStats:
     terminal_reasons: dict[str, int]  # over the distinct leaves
     mean_reward: float            # over the emitted paths
     max_reward: float
+    faults: dict[str, int] = field(default_factory=dict)  # faulted iterations by cause
+    retries: int = 0              # backend calls retried (each retry once)
 
     @property
     def token_ratio(self) -> float:
@@ -259,6 +295,17 @@ class Tree:
             stack.extend(self.nodes[c] for c in n.children)
         return True
 
+    def prune(self, node: Node) -> None:
+        """Detach a faulted node (and any ancestor left without children) from the tree: selection
+        and statistics never see it again; it stays in ``nodes`` for display and JSON."""
+        while node.parent is not None:
+            parent = self.nodes[node.parent]
+            if node.id in parent.children:
+                parent.children.remove(node.id)
+            if parent.children or parent.parent is None or parent.terminal:
+                return
+            node = parent  # an expanded step whose every child faulted: nothing left to search below it
+
     def backup(self, leaf: Node, reward: float) -> None:
         """Q += reward, N += 1 on every node from the root to ``leaf``."""
         node: Node | None = leaf
@@ -331,6 +378,8 @@ class Tree:
             terminal_reasons=dict(Counter(self.nodes[i].terminal_reason or "open" for i in unique)),
             mean_reward=sum(rewards) / len(rewards) if rewards else 0.0,
             max_reward=max(rewards, default=0.0),
+            faults=dict(Counter(it.fault for it in self.iterations if it.fault)),
+            retries=int(self.meta.get("retries", 0)),
         )
 
     # -- JSON -----------------------------------------------------------------------------------
