@@ -90,8 +90,8 @@ def test_text_rendering_marks_leaves_and_limits_depth():
     assert "<details open>" in page and "<details>" in page
 
 
-def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RFTT_DATA_DIR", f"{shared_data_dir}/eval")
+def test_search_benchmark_shortcut_reads_the_local_benchmark(bench_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFTT_DATA_DIR", f"{bench_data_dir}/eval")
     out = tmp_path / "bench"
     rc = cli.main(["search", "--backend", "fake", "--benchmark", "amc23", "--limit", "2", "--out", str(out),
                    "--iterations", "2", "--no-progress"])

@@ -426,11 +426,11 @@ def own_model(tmp_path, tiny_model_dir):
     return model
 
 
-def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, bench_data_dir):
     from rftt_plugin.demo.tiny_model import build_tiny_model
 
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source",
-            f"math500={shared_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
+            f"math500={bench_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
             "--quiet"]
     assert cli.main(base + ["--limit", "1"]) == 0
     capsys.readouterr()
@@ -444,9 +444,9 @@ def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_mo
     assert len(records) == 1  # nothing was added from the new checkpoint
 
 
-def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_model, bench_data_dir):
     src = tmp_path / "math500.jsonl"
-    lines = Path(shared_data_dir, "eval", "math500.jsonl").read_text().splitlines(keepends=True)
+    lines = Path(bench_data_dir, "eval", "math500.jsonl").read_text().splitlines(keepends=True)
     src.write_text("".join(lines[:3]))
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source", f"math500={src}",
             "--max-tokens", "2", "--out", str(tmp_path / "o"), "--quiet", "--limit", "1"]
@@ -457,10 +457,10 @@ def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_mode
     assert rc == 2 and "the files it was made from changed (inputs.math500)" in err
 
 
-def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_model, bench_data_dir):
     base = ["eval", "--model", str(own_model), "--max-tokens", "2", "--out", str(tmp_path / "o"), "--quiet",
-            "--limit", "1", "--source", f"math500={shared_data_dir}/eval/math500.jsonl",
-            "--source", f"amc23={shared_data_dir}/eval/amc23.jsonl"]
+            "--limit", "1", "--source", f"math500={bench_data_dir}/eval/math500.jsonl",
+            "--source", f"amc23={bench_data_dir}/eval/amc23.jsonl"]
     assert cli.main([*base, "--benchmarks", "math500"]) == 0
     assert cli.main([*base, "--benchmarks", "math500,amc23"]) == 0  # not a change of input: a new one
     assert "1 answered now, 1 resumed" in capsys.readouterr().out

@@ -175,13 +175,9 @@ def parse_benchmark_list(text: str | Iterable[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 def default_data_dir() -> Path | None:
-    """The first existing of: ``$RFTT_DATA_DIR``, ``./data/eval``, ``../shared/data/eval`` (from
-    the current directory) and ``../shared/data/eval`` next to a source checkout of this package.
-    None when there is no local copy (then dataset ids are used)."""
-    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install
-    candidates = [os.environ.get(DATA_DIR_ENV), "data/eval", "../shared/data/eval",
-                  str(here.parent / "shared" / "data" / "eval")]
-    for cand in candidates:
+    """``$RFTT_DATA_DIR`` if set and a directory, else ``./data/eval`` if it exists, else None
+    (then the public dataset ids are used). Nothing outside the working directory is searched."""
+    for cand in (os.environ.get(DATA_DIR_ENV), "data/eval"):
         if cand and Path(cand).expanduser().is_dir():
             return Path(cand).expanduser().resolve()
     return None
