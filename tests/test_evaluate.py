@@ -401,6 +401,9 @@ def test_chain_end_to_end_resume_and_mismatch(tiny_model_dir, bench_data_dir, tm
     assert (m["n"], m["expected"], m["complete"]) == (2, 2, True)
     assert m["accuracy"]["pass@1"] == 0.0 and set(m["by_level"]) == {"2", "5"}   # a random model
     assert results["hardware"]["description"] and results["summary"]["columns"] == [{"label": "pass@1", "k": 1}]
+    import torch
+
+    assert results["versions"]["torch"] == torch.__version__ and results["git_revision"]
     assert "| MATH-500 | 2/2 |" in (out / "results.md").read_text()
     _png_ok(out / "accuracy_vs_rollouts.png")
     # other settings in the same --out are refused; --overwrite starts afresh

@@ -328,7 +328,10 @@ class Quickstart:
     def stage_report(self) -> str:
         table = self.table()
         (self.out / "results.md").write_text(table + "\n")
-        _write_json(self.out / "results.json", self.results())
+        from rftt_plugin.evaluation.provenance import provenance
+
+        # the rows, then what produced them (package versions, git revision): docs/reproducibility.md
+        _write_json(self.out / "results.json", {**self.results(), **provenance()})
         self._plot_reward()
         trees = sorted((self.out / "eval_rl" / "tree" / "trees").glob("*.json"))
         if trees:

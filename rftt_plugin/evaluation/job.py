@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_dir, load_benchmarks
+from rftt_plugin.evaluation.provenance import provenance
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
 from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
@@ -401,6 +402,7 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")},
         "command": cfg.command,
         "hardware": hw,
+        **provenance(),  # versions (torch, verl, transformers, math-verify, ...) and git_revision
         "wall_s": wall_s,
         "ran": ran,
         "resumed": resumed,
