@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from rftt_plugin import __version__
+
 # name -> (module under rftt_plugin.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check that the plugin is wired into verl here (registrations, recipes, versions)"),
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="RFTT (Reinforced Functional Token Tuning) tools for verl. "
         "Training itself runs through verl: python -m verl.trainer.main_ppo +recipe=rftt ...",
     )
+    parser.add_argument("--version", action="version", version=f"rftt {__version__}",
+                        help="print the rftt-plugin version and exit")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (default: one line naming the cause)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    if argv and argv[0] in ("--version", "-V"):
+        print(f"rftt {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
             parser.error(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")

@@ -418,7 +418,7 @@ def test_tree_end_to_end(prepared_tiny, bench_data_dir, tmp_path, capsys):
 
     out = tmp_path / "tree"
     argv = ["eval", "--model", prepared_tiny, "--benchmarks", "gsm8k,aime24", "--limit", "2", "--mode", "tree",
-            "--rollouts", "1,2", "--step-max-tokens", "4", "--data-dir", bench_data_dir, "--out", str(out),
+            "--iterations", "1,2", "--step-max-tokens", "4", "--data-dir", bench_data_dir, "--out", str(out),
             "--quiet", "--concurrency", "4"]
     assert main(argv) == 0
     assert "| GSM8K | 2/2 |" in capsys.readouterr().out
@@ -442,7 +442,7 @@ def test_tree_end_to_end(prepared_tiny, bench_data_dir, tmp_path, capsys):
 
 def test_tree_mode_needs_a_prepared_model(tiny_model_dir, bench_data_dir, tmp_path, capsys):
     argv = ["eval", "--model", str(tiny_model_dir), "--benchmarks", "amc23", "--limit", "1", "--mode", "tree",
-            "--rollouts", "1", "--data-dir", bench_data_dir, "--out", str(tmp_path / "t"), "--quiet"]
+            "--iterations", "1", "--data-dir", bench_data_dir, "--out", str(tmp_path / "t"), "--quiet"]
     assert main(argv) == 2
     assert "rftt prepare-model" in capsys.readouterr().err
     # Nothing was finished, so other settings in the same --out are fine (text-mode tags).

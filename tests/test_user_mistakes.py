@@ -61,7 +61,7 @@ def questions(tmp_path):
 
 def _search(out, questions, *extra):
     return ["search", "--backend", "fake", "--questions", str(questions), "--out", str(out), "--iterations", "2",
-            "--no-progress", *extra]
+            "--quiet", *extra]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_search_question_longer_than_the_model_window(tmp_path, capsys, tiny_mod
     q = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "answer": "4"}, {"question": long_question, "answer": "2"}])
     t0 = time.perf_counter()
     rc, err = _run(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q),
-                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--no-progress"], capsys)
+                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--quiet"], capsys)
     assert rc == 2 and time.perf_counter() - t0 < 20
     assert f"{q}:2: field 'question': " in err and "but the model window is 2048 tokens" in err
     assert not (tmp_path / "o" / "trees").exists()
@@ -167,7 +167,7 @@ def test_search_after_the_model_weights_were_overwritten(tmp_path, capsys, tiny_
     shutil.copytree(tiny_model_dir, model)
     q = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "answer": "4"}])
     argv = ["search", "--backend", "hf", "--model", str(model), "--questions", str(q), "--out", str(tmp_path / "o"),
-            "--token-mode", "text", "--iterations", "1", "--step-max-tokens", "2", "--no-grade", "--no-progress"]
+            "--token-mode", "text", "--iterations", "1", "--step-max-tokens", "2", "--no-grade", "--quiet"]
     assert _run(argv, capsys)[0] == 0
     build_tiny_model(model, seed=1)  # same path, new weights
     capsys.readouterr()
@@ -577,7 +577,8 @@ def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "CancelledError" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    # the line saying which device/dtype --device auto chose comes first, when the model loads
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("rftt gen-sft: device ")]
     assert len(lines) == 1 and lines[0].startswith("rftt gen-sft: interrupted; ")
     assert lines[0].endswith(f"of {n} questions are saved in {out}; rerun the same command to continue")
     saved = int(lines[0].split("interrupted; ")[1].split(" of ")[0])
@@ -637,5 +638,5 @@ def test_model_whose_tokenizer_has_no_chat_template(tmp_path, capsys, questions,
     shutil.copytree(tiny_model_dir, ckpt)
     (ckpt / "chat_template.jinja").unlink()
     rc, err = _run(["search", "--backend", "hf", "--model", str(ckpt), "--questions", str(questions),
-                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--no-progress"], capsys)
+                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--quiet"], capsys)
     assert rc == 2 and f"--model {ckpt}: the tokenizer has no chat template" in err
