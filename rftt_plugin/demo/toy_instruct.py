@@ -1,0 +1,166 @@
+"""A scripted stand-in for phase 1's instruct model on the toy sums, served like ``vllm serve``.
+
+Phase 1 (``rftt gen-sft``) prompts an *instruct* model for clarify / analyze / sub-question /
+next-step / direct-answer / verify replies. A tiny random model never answers a question right, so
+phase 1 on it yields no correct path and no SFT sample. To run the user's pipeline end to end on a
+CPU (CI, ``examples/pipeline`` with ``presets/cpu-tiny.env``), this module plays the instruct
+model on the toy task of :mod:`rftt_plugin.demo.synthetic` ("What is a + b + c - d?"): it reads the
+request kind and the steps so far from the prompt and answers like a careful but fallible solver:
+
+* next steps add one operand at a time (``3 + 4 = 7.``); the step that completes the sum states
+  ``The answer is \\boxed{u}.`` (phase 1's terminal rule);
+* a direct answer is right on all-plus sums and wrong on minus sums (it adds the last operand:
+  the error a hurried solver makes), so minus questions grow a correct and a wrong branch that
+  share a prefix, which is what ``rftt gen-sft`` stitches into a self-correcting sample;
+* a verify reply names that mistake.
+
+Everything else about phase 1 is real: the HTTP server speaks the ``/v1/completions`` dialect of
+:mod:`rftt_plugin.backends.openai_server`, the prompts are rendered with the prepared model's chat
+template by ``rftt gen-sft --backend openai``, and the replies go through the same cleaning,
+search, grading and stitching. It is not a model and claims nothing about one::
+
+    python -m rftt_plugin.demo.toy_instruct --tokenizer runs/pipeline/model --port 8011
+
+>>> model = ToyInstructModel()
+>>> model.reply("next_step", "What is 1 + 2 + 3 - 4?", "1. [step] 1 + 2 = 3.")
+'3 + 3 = 6.'
+>>> model.reply("direct_answer", "What is 1 + 2 + 3 - 4?", "(none yet)")
+'1 + 2 + 3 - 4 = 10. The answer is \\\\boxed{10}.'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
+
+__all__ = ["ToyInstructModel", "ToyInstructBackend", "main"]
+
+_QUESTION_RE = re.compile(r"What is ((?:\d+ [+-] )+\d+)\?")
+_DONE_STEP_RE = re.compile(r"^\d+\. \[step\] .*=\s*-?\d+", re.MULTILINE)
+# The last user turn of a ChatML prompt (Qwen2.5's template and the tiny test tokenizer's).
+_USER_TURN_RE = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
+
+VERIFY_TEXT = ("The answer written in one go treats the last operation as an addition, but the question "
+               "subtracts the last number. The last number has to be subtracted, one operation at a time.")
+
+
+class NotAToyPrompt(ValueError):
+    """The prompt is not a phase-1 request about a toy sum."""
+
+
+@dataclass(frozen=True)
+class ToyInstructModel:
+    """Replies by request kind to phase-1 prompts about "What is a + b + ... +/- z?" questions."""
+
+    def reply(self, kind: str | None, question: str, steps_block: str) -> str:
+        m = _QUESTION_RE.search(question)
+        if m is None:
+            raise NotAToyPrompt(f"not a toy sum question: {question[:80]!r}")
+        tokens = m.group(1).split()
+        numbers = [int(t) for t in tokens[::2]]
+        signs = tokens[1::2]
+        partial = [numbers[0]]
+        for sign, n in zip(signs, numbers[1:]):
+            partial.append(partial[-1] + n if sign == "+" else partial[-1] - n)
+        answer = partial[-1]
+        expr = m.group(1)
+        if kind == "clarify":
+            return f"Find the value of {expr}."
+        if kind == "analyze":
+            return "Work from left to right, one operation at a time."
+        if kind == "verify":
+            return VERIFY_TEXT
+        done = min(len(_DONE_STEP_RE.findall(steps_block)), len(signs) - 1)
+        left, sign, right, result = partial[done], signs[done], numbers[done + 1], partial[done + 1]
+        if kind == "subquestion":
+            return f"What is {left} {sign} {right}?"
+        if kind == "next_step":
+            text = f"{left} {sign} {right} = {result}."
+            return text + f" The answer is \\boxed{{{answer}}}." if done == len(signs) - 1 else text
+        if kind == "direct_answer":
+            hurried = sum(numbers)  # adds every operand: right exactly when there is no minus
+            return f"{expr} = {hurried}. The answer is \\boxed{{{hurried}}}."
+        raise NotAToyPrompt(f"unknown request kind {kind!r}")
+
+
+def _split_request(content: str) -> tuple[str, str]:
+    """(problem text, steps block) of a phase-1 request (see ``phase1.prompt_templates``)."""
+    problem = content.split("Problem:\n", 1)[1].split("\n\n", 1)[0] if "Problem:\n" in content else ""
+    steps = content.split("Steps so far:\n", 1)[1].split("\n\n", 1)[0] if "Steps so far:\n" in content else ""
+    return problem, steps
+
+
+class ToyInstructBackend(BaseBackend):
+    """A token-level backend over :class:`ToyInstructModel`: decode the prompt, reply, encode.
+
+    Only :meth:`generate` is meaningful (phase 1 never reads tag probabilities).
+    """
+
+    def __init__(self, tokenizer: Any, model: ToyInstructModel | None = None):
+        self.tokenizer = tokenizer
+        self.model = model or ToyInstructModel()
+        self.eos_id = tokenizer.eos_token_id
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    async def next_token_logprobs(self, context_ids: Sequence[int], candidate_ids: Sequence[int]) -> list[float]:
+        raise NotImplementedError("the toy instruct stand-in only generates (phase 1); it has no probabilities")
+
+    async def generate(self, context_ids: Sequence[int], params: SamplingParams) -> Generation:
+        from rftt_plugin.phase1.prompt_templates import request_kind
+
+        text = self.tokenizer.decode(list(context_ids), skip_special_tokens=False)
+        turns = _USER_TURN_RE.findall(text)
+        if not turns:
+            return Generation.failed("toy instruct: no ChatML user turn in the prompt")
+        content = turns[-1]
+        problem, steps = _split_request(content)
+        try:
+            reply = self.model.reply(request_kind([{"content": content}]), problem, steps)
+        except NotAToyPrompt as exc:
+            return Generation.failed(f"toy instruct: {exc}")
+        ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        if len(ids) >= params.max_tokens:
+            ids = ids[:params.max_tokens]
+            return Generation(ids, [0.0] * len(ids), "length")
+        ids = ids + [self.eos_id]
+        return Generation(ids, [0.0] * len(ids), "eos")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rftt_plugin.demo.toy_instruct",
+        description="Serve the scripted toy instruct model (phase 1 on the toy sums, CPU pipeline and CI) "
+                    "over a vLLM-style /v1/completions API.")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory (the prepared model)")
+    parser.add_argument("--served-model-name", default="toy-instruct")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8011)
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        from transformers import AutoTokenizer
+
+        from rftt_plugin.backends.openai_server import CompletionServer
+
+        backend = ToyInstructBackend(AutoTokenizer.from_pretrained(args.tokenizer))
+        server = CompletionServer(backend, args.served_model_name, decode=backend.decode,
+                                  host=args.host, port=args.port)
+        print(f"serving {args.served_model_name} (scripted toy instruct model) at {await server.start()}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
