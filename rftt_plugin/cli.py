@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart", "run the whole RFTT pipeline at toy scale on CPU (prepare, SFT, RL, eval)"),
     "prepare-model": ("prepare_model", "add the functional tokens to a Hugging Face checkpoint (new rows, manifest)"),
     "gen-sft": ("gen_sft", "phase 1: prompted tree search + branch merging -> verl SFT parquet (resumable)"),
-    "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench: greedy chain or tree search, resumable"),
+    "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench or your own file: greedy chain or tree search, resumable"),
     "search": ("search", "functional tree search over questions (hf, OpenAI-compatible server); one JSON per tree"),
     "export": ("export", "a verl checkpoint (SFT or main_ppo) -> a Hugging Face model dir for the next stage"),
     "show": ("show", "render a search tree in the terminal, or as an interactive HTML page (--html)"),

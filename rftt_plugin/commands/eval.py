@@ -63,10 +63,10 @@ def add_arguments(parser) -> None:
     m.add_argument("--max-tokens", type=int, default=4096, help="chain: max new tokens (default 4096, the paper's)")
     m.add_argument("--temperature", type=float, default=0.0, help="chain: 0 = greedy (default)")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--iterations", dest="rollouts", default="1,2,4,8,16",
+    m.add_argument("--iterations", dest="rollouts", default="1,2,4,8,16", metavar="K[,K...]",
                    help="tree: MCTS iteration budgets to score, comma-separated; the search runs the largest "
                         "(the rollouts per question; rftt.search.iterations in training) (default 1,2,4,8,16)")
-    deprecated_alias(m, "--rollouts", "--iterations", "rollouts")
+    deprecated_alias(m, "--rollouts", "--iterations", "rollouts", metavar="K[,K...]")
     m.add_argument("--selection", choices=("majority", "value"), default="majority",
                    help="tree: majority vote over valid <output> leaves (ties: summed leaf value), or value")
     m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
