@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import textwrap
 
 
 def _sources(values: list[str] | None) -> dict[str, str]:
@@ -39,8 +40,8 @@ def add_arguments(parser) -> None:
         "Rerunning with the same --out resumes: finished questions are never redone.\n\n"
         "Data: each benchmark is read from --source NAME=FILE, else from --data-dir (default:\n"
         "$RFTT_DATA_DIR or ./data/eval when present), else from its public dataset id.\n"
-        "Your own benchmark: --source NAME=FILE --benchmarks NAME, for any NAME; FILE has\n"
-        f"{USER_FIELDS_HELP}."
+        + textwrap.fill(f"Your own benchmark: --source NAME=FILE --benchmarks NAME, for any NAME; FILE has "
+                        f"{USER_FIELDS_HELP}.", width=96, break_on_hyphens=False, break_long_words=False)
     )
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory or hub id (hf); served model name or path (openai)")
