@@ -24,7 +24,7 @@ def questions(tmp_path):
 def test_search_fake_backend_writes_trees_and_summary(questions, tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["search", "--backend", "fake", "--questions", str(questions), "--out", str(out),
-                   "--iterations", "6", "--no-progress", "--seed", "3"])
+                   "--iterations", "6", "--quiet", "--seed", "3"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["questions"] == 2 and summary["config"]["iterations"] == 6
@@ -59,7 +59,7 @@ def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
     q.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}))
     rc = cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q),
                    "--out", str(out), "--token-mode", "text", "--iterations", "3", "--step-max-tokens", "4",
-                   "--no-grade", "--no-progress"])
+                   "--no-grade", "--quiet"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trees"][0]["leaves"] == 3 and summary["trees"][0]["llm_calls"] >= 2
@@ -67,7 +67,7 @@ def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
 
 def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questions, capsys):
     assert cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(questions),
-                     "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+                     "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "prepare-model" in capsys.readouterr().err
 
 
@@ -90,11 +90,11 @@ def test_text_rendering_marks_leaves_and_limits_depth():
     assert "<details open>" in page and "<details>" in page
 
 
-def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RFTT_DATA_DIR", f"{shared_data_dir}/eval")
+def test_search_benchmark_shortcut_reads_the_local_benchmark(bench_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFTT_DATA_DIR", f"{bench_data_dir}/eval")
     out = tmp_path / "bench"
     rc = cli.main(["search", "--backend", "fake", "--benchmark", "amc23", "--limit", "2", "--out", str(out),
-                   "--iterations", "2", "--no-progress"])
+                   "--iterations", "2", "--quiet"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [t["id"] for t in summary["trees"]] == ["amc23-0", "amc23-1"]

@@ -80,7 +80,7 @@ class QuickstartConfig:
     rl_prompts: int = 16          # prompts per RL step (= data.train_batch_size, as the recipe)
     rl_leaves: int = 4            # rollout.n = search iterations per prompt (recipe: 16)
     rl_mini_batch: int = 4        # prompts per optimizer step (recipe: 1, i.e. 16 optimizer steps per RL step;
-                                  # with this tiny model that many steps at lr >= 1e-4 degrade it, see README)
+                                  # with this tiny model that many steps at lr >= 1e-4 degrade it, docs/quickstart-results.md)
     rl_lr: float = 5e-5           # tiny model: large steps (the paper uses 5e-7 for 7B). Measured, 40 steps: 1e-4 made
                                   # seed 1 worse (-1.6 points), 7e-5 gave it +8.8, 5e-5 +15.6 (docs/quickstart-results.md)
     # The toy policy is near-deterministic after SFT: sample step text at temperature 1 so leaves of a
@@ -334,7 +334,10 @@ class Quickstart:
     def stage_report(self) -> str:
         table = self.table()
         (self.out / "results.md").write_text(table + "\n")
-        _write_json(self.out / "results.json", self.results())
+        from rftt_plugin.evaluation.provenance import provenance
+
+        # the rows, then what produced them (package versions, git revision): docs/reproducibility.md
+        _write_json(self.out / "results.json", {**self.results(), **provenance()})
         self._plot_reward()
         trees = sorted((self.out / "eval_rl" / "tree" / "trees").glob("*.json"))
         if trees:
