@@ -473,6 +473,9 @@ class RfttTreeAgentLoop(AgentLoopBase):
             "rftt_step_ends": step_ends,
             "rftt_node_values": [float(v) for v in leaf.node_values],
             "rftt_root_value": float(result.tree.root.value),
+            # the leaf's place in its tree, for trainers that share prefixes: node ids, parent ids
+            # (0 = the prompt) and each node's first response offset (Tree.prefix_spans)
+            "rftt_prefix": result.tree.prefix_spans(leaf.leaf_id, len(response_ids)),
             # the whole tree's numbers, faults included (rftt_plugin.search.step_metrics)
             "rftt_tree": tree.tree_record,
             "reward_extra_info": reward_info,

@@ -315,6 +315,24 @@ class Tree:
             node = None if node.parent is None else self.nodes[node.parent]
 
     # -- leaves ---------------------------------------------------------------------------------
+    def prefix_spans(self, node_id: int, length: int | None = None) -> dict[str, list[int]]:
+        """Where each step of the path to ``node_id`` sits in that leaf's response ids.
+
+        For trainers that share prefixes across the leaves of a tree: ``node_ids`` (root excluded),
+        ``parent_ids`` (0 = the root, i.e. the prompt) and ``starts`` (offset of each node's first id
+        in the response; node ``k`` spans ``[starts[k], starts[k+1])``, the last one runs to the end,
+        the search's EOS included). Two leaves that share a node id share exactly those ids. With
+        ``length`` (a response cut to that many ids), nodes that start at or after it are left out.
+        """
+        path = self.path(node_id)
+        starts, offset = [], 0
+        for n in path:
+            starts.append(offset)
+            offset += len(n.token_ids)
+        keep = len(path) if length is None else sum(s < length for s in starts)
+        return {"node_ids": [n.id for n in path][:keep], "parent_ids": [int(n.parent) for n in path][:keep],
+                "starts": starts[:keep]}
+
     def leaf(self, node_id: int, iteration: int = -1, loss_on_inserted: bool = True,
              duplicate: bool = False) -> Leaf:
         """The training record of the path that ends at ``node_id``."""
