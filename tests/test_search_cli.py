@@ -137,7 +137,7 @@ def test_fake_backend_summary_grades_against_the_gold_not_the_search_reward(tmp_
     path.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run"
     assert cli.main(["search", "--backend", "fake", "--questions", str(path), "--out", str(out),
-                     "--iterations", "6", "--no-progress", "--seed", "3"]) == 0
+                     "--iterations", "6", "--quiet", "--seed", "3"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     summary = json.loads((out / "summary.json").read_text())
     # independent reference: the last box of each emitted <output> leaf, compared as text with the gold
