@@ -399,8 +399,10 @@ def test_repeating_decimals_become_exact_fractions(text, value):
 
 
 @pytest.mark.parametrize("text, cleaned", [
-    ("\\$18.50", "18.50"), ("18.5 dollars", "18.5"), ("\\text{\\$}18.5", "18.5"), ("\\$5\\text{ dollars}", "5"),
-    ("USD 40", "40"), ("12 square feet", "12"), ("5\\,\\mbox{cm}^2", "5"),
+    # a currency sign becomes the unit it is; units stay (they are compared, not deleted)
+    ("\\$18.50", "18.50\\text{ dollars}"), ("\\text{\\$}18.5", "18.5\\text{ dollars}"),
+    ("\\$5\\text{ dollars}", "5\\text{ dollars}"), ("USD 40", "40\\text{ dollars}"), ("18.5 dollars", "18.5 dollars"),
+    ("12 square feet", "12 square feet"), ("5\\,\\mbox{cm}^2", "5\\,\\mbox{cm}^2"),
     ("\\text{\\textbf{Evelyn}}", "\\text{Evelyn}"), ("\\textbf{\\text{7}}", "7"), ("\\text{Evelyn}", "\\text{Evelyn}"),
     ("2(1,2,3)", "(2,4,6)"), ("-3\\left(1,0,2\\right)", "(-3,0,-6)"), ("\\frac{1}{2}(1, -1)", "(\\frac{1}{2},-\\frac{1}{2})"),
     # left alone: not a unit, not a scalar, not a repeating decimal
