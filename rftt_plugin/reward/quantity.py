@@ -73,9 +73,10 @@ _WORD_RE = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _PHANTOM_RE = re.compile(r"\\[hv]?phantom\s*\{")
 # a unit in a text macro at the end of any expression: "5\sqrt{2}\text{ cm}", "x \mbox{ m}^2"
+# (no leading spacing in the pattern: a search would rescan a long run of it from every position)
 _TRAILING_TEXT_RE = re.compile(
-    r"(?:\\[,;:! ]|\\quad|\s)*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{([^{}]*)\}\s*"
-    r"(?:\^\s*\{?\s*([23])\s*\}?)?\s*\.?\s*$")
+    r"\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{([^{}]*)\}\s*(?:\^\s*\{?\s*([23])\s*\}?)?\s*\.?\s*$")
+_SPACING_TAILS = ("\\quad", "\\,", "\\;", "\\:", "\\!", "\\ ")
 
 
 @dataclass(frozen=True)
@@ -260,10 +261,24 @@ def _trailing_unit(s: str) -> Quantity:
     m = _TRAILING_TEXT_RE.search(s)
     if prose or not m or not m.start():
         return Quantity(s, None, prose)
-    core = s[: m.start()].strip()
+    core = _rstrip_spacing(s[: m.start()])
     words = m.group(1).replace("-", " ").split()
     if not core or core.endswith(("=", "+", "-", "\\cdot", "\\times", "(", ",")) or not words \
             or not all(_WORD_RE.fullmatch(w.rstrip(".")) for w in words):
         return Quantity(s, None, prose)
     unit = canonical_unit(words, m.group(2))
     return Quantity(core, unit, False) if unit is not None else Quantity(s, None, prose)
+
+
+def _rstrip_spacing(s: str) -> str:
+    """``s`` without trailing blanks and spacing macros (``\\,``, ``\\quad``); one backward pass."""
+    end = len(s)
+    while end:
+        if s[end - 1].isspace():
+            end -= 1
+            continue
+        tail = next((t for t in _SPACING_TAILS if s.endswith(t, 0, end)), None)
+        if tail is None:
+            break
+        end -= len(tail)
+    return s[:end]
