@@ -179,6 +179,7 @@ def test_hang_is_killed_within_bound_and_pool_recovers():
     verdict = check_equivalence(HANG, gold("x+1"), timeout_s=SHORT_BOUND)
     elapsed = time.perf_counter() - start
     assert verdict.timed_out and not verdict.equivalent and verdict.method == "timeout"
+    assert verdict.status == "timeout" and not verdict.graded    # the work overran, not the queue
     assert elapsed < SHORT_BOUND + MARGIN, elapsed
     stats = eq.grader_stats()
     assert stats["timeouts"] == 1 and stats["worker_restarts"] == 1
@@ -368,6 +369,8 @@ def test_configure_validates():
         eq.configure(workers=0)
     with pytest.raises(ValueError):
         eq.configure(timeout_s=-1)
+    with pytest.raises(ValueError):
+        eq.configure(queue_timeout_s=0)
     assert eq.get_config().workers == 2
 
 
