@@ -151,6 +151,14 @@ def longest_input(graders: dict, args) -> dict:
     return out
 
 
+def _quiet_math_verify() -> None:
+    """In verl's math-verify workers: its warnings echo the whole input (a megabyte for the
+    longest-input rows); the timeouts are counted by the bench anyway."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
 def make_graders(args):
     from rftt_plugin.reward import compute_score, configure, grader_stats, reset_grader_stats
 
@@ -167,7 +175,8 @@ def make_graders(args):
     from verl.utils.reward_score import math_reward as verl_math
 
     # verl hard-codes 4 spawn workers; give it the same number of processes as ours.
-    verl_mv._pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn"))
+    verl_mv._pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_quiet_math_verify)
 
     def verl_math_verify(item):
         start = time.perf_counter()
