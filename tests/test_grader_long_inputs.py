@@ -11,7 +11,6 @@ the generous subprocess limit on any machine.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
