@@ -263,6 +263,29 @@ def test_burst_with_slow_items_gives_every_quick_item_its_verdict():
 
 
 @pytest.mark.slow
+def test_waiting_is_not_work_a_trivial_item_behind_a_slow_one_gets_its_verdict():
+    """Issue 26: the bound stops runaway work, it does not punish waiting. One worker is held by
+    hang bait for 3 s; a trivial comparison with a 1 s bound queues behind it, waits longer than
+    its own bound, and still gets its verdict (before: ``queue_timeout`` at 1 s, scored wrong)."""
+    before = eq.get_config()
+    eq.configure(workers=1, overflow_workers=0)
+    try:
+        assert eq.check_equivalence("\\sqrt{196}", gold("14"), timeout_s=ROOMY).equivalent   # pool up
+        t = threading.Thread(target=eq.check_equivalence, args=("(x+8)^{100000}", gold("x+8")),
+                             kwargs={"timeout_s": 3.0})
+        t.start()
+        time.sleep(0.3)                       # the hang item holds the only worker
+        start = time.monotonic()
+        verdict = eq.check_equivalence("\\sqrt{225}", gold("15"), timeout_s=1.0)
+        waited = time.monotonic() - start
+        t.join(timeout=60)
+        assert verdict.graded and verdict.equivalent and verdict.method == "symbolic", verdict
+        assert waited > 1.0, waited           # it waited past its own bound: the bound is on the work
+    finally:
+        eq.configure(workers=before.workers, overflow_workers=before.overflow_workers)
+
+
+@pytest.mark.slow
 def test_queue_wait_has_its_own_limit_and_is_reported_as_overload():
     """One worker, no overflow, busy with hang bait for its whole bound: calls behind it cannot
     start, so they end at the queue limit as ``overloaded`` (``queue_timeout``), distinct from the
