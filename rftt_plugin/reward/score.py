@@ -159,12 +159,12 @@ def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: st
     if format_penalty and not format_ok:
         score -= float(format_penalty)
     pred = extraction.answer or ""
-    # waiting for a worker past the bound, or a full queue, is no verdict either (equivalence.Verdict.method)
-    method = getattr(verdict, "method", "")
-    timed_out = bool(verdict.timed_out or method in ("overloaded", "queue_timeout"))
+    # only a "graded" verdict says anything about the answer (equivalence.Verdict.status): work that
+    # overran the bound or a grader with no free worker is flagged timed_out, a crashed one an error
+    status = verdict.status
     return RewardResult(score=round(score, 10), acc=bool(correct), pred=pred[:MAX_PRED_CHARS],
-                        has_answer=has_answer, format_ok=format_ok, timed_out=timed_out,
-                        grader_error=method == "error")
+                        has_answer=has_answer, format_ok=format_ok, timed_out=status in ("timeout", "overloaded"),
+                        grader_error=status == "error")
 
 
 def _prepare(response: str, gold: object, data_source: str | None, rule: str):
