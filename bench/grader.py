@@ -1,9 +1,11 @@
 """Grader benchmark: our reward grader vs verl's math_verify and MATH scorers, in one run.
 
-    python bench/grader.py [--data bench/data/grader_labelled.jsonl] [--workers 2] [--timeout 5]
+    python bench/grader.py [--data bench/data/grader_labelled.jsonl] [--traps bench/data/grader_traps.jsonl]
+                           [--workers 2] [--timeout 5]
 
 Every grader sees the same (response, gold string) pairs of the labelled set (built by
-bench/make_grader_set.py) and is driven by ``--workers`` client threads, as verl's reward loop calls
+bench/make_grader_set.py) and of issue 27's trap families (bench/make_grader_traps.py: hand-labelled
+traps with controls per family), and is driven by ``--workers`` client threads, as verl's reward loop calls
 a synchronous ``compute_score`` from executor threads. Before timing, each grader's process pool is
 started and warmed with one call, and our cache is cleared, so throughput is cold-cache. The
 graders run ``--repeats`` times in rotating order and each grader's fastest run is reported, so a
@@ -11,7 +13,7 @@ burst of load from other jobs on the machine penalises no grader in particular.
 
 Graders:
 - ``rftt``: ``rftt_plugin.reward.compute_score`` (``--workers`` items at a time, pebble process pool,
-  ``--timeout`` s bound per call including queueing);
+  ``--timeout`` s bound on each item's work; waiting for a worker has its own limit);
 - ``verl_math_verify``: ``verl.utils.reward_score.math_verify.compute_score`` (its spawn pool is
   given ``--workers`` processes instead of the hard-coded 4, for an equal footing; its own
   bound is 5 s signal alarms inside a 30 s outer timeout);
@@ -19,11 +21,15 @@ Graders:
 
 ``--burst`` runs only the load check of issue 17 instead: 200 concurrent calls, 4 of them hang
 bait, ``--workers`` workers; it reports the latency distribution (every call must end within the
-``--timeout`` bound) and how many calls got an answer rather than a queue timeout.
+queue limit + the ``--timeout`` bound), and how many calls got a verdict, timed out (hang bait) or
+were reported overloaded.
 
 Reports accuracy, recall, specificity (also without the RFTT-protocol rows, where a correct value
 appears but not in a box the protocol reads), timeouts, p50/p99/max latency and throughput, with
-ratios to verl_math_verify, the per-category accuracy, and whether the targets are met.
+ratios to verl_math_verify, the per-category accuracy; precision and recall per trap family (and
+the false positives) for rftt next to math-verify (verl_math_verify) from the same run; a
+longest-input table (numbers of 10^2..10^6 digits, right and wrong, through each grader: the
+longest answered correctly within the bound); and whether the targets are met.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "grader_labelled.jsonl")
+DEFAULT_TRAPS = os.path.join(HERE, "data", "grader_traps.jsonl")
+LONG_SIZES = (100, 1_000, 10_000, 100_000, 1_000_000)
 
 
 @dataclass
@@ -92,6 +100,65 @@ def metrics(run: Run, items: list[dict], keep=lambda item: True) -> dict:
             "specificity": tn / neg if neg else float("nan")}
 
 
+def precision_recall(run: Run, items: list[dict], keep) -> dict:
+    rows = [(v, it["label"]) for v, it in zip(run.verdicts, items) if keep(it)]
+    tp = sum(v and y for v, y in rows)
+    fp = sum(v and not y for v, y in rows)
+    pos = sum(y for _, y in rows)
+    return {"n": len(rows), "traps": len(rows) - pos, "controls": pos, "fp": fp, "tp": tp,
+            "precision": tp / (tp + fp) if tp + fp else float("nan"), "recall": tp / pos if pos else float("nan")}
+
+
+def long_number(digits: int) -> str:
+    """A number with ``digits`` digits, no leading zero, not periodic in any short period."""
+    body = "".join(str((i * i * 7 + i * 3 + 1) % 10) for i in range(digits - 1))
+    return "9" + body
+
+
+def longest_input(graders: dict, args) -> dict:
+    """Each grader on numbers of 10^2..10^6 digits, boxed in a response, against the same number
+    as gold (must be accepted) and against one with its last digit changed (must be refused).
+    A size counts as answered when both verdicts are right and both calls ended within the bound
+    (+ margin). A grader stops at its first size that fails (longer ones would only fail slower)."""
+    out: dict = {}
+    for name, fn in graders.items():
+        rows = []
+        for digits in LONG_SIZES:
+            gold = long_number(digits)
+            wrong = gold[:-1] + str((int(gold[-1]) + 1) % 10)
+            row = {"digits": digits, "ok": True, "max_s": 0.0}
+            for answer, label in ((gold, True), (wrong, False)):
+                item = {"data_source": "math", "response": f"The answer is $\\boxed{{{answer}}}$.", "gold": gold}
+                start = time.perf_counter()
+                try:
+                    verdict, _ = fn(item)
+                except Exception:  # noqa: BLE001 - a crash is a wrong answer here
+                    verdict = None
+                elapsed = time.perf_counter() - start
+                row["max_s"] = max(row["max_s"], elapsed)
+                row["ok"] = row["ok"] and verdict is label and elapsed <= args.timeout + args.margin
+            rows.append(row)
+            if not row["ok"]:
+                break
+        answered = [r["digits"] for r in rows if r["ok"]]
+        # the longest size up to which every size was answered
+        longest = 0
+        for r in rows:
+            if not r["ok"]:
+                break
+            longest = r["digits"]
+        out[name] = {"rows": rows, "longest_digits": longest, "answered": answered}
+    return out
+
+
+def _quiet_math_verify() -> None:
+    """In verl's math-verify workers: its warnings echo the whole input (a megabyte for the
+    longest-input rows); the timeouts are counted by the bench anyway."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
 def make_graders(args):
     from rftt_plugin.reward import compute_score, configure, grader_stats, reset_grader_stats
 
@@ -108,7 +175,8 @@ def make_graders(args):
     from verl.utils.reward_score import math_reward as verl_math
 
     # verl hard-codes 4 spawn workers; give it the same number of processes as ours.
-    verl_mv._pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn"))
+    verl_mv._pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_quiet_math_verify)
 
     def verl_math_verify(item):
         start = time.perf_counter()
@@ -139,7 +207,7 @@ def burst(args) -> int:
     """200 concurrent calls, 4 of them hang bait: no call may run past the bound."""
     from rftt_plugin.reward import check_equivalence, configure, grader_stats, normalize_gold, reset_grader_stats
 
-    configure(workers=args.workers, timeout_s=args.timeout)
+    configure(workers=args.workers, timeout_s=args.timeout, queue_timeout_s=args.queue_timeout)
     check_equivalence("\\sqrt{4}", normalize_gold("2"))           # build and warm the pool
     reset_grader_stats(clear_cache=True)
     items = [(f"\\sqrt{{{k * k}}}", str(k), True) for k in range(7000, 7196)]
@@ -157,23 +225,36 @@ def burst(args) -> int:
     with ThreadPoolExecutor(max_workers=len(items)) as pool:
         list(pool.map(one, range(len(items))))
     wall = time.perf_counter() - start
-    answered = [v for v in verdicts if not v.timed_out]
-    wrong = sum(v.equivalent != it[2] for v, it in zip(verdicts, items) if not v.timed_out)
-    over = sum(t > args.timeout + args.margin for t in latencies)
+    answered = [v for v in verdicts if v.graded]
+    wrong = sum(v.equivalent != it[2] for v, it in zip(verdicts, items) if v.graded)
+    limit = args.queue_timeout + args.timeout + args.margin
+    over = sum(t > limit for t in latencies)
+    quick_timeouts = sum(v.status == "timeout" for v, it in zip(verdicts, items) if it[2])
     print(f"burst: {len(items)} concurrent calls ({sum(not it[2] for it in items)} hang bait), "
-          f"{args.workers} workers, bound {args.timeout:g} s, wall {wall:.1f} s, cpu_count={os.cpu_count()}")
+          f"{args.workers} workers, work bound {args.timeout:g} s, queue limit {args.queue_timeout:g} s, "
+          f"wall {wall:.1f} s, cpu_count={os.cpu_count()}")
     print(f"  latency p50 {statistics.median(latencies):.2f} s, p99 {_percentile(latencies, 0.99):.2f} s, "
-          f"max {max(latencies):.2f} s; calls over bound + {args.margin:g} s: {over}")
-    print(f"  answered {len(answered)} (wrong {wrong}), timed out {len(items) - len(answered)}; "
-          f"counters {grader_stats()}")
-    return 0 if over == 0 and wrong == 0 else 1
+          f"max {max(latencies):.2f} s; calls over queue limit + bound + {args.margin:g} s: {over}")
+    statuses = statistics_counter(v.status for v in verdicts)
+    print(f"  verdicts {len(answered)} (wrong {wrong}), statuses {statuses}, quick items timed out "
+          f"{quick_timeouts}; counters {grader_stats()}")
+    return 0 if over == 0 and wrong == 0 and quick_timeouts == 0 else 1
+
+
+def statistics_counter(values) -> dict:
+    from collections import Counter
+
+    return dict(Counter(values))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--workers", type=int, default=2, help="worker processes per grader = client threads")
-    parser.add_argument("--timeout", type=float, default=5.0, help="our per-item bound (s)")
+    parser.add_argument("--traps", default=DEFAULT_TRAPS, help="issue 27's trap families ('' to skip)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="our bound on one item's work (s)")
+    parser.add_argument("--queue-timeout", type=float, default=60.0, help="our limit on waiting for a worker (s)")
+    parser.add_argument("--no-long", action="store_true", help="skip the longest-input table")
     parser.add_argument("--margin", type=float, default=0.5, help="allowed overshoot of our bound (s)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per grader (rotating order; fastest kept)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
@@ -183,8 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         return burst(args)
 
     with open(args.data, encoding="utf-8") as f:
-        items = [json.loads(line) for line in f]
+        items = [{**json.loads(line), "set": "labelled"} for line in f]
     pos = sum(it["label"] for it in items)
+    traps: list[dict] = []
+    if args.traps:
+        with open(args.traps, encoding="utf-8") as f:
+            traps = [{**row, "set": "traps", "category": "trap:" + row["family"], "data_source": "math",
+                      "protocol": False} for row in map(json.loads, f)]
+        print(f"trap set: {len(traps)} rows ({sum(not t['label'] for t in traps)} traps, "
+              f"{sum(t['label'] for t in traps)} controls) in {len({t['family'] for t in traps})} families")
     print(f"labelled set: {len(items)} pairs ({pos} equivalent, {len(items) - pos} not), "
           f"{sum(it['protocol'] for it in items)} protocol rows; {args.workers} workers/threads per grader; "
           f"cpu_count={os.cpu_count()}; python {sys.version.split()[0]}")
@@ -207,6 +295,17 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "rftt" and not stats:
                     stats = grader_stats()
         warm_run = run_grader("rftt (warm cache)", graders["rftt"], items, args.workers)
+        # the trap families and the longest-input probe: every grader once, same process, same run
+        trap_runs = {}
+        if traps:
+            reset_grader_stats(clear_cache=True)
+            for name in names:
+                print(f"traps: {name} ...", flush=True)
+                trap_runs[name] = run_grader(name, graders[name], traps, args.workers)
+        long_table = {}
+        if not args.no_long:
+            print("longest input ...", flush=True)
+            long_table = longest_input({n: graders[n] for n in ("rftt", "verl_math_verify")}, args)
     finally:
         cleanup()
     runs = {name: min(rs, key=lambda r: r.wall_s) for name, rs in all_runs.items()}
@@ -278,11 +377,63 @@ def main(argv: list[str] | None = None) -> int:
           f"({table['rftt']['max_ms'] / 1000:.2f} s; verl_math_verify max {table['verl_math_verify']['max_ms'] / 1000:.2f} s)")
     print(f"  throughput >= 3x verl_math_verify (cold cache): {'MET' if tput_ratio >= 3 else 'MISSED'} "
           f"({tput_ratio:.2f}x)")
+    family_table = report_traps(trap_runs, traps)
+    report_long(long_table, args)
+    if family_table:
+        fams = sorted({t["family"] for t in traps})
+        fp0 = all(family_table["rftt"][f]["fp"] == 0 for f in fams)
+        at_least = all(_ge(family_table["rftt"][f][k], family_table["verl_math_verify"][f][k])
+                       for f in fams for k in ("precision", "recall"))
+        print(f"  0 false positives on every trap family: {'MET' if fp0 else 'MISSED'}")
+        print(f"  precision and recall >= math-verify on every family: {'MET' if at_least else 'MISSED'}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"table": table, "rftt_stats": stats, "targets": {"accuracy": acc_ok, "bound": bound_ok,
-                                                                        "throughput_ratio": tput_ratio}}, f, indent=2)
+            json.dump({"table": table, "rftt_stats": stats, "families": family_table, "longest_input": long_table,
+                       "targets": {"accuracy": acc_ok, "bound": bound_ok, "throughput_ratio": tput_ratio}},
+                      f, indent=2)
     return 0
+
+
+def _ge(a: float, b: float) -> bool:
+    """a >= b where nan (no accepted row: precision undefined) counts as the lowest value."""
+    if b != b:
+        return True
+    return a == a and a >= b
+
+
+def _fmt(x: float) -> str:
+    return "   -" if x != x else f"{x:.3f}"
+
+
+def report_traps(trap_runs: dict, traps: list[dict]) -> dict:
+    """Precision and recall per family, each grader side by side (the same rows, the same run)."""
+    if not trap_runs:
+        return {}
+    fams = sorted({t["family"] for t in traps})
+    table = {name: {f: precision_recall(run, traps, lambda it, f=f: it["family"] == f) for f in fams}
+             for name, run in trap_runs.items()}
+    for name, run in trap_runs.items():
+        table[name]["ALL"] = precision_recall(run, traps, lambda it: True)
+    print("\ntrap families (issue 27): false positives (of traps), precision, recall (of controls)")
+    names = list(trap_runs)
+    print(f"  {'family':<14} {'traps':>5} {'ctrl':>4} " + " ".join(f"{n + ' FP/P/R':>26}" for n in names))
+    for f in fams + ["ALL"]:
+        row = table[names[0]][f]
+        cells = [f"{table[n][f]['fp']:>3d}  {_fmt(table[n][f]['precision'])}  {_fmt(table[n][f]['recall'])}" for n in names]
+        print(f"  {f:<14} {row['traps']:>5} {row['controls']:>4} " + " ".join(f"{c:>26}" for c in cells))
+    wrong = [(t["id"], t["label"]) for t, v in zip(traps, trap_runs["rftt"].verdicts) if v != t["label"]]
+    print(f"  rftt disagreements with the trap labels ({len(wrong)}): {wrong}")
+    return table
+
+
+def report_long(long_table: dict, args) -> None:
+    if not long_table:
+        return
+    print(f"\nlongest input (a number of N digits vs the same / last digit changed; within {args.timeout:g} s "
+          f"+ {args.margin:g} s, both verdicts right):")
+    for name, entry in long_table.items():
+        cells = ", ".join(f"{r['digits']:,}: {'ok' if r['ok'] else 'FAIL'} {r['max_s']:.2f}s" for r in entry["rows"])
+        print(f"  {name:<18} longest answered {entry['longest_digits']:>9,} digits  ({cells})")
 
 
 if __name__ == "__main__":

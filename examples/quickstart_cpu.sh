@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU quickstart: set everything up on a fresh machine, check the wiring, then run the whole RFTT
-# pipeline at toy scale, for real, offline (README "Results" gives the measured stage times):
+# pipeline at toy scale, for real, offline (docs/quickstart-results.md gives the measured stage times):
 # tiny model -> rftt prepare-model -> four-digit sums (digits 1-5) in functional tokens (phase-1 samples that
 # mirror gen-sft, 250 held-out questions) -> phase-1 SFT with verl's SFT trainer (+recipe=rftt_sft)
 # -> rftt eval (chain + tree) -> phase-2 RL with verl's main_ppo (+recipe=rftt +dryrun=cpu) -> rftt

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from rftt_plugin import __version__
+
 # name -> (module under rftt_plugin.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check that the plugin is wired into verl here (registrations, recipes, versions)"),
@@ -18,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart", "run the whole RFTT pipeline at toy scale on CPU (prepare, SFT, RL, eval)"),
     "prepare-model": ("prepare_model", "add the functional tokens to a Hugging Face checkpoint (new rows, manifest)"),
     "gen-sft": ("gen_sft", "phase 1: prompted tree search + branch merging -> verl SFT parquet (resumable)"),
-    "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench: greedy chain or tree search, resumable"),
+    "eval": ("eval", "evaluate on MATH-500/GSM8K/AIME24/AMC23/OlympiadBench or your own file: greedy chain or tree search, resumable"),
     "search": ("search", "functional tree search over questions (hf, OpenAI-compatible server); one JSON per tree"),
     "export": ("export", "a verl checkpoint (SFT or main_ppo) -> a Hugging Face model dir for the next stage"),
     "show": ("show", "render a search tree in the terminal, or as an interactive HTML page (--html)"),
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="RFTT (Reinforced Functional Token Tuning) tools for verl. "
         "Training itself runs through verl: python -m verl.trainer.main_ppo +recipe=rftt ...",
     )
+    parser.add_argument("--version", action="version", version=f"rftt {__version__}",
+                        help="print the rftt-plugin version and exit")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (default: one line naming the cause)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    if argv and argv[0] in ("--version", "-V"):
+        print(f"rftt {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
             parser.error(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")

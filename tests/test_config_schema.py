@@ -64,6 +64,12 @@ def test_shipped_recipes_pass_and_mirror_the_schema(recipe):
     (["trainer.use_v1=false"], "trainer.use_v1=False: the rftt_tree agent loop needs verl's V1 trainer"),
     (["algorithm.rollout_correction.rollout_is=token"], "algorithm.rollout_correction.rollout_is is set"),
     (["rftt.token_mode=text"], "rftt.token_mode='text': must be 'added' inside verl"),
+    (["rftt.credit.normalize=tree"], "rftt.credit.normalize='tree' is ignored: algorithm.adv_estimator="
+                                     "'reinforce_plus_plus' does not read it"),
+    (["rftt.credit.min_std=0.05"], "rftt.credit.min_std=0.05 is ignored"),
+    (["rftt.credit.step_weight=0.5"], "rftt.credit.step_weight=0.5 is ignored: rftt.credit.mode='outcome'"),
+    (["rftt.search.iterations=8"], "rftt.search.iterations=8 is ignored: the rftt_tree agent loop runs one "
+                                   "iteration per session, actor_rollout_ref.rollout.n=16"),
     (["trainer.v1.trainer_mode=colocate_async"],
      "trainer.v1.trainer_mode='colocate_async': the recipe's dataset-order replay buffer"),
 ])
@@ -74,6 +80,16 @@ def test_each_mistake_is_one_line_naming_the_key(overrides, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_tree_normalize_with_one_leaf_per_tree_is_refused():
+    cfg = _compose(["actor_rollout_ref.rollout.n=1"], recipe="rftt_tree")
+    with pytest.raises(ConfigError, match=r"rftt.credit.normalize='tree' with actor_rollout_ref.rollout.n=1 cannot train"):
+        check_composed_config(cfg)
+    # the same n with global whitening, and rollout.n alone (iterations follow it), are fine
+    assert check_composed_config(_compose(["actor_rollout_ref.rollout.n=1", "rftt.credit.normalize=global"],
+                                          recipe="rftt_tree"))
+    assert check_composed_config(_compose(["actor_rollout_ref.rollout.n=4"])).search.iterations == 4
 
 
 def test_settings_from_a_plain_mapping():

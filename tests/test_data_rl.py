@@ -61,13 +61,15 @@ def test_missing_file_and_all_bad_fail_clearly(tmp_path, capsys):
     assert main(["data", "rl", "--source", str(src), "--out", str(tmp_path / "o")]) == 2  # one error style: exit 2 (issue 17)
 
 
-def test_holdout_split_and_verl_dataset_reads_it(tmp_path, shared_data_dir, tiny_model_dir):
-    src = f"{shared_data_dir}/eval/math500.jsonl"
+def test_holdout_split_and_verl_dataset_reads_it(tmp_path, bench_data_dir, tiny_model_dir):
+    src = f"{bench_data_dir}/eval/math500.jsonl"
     out = tmp_path / "out"
-    assert main(["data", "rl", "--source", src, "--out", str(out), "--limit", "12", "--test-size", "4"]) == 0
+    assert main(["data", "rl", "--source", src, "--out", str(out), "--limit", "3", "--test-size", "2"]) == 0
     train = pq.read_table(out / "train.parquet").to_pylist()
     test = pq.read_table(out / "test.parquet").to_pylist()
-    assert (len(train), len(test)) == (12, 4)  # test rows are the tail of the whole source
+    assert (len(train), len(test)) == (3, 2)
+    rows = [json.loads(line) for line in open(src, encoding="utf-8")]  # the fixture has 7 rows
+    assert [r["prompt"][0]["content"] for r in test] == [r["problem"] for r in rows[-2:]]  # the tail of the source
     assert not {r["prompt"][0]["content"] for r in train} & {r["prompt"][0]["content"] for r in test}
 
     from omegaconf import OmegaConf

@@ -374,10 +374,10 @@ def _png_ok(path):
     assert mpimg.imread(path).ndim == 3
 
 
-def test_chain_end_to_end_resume_and_mismatch(tiny_model_dir, shared_data_dir, tmp_path, capsys):
+def test_chain_end_to_end_resume_and_mismatch(tiny_model_dir, bench_data_dir, tmp_path, capsys):
     out = tmp_path / "chain"
     base = ["eval", "--model", str(tiny_model_dir), "--benchmarks", "math500,amc23", "--mode", "chain",
-            "--max-tokens", "6", "--data-dir", shared_data_dir, "--out", str(out), "--quiet", "--concurrency", "2"]
+            "--max-tokens", "6", "--data-dir", bench_data_dir, "--out", str(out), "--quiet", "--concurrency", "2"]
     assert main(base + ["--limit", "1"]) == 0
     first = _lines(out / "records.jsonl")
     assert sorted(json.loads(x)["id"] for x in first) == ["amc23-0", "math500-0"]
@@ -401,6 +401,9 @@ def test_chain_end_to_end_resume_and_mismatch(tiny_model_dir, shared_data_dir, t
     assert (m["n"], m["expected"], m["complete"]) == (2, 2, True)
     assert m["accuracy"]["pass@1"] == 0.0 and set(m["by_level"]) == {"2", "5"}   # a random model
     assert results["hardware"]["description"] and results["summary"]["columns"] == [{"label": "pass@1", "k": 1}]
+    import torch
+
+    assert results["versions"]["torch"] == torch.__version__ and results["git_revision"]
     assert "| MATH-500 | 2/2 |" in (out / "results.md").read_text()
     _png_ok(out / "accuracy_vs_rollouts.png")
     # other settings in the same --out are refused; --overwrite starts afresh
@@ -410,12 +413,12 @@ def test_chain_end_to_end_resume_and_mismatch(tiny_model_dir, shared_data_dir, t
     assert len(_lines(out / "records.jsonl")) == 2
 
 
-def test_tree_end_to_end(prepared_tiny, shared_data_dir, tmp_path, capsys):
+def test_tree_end_to_end(prepared_tiny, bench_data_dir, tmp_path, capsys):
     from rftt_plugin.search import Tree
 
     out = tmp_path / "tree"
     argv = ["eval", "--model", prepared_tiny, "--benchmarks", "gsm8k,aime24", "--limit", "2", "--mode", "tree",
-            "--rollouts", "1,2", "--step-max-tokens", "4", "--data-dir", shared_data_dir, "--out", str(out),
+            "--iterations", "1,2", "--step-max-tokens", "4", "--data-dir", bench_data_dir, "--out", str(out),
             "--quiet", "--concurrency", "4"]
     assert main(argv) == 0
     assert "| GSM8K | 2/2 |" in capsys.readouterr().out
@@ -437,9 +440,9 @@ def test_tree_end_to_end(prepared_tiny, shared_data_dir, tmp_path, capsys):
     assert "0 answered now, 4 resumed" in capsys.readouterr().out
 
 
-def test_tree_mode_needs_a_prepared_model(tiny_model_dir, shared_data_dir, tmp_path, capsys):
+def test_tree_mode_needs_a_prepared_model(tiny_model_dir, bench_data_dir, tmp_path, capsys):
     argv = ["eval", "--model", str(tiny_model_dir), "--benchmarks", "amc23", "--limit", "1", "--mode", "tree",
-            "--rollouts", "1", "--data-dir", shared_data_dir, "--out", str(tmp_path / "t"), "--quiet"]
+            "--iterations", "1", "--data-dir", bench_data_dir, "--out", str(tmp_path / "t"), "--quiet"]
     assert main(argv) == 2
     assert "rftt prepare-model" in capsys.readouterr().err
     # Nothing was finished, so other settings in the same --out are fine (text-mode tags).

@@ -124,8 +124,8 @@ async def test_rftt_prm_rule_gives_sigma_only_without_an_answer(prepared_dir, mo
         elif info["has_answer"]:
             assert out.reward_score == pytest.approx(0.1)
         else:
-            # mean of (steps - 1) x 0.25 and one 0.375; no step at all -> 0
-            sigma = (0.25 * (steps - 1) + 0.375) / steps if steps else 0.0
+            # 0.1 x the mean of (steps - 1) x 0.25 and one 0.375; no step at all -> 0
+            sigma = 0.1 * (0.25 * (steps - 1) + 0.375) / steps if steps else 0.0
             assert out.reward_score == pytest.approx(sigma), out.extra_fields["rftt_terminal_reason"]
 
 

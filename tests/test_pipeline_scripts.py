@@ -62,8 +62,13 @@ def test_pipeline_driver_runs_phase1_to_eval_and_resumes(tmp_path):
         assert phase1["rows"] > 0 and phase1["samples"]["merged"] > 0   # stitched self-correcting samples
         assert json.loads((work / "sft" / "hf" / "rftt_export.json").read_text())["step"] == 4
         assert json.loads((work / "rl" / "hf" / "rftt_export.json").read_text())["step"] == 2
-        steps = [line for line in result.lines if re.search(r"\bstep:\d+ - ", line)]
+        steps = [line for line in result.lines if re.search(r"\bstep:\d+ - ", line) and "training/global_step" in line]
         assert len(steps) == 2, log[-4000:]
+        for line in steps:  # the tree metrics are in every step's console line (#25)
+            for key in ("rftt/policy_path_acc:", "rftt/tree/distinct_leaves_mean:", "rftt/leaf/terminal/output_share:",
+                        "rftt/grader/timeouts:", "rftt/masked/step_error:"):
+                assert key in line, (key, line[:3000])
+        print("[pipeline e2e] step line: " + steps[-1].strip()[:6000])
         for mode in ("chain", "tree"):
             summary = json.loads((work / "eval" / mode / "results.json").read_text())
             assert "toy" in json.dumps(summary)

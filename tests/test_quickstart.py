@@ -54,6 +54,11 @@ def test_quickstart_reduced_learns_and_resumes(tmp_path):
     assert len(losses) == 600 and losses[-1] < losses[0] / 10
     curve = json.loads((out / "rl" / "reward_curve.json").read_text())
     assert sorted(int(k) for k in curve) == list(range(1, 41))  # --reduced: 40 RL steps
+    # the tree metrics reached verl's step lines: the policy's own path accuracy, one value per step
+    policy = {int(k): v for k, v in json.loads((out / "rl" / "policy_path_acc.json").read_text()).items()}
+    assert sorted(policy) == list(range(1, 41)) and all(0.0 <= v <= 1.0 for v in policy.values())
+    first, last = (sum(policy[s] for s in steps) / 10 for steps in (range(1, 11), range(31, 41)))
+    print(f"rftt/policy_path_acc: steps 1-10 mean {first:.3f}, steps 31-40 mean {last:.3f}")
 
     # the learning check, question by question on the 250 held-out questions
     before, after = _chain_outcomes(out / "eval_sft"), _chain_outcomes(out / "eval_rl")

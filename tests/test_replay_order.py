@@ -55,3 +55,56 @@ def test_materialized_batch_is_in_submission_order(monkeypatch):
     batch = buffer._materialize_batch("train", ["p1", "p2"], snapshot)
     assert list(batch.keys) == ["p2_0_0", "p2_1_0", "p1_0_0", "p1_1_0"]
     assert [t["seq_len"] for t in batch.tags] == [8, 7, 6, 5]  # tags move with their keys
+
+
+class _Batch:
+    def __init__(self, keys, partition_id="train"):
+        self.keys, self.partition_id = list(keys), partition_id
+
+
+def _tree_row(uid, acc):
+    return {"rftt_leaf_steps": 2, "rftt_terminal_reason": "output", "reward_extra_info": {"acc": acc},
+            "rftt_tree": {"uid": uid, "sessions": 2, "masked": {"prm_error": 1}, "policy_path_acc": acc}}
+
+
+def test_sample_adds_the_tree_metrics_of_the_sampled_rows(monkeypatch):
+    import rftt_plugin.integration.replay_order as ro
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    batch = _Batch(["u1_0_0", "u2_0_0"])
+    monkeypatch.setattr(ReplayBuffer, "sample", lambda self, g, p, b: (batch, {"training/x": 7.0}))
+    asked = []
+
+    def kv_batch_get(keys, partition_id, select_fields):
+        asked.append((keys, partition_id, select_fields))
+        return {"extra_fields": [_tree_row("u1", 1.0), _tree_row("u2", 0.0)]}
+
+    monkeypatch.setattr(ro.tq, "kv_batch_get", kv_batch_get)
+    got, metrics = _buffer().sample(3, "train", 2)
+    assert got is batch and asked == [(["u1_0_0", "u2_0_0"], "train", ["extra_fields"])]
+    assert metrics["training/x"] == 7.0                       # verl's own metrics kept
+    assert metrics["rftt/rows"] == 2.0 and metrics["rftt/masked/prm_error"] == 2.0   # 1 per tree, 2 trees
+    assert metrics["rftt/policy_path_acc"] == 0.5
+    # validation batches: verl logs reward_extra_info itself; no TransferQueue read here
+    _, val_metrics = _buffer().sample(3, "val", 2)
+    assert len(asked) == 1 and not [k for k in val_metrics if k.startswith("rftt/")]
+
+
+def test_a_metrics_failure_never_stops_training(monkeypatch, caplog):
+    import rftt_plugin.integration.replay_order as ro
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    batch = _Batch(["u1_0_0"])
+    monkeypatch.setattr(ReplayBuffer, "sample", lambda self, g, p, b: (batch, {}))
+
+    def broken(**_kw):
+        raise KeyError("extra_fields")
+
+    monkeypatch.setattr(ro.tq, "kv_batch_get", broken)
+    monkeypatch.setattr(ro.DatasetOrderReplayBuffer, "_warned", set())
+    with caplog.at_level("WARNING", logger="rftt_plugin"):
+        got, metrics = _buffer().sample(1, "train", 1)
+        _buffer().sample(2, "train", 1)
+    assert got is batch and metrics == {"rftt/metrics_errors": 1.0}
+    warnings = [r for r in caplog.records if "tree metrics skipped" in r.getMessage()]
+    assert len(warnings) == 1 and "KeyError" in warnings[0].getMessage()  # logged once per kind

@@ -179,6 +179,7 @@ def test_hang_is_killed_within_bound_and_pool_recovers():
     verdict = check_equivalence(HANG, gold("x+1"), timeout_s=SHORT_BOUND)
     elapsed = time.perf_counter() - start
     assert verdict.timed_out and not verdict.equivalent and verdict.method == "timeout"
+    assert verdict.status == "timeout" and not verdict.graded    # the work overran, not the queue
     assert elapsed < SHORT_BOUND + MARGIN, elapsed
     stats = eq.grader_stats()
     assert stats["timeouts"] == 1 and stats["worker_restarts"] == 1
@@ -368,6 +369,8 @@ def test_configure_validates():
         eq.configure(workers=0)
     with pytest.raises(ValueError):
         eq.configure(timeout_s=-1)
+    with pytest.raises(ValueError):
+        eq.configure(queue_timeout_s=0)
     assert eq.get_config().workers == 2
 
 
@@ -399,8 +402,10 @@ def test_repeating_decimals_become_exact_fractions(text, value):
 
 
 @pytest.mark.parametrize("text, cleaned", [
-    ("\\$18.50", "18.50"), ("18.5 dollars", "18.5"), ("\\text{\\$}18.5", "18.5"), ("\\$5\\text{ dollars}", "5"),
-    ("USD 40", "40"), ("12 square feet", "12"), ("5\\,\\mbox{cm}^2", "5"),
+    # a currency sign becomes the unit it is; units stay (they are compared, not deleted)
+    ("\\$18.50", "18.50\\text{ dollars}"), ("\\text{\\$}18.5", "18.5\\text{ dollars}"),
+    ("\\$5\\text{ dollars}", "5\\text{ dollars}"), ("USD 40", "40\\text{ dollars}"), ("18.5 dollars", "18.5 dollars"),
+    ("12 square feet", "12 square feet"), ("5\\,\\mbox{cm}^2", "5\\,\\mbox{cm}^2"),
     ("\\text{\\textbf{Evelyn}}", "\\text{Evelyn}"), ("\\textbf{\\text{7}}", "7"), ("\\text{Evelyn}", "\\text{Evelyn}"),
     ("2(1,2,3)", "(2,4,6)"), ("-3\\left(1,0,2\\right)", "(-3,0,-6)"), ("\\frac{1}{2}(1, -1)", "(\\frac{1}{2},-\\frac{1}{2})"),
     # left alone: not a unit, not a scalar, not a repeating decimal

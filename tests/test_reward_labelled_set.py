@@ -24,9 +24,10 @@ def items():
         return [json.loads(line) for line in f]
 
 
-def test_set_is_reproducible_from_the_script(tmp_path, shared_data_dir):
+@pytest.mark.fulldata
+def test_set_is_reproducible_from_the_script(tmp_path, full_data_dir):
     out = tmp_path / "set.jsonl"
-    subprocess.run([sys.executable, SCRIPT, "--out", str(out), "--data", os.path.join(shared_data_dir, "eval")],
+    subprocess.run([sys.executable, SCRIPT, "--out", str(out), "--data", os.path.join(full_data_dir, "eval")],
                    check=True, capture_output=True)
     digest = lambda path: hashlib.sha256(open(path, "rb").read()).hexdigest()  # noqa: E731
     assert digest(out) == digest(SET), "bench/data/grader_labelled.jsonl is stale: rerun bench/make_grader_set.py"

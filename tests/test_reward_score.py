@@ -77,8 +77,9 @@ def test_prm_rule_without_a_prm_score_is_an_error_unless_a_default_is_given(extr
 @pytest.mark.parametrize("response, prm, score", [
     (GOOD, 0.3, 1.0),              # correct: 1 whatever the PRM says
     (WRONG, 0.3, 0.1),             # answered but wrong: 0.1
-    (NO_ANSWER, 0.3, 0.3),         # no answer: sigma = the PRM's path score
-    (NO_ANSWER, [0.9, 0.45], 0.45),
+    (NO_ANSWER, 0.3, 0.03),        # no answer: sigma = 0.1 x the PRM's path score
+    (NO_ANSWER, [0.9, 0.45], 0.045),
+    (NO_ANSWER, 1.0, 0.1),         # even a perfect PRM score never beats a wrong answer
 ])
 def test_rule_rftt_prm_uses_the_prm_only_without_an_answer(response, prm, score):
     assert compute_score("math", response, "5", extra_info={"prm_score": prm}, rule="rftt_prm")["score"] == \

@@ -24,7 +24,7 @@ def questions(tmp_path):
 def test_search_fake_backend_writes_trees_and_summary(questions, tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["search", "--backend", "fake", "--questions", str(questions), "--out", str(out),
-                   "--iterations", "6", "--no-progress", "--seed", "3"])
+                   "--iterations", "6", "--quiet", "--seed", "3"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["questions"] == 2 and summary["config"]["iterations"] == 6
@@ -59,7 +59,7 @@ def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
     q.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}))
     rc = cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q),
                    "--out", str(out), "--token-mode", "text", "--iterations", "3", "--step-max-tokens", "4",
-                   "--no-grade", "--no-progress"])
+                   "--no-grade", "--quiet"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trees"][0]["leaves"] == 3 and summary["trees"][0]["llm_calls"] >= 2
@@ -67,7 +67,7 @@ def test_search_hf_text_mode_on_tiny_model(tiny_model_dir, tmp_path):
 
 def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questions, capsys):
     assert cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(questions),
-                     "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+                     "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "prepare-model" in capsys.readouterr().err
 
 
@@ -90,11 +90,11 @@ def test_text_rendering_marks_leaves_and_limits_depth():
     assert "<details open>" in page and "<details>" in page
 
 
-def test_search_benchmark_shortcut_reads_the_local_benchmark(shared_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RFTT_DATA_DIR", f"{shared_data_dir}/eval")
+def test_search_benchmark_shortcut_reads_the_local_benchmark(bench_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFTT_DATA_DIR", f"{bench_data_dir}/eval")
     out = tmp_path / "bench"
     rc = cli.main(["search", "--backend", "fake", "--benchmark", "amc23", "--limit", "2", "--out", str(out),
-                   "--iterations", "2", "--no-progress"])
+                   "--iterations", "2", "--quiet"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [t["id"] for t in summary["trees"]] == ["amc23-0", "amc23-1"]
@@ -121,3 +121,52 @@ def test_every_search_knob_has_help_and_a_flag():
     args = parser.parse_args(["--step-max-tokens", "7", "--no-loss-on-inserted", "--token-mode", "text"])
     assert (args.step_max_tokens, args.loss_on_inserted, args.token_mode, args.uct_c) == (7, False, "text", 2.0)
 
+
+
+def _boxed(text):
+    return text.rsplit("\\boxed{", 1)[1].split("}", 1)[0] if "\\boxed{" in text else None
+
+
+def test_fake_backend_summary_grades_against_the_gold_not_the_search_reward(tmp_path, capsys):
+    from rftt_plugin.backends.fake import TagScript
+
+    script_answer = TagScript().answer
+    path = tmp_path / "q.jsonl"
+    rows = [{"question": "What is 3 + 4?", "answer": "999"},              # the script never boxes 999
+            {"question": "What is 2 + 2?", "answer": script_answer}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    assert cli.main(["search", "--backend", "fake", "--questions", str(path), "--out", str(out),
+                     "--iterations", "6", "--quiet", "--seed", "3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    # independent reference: the last box of each emitted <output> leaf, compared as text with the gold
+    first_ok, any_ok = [], []
+    for row in summary["trees"]:
+        tree = Tree.load(out / row["file"])
+        emitted = [it.leaf for it in tree.iterations if it.emitted]
+        right = [tree[i].terminal_reason == "output" and _boxed(tree[i].text) == str(row["gold"]) for i in emitted]
+        first_ok.append(right[0])
+        any_ok.append(any(right))
+    assert any_ok == [False, True], "the fixture should give one unsolved and one solved tree"
+    assert summary["trees"][0]["solved"]  # the script's own reward calls the 999 tree solved ...
+    want = (f"first-leaf acc {sum(first_ok) / 2:.3f}, any-leaf acc {sum(any_ok) / 2:.3f} "
+            f"(against the gold, 2 graded)")
+    assert want in line, line  # ... the summary line does not
+
+
+def test_terminal_marks_follow_the_gold_not_the_search_reward():
+    from rftt_plugin.search.tree import Iteration
+    from rftt_plugin.tokens import FunctionalTag as T
+
+    tree = Tree("What is 2 + 3?", [1, 2], 0, gold="5")
+    right = tree.add_child(tree.root, T.OUTPUT, generated=True, text="\\boxed{5}")
+    wrong = tree.add_child(tree.root, T.OUTPUT, generated=True, text="\\boxed{6}")
+    for node in (right, wrong):  # eval's "answered" search reward: 1 for any boxed answer
+        node.terminal_reason, node.reward = "output", 1.0
+        tree.iterations.append(Iteration(node.id))
+    text = render_text(tree)
+    line_of = {n.id: next(ln for ln in text.splitlines() if f"#{n.id} " in ln) for n in (right, wrong)}
+    assert "✓ output" in line_of[right.id] and "✗ output" in line_of[wrong.id]
+    tree.gold = None
+    assert "✓" not in render_text(tree) and "✗" not in render_text(tree)

@@ -161,12 +161,18 @@ async def test_failed_steps_become_terminal_leaves_with_reasons():
     for node in res.tree.nodes[1:]:
         if node.generated and node.tag in want:
             assert node.terminal_reason == want[node.tag], (node.tag, node.terminal_reason)
-            assert node.reward == 0.0 and not node.children
+            assert not node.children
+            # the policy's spoiled steps are leaves with cut_reward; backend failures are faults
+            assert node.reward == (None if want[node.tag] == "error" else 0.0)
             seen.add(node.tag)
     assert seen >= {T.CLARIFY, T.ANALYZE, T.SUBQUESTION}
-    assert len(res.leaves) == 16
     errors = [n for n in res.tree.nodes if n.terminal_reason == "error"]
-    assert all(n.error for n in errors)
+    assert all(n.error and n.fault == "step_error" and n.N == 0 for n in errors)
+    # a faulted iteration emits nothing; the others emit one leaf each (faithful: 16 iterations)
+    faulted = [it for it in res.tree.iterations if it.fault]
+    assert len(res.tree.iterations) == 16 and len(res.leaves) == 16 - len(faulted)
+    assert not {leaf.leaf_id for leaf in res.leaves} & {n.id for n in errors}
+    assert res.stats.faults == ({"step_error": len(faulted)} if faulted else {})
     length = next(n for n in res.tree.nodes if n.terminal_reason == "length")
     assert length.n_sampled == 16 and length.close_index is None
 
@@ -186,6 +192,7 @@ async def test_ranking_failure_ends_the_branch_and_root_failure_ends_the_search(
     res = await mcts.search(Q)
     broken = [n for n in res.tree.nodes if n.tag is T.NEXT_STEP and n.generated]
     assert broken and all(n.terminal_reason == "error" and "injected" in n.error for n in broken)
+    assert all(n.fault == "step_error" and n.id not in res.tree[n.parent].children for n in broken)  # pruned
     backend.inject = lambda kind, ctx: "raise" if kind == "next_token_logprobs" else None
     res = await mcts.search(Q)
     assert res.leaves == [] and "injected" in res.tree.meta["error"]
@@ -236,7 +243,19 @@ async def test_grader_may_be_async_and_may_fail():
 
     res = await mcts.search(Q, grade=broken)
     outs = [n for n in res.tree.nodes if n.terminal_reason == "output"]
-    assert outs and all(n.reward == 0.0 and n.error.startswith("grade:") for n in outs)
+    # no made-up reward: the leaf is a fault, backs up nothing and is never emitted
+    assert outs and all(n.reward is None and n.fault == "grade_error" and n.error.startswith("grade:") for n in outs)
+    assert all(n.N == 0 and n.Q == 0.0 for n in outs)
+    assert not [leaf for leaf in res.leaves if leaf.terminal_reason == "output"]
+
+    class NoVerdict(Exception):
+        cause = "grade_timeout"
+
+    def timed_out(text):
+        raise NoVerdict("the check timed out")
+
+    res = await mcts.search(Q, grade=timed_out)
+    assert res.stats.faults.get("grade_timeout", 0) >= 1 and set(res.stats.faults) == {"grade_timeout"}
 
 
 async def test_search_many_bounds_trees_in_flight_and_reports_progress():

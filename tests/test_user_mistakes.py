@@ -61,7 +61,7 @@ def questions(tmp_path):
 
 def _search(out, questions, *extra):
     return ["search", "--backend", "fake", "--questions", str(questions), "--out", str(out), "--iterations", "2",
-            "--no-progress", *extra]
+            "--quiet", *extra]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_search_question_longer_than_the_model_window(tmp_path, capsys, tiny_mod
     q = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "answer": "4"}, {"question": long_question, "answer": "2"}])
     t0 = time.perf_counter()
     rc, err = _run(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q),
-                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--no-progress"], capsys)
+                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--quiet"], capsys)
     assert rc == 2 and time.perf_counter() - t0 < 20
     assert f"{q}:2: field 'question': " in err and "but the model window is 2048 tokens" in err
     assert not (tmp_path / "o" / "trees").exists()
@@ -167,7 +167,7 @@ def test_search_after_the_model_weights_were_overwritten(tmp_path, capsys, tiny_
     shutil.copytree(tiny_model_dir, model)
     q = _jsonl(tmp_path / "q.jsonl", [{"question": "2 + 2?", "answer": "4"}])
     argv = ["search", "--backend", "hf", "--model", str(model), "--questions", str(q), "--out", str(tmp_path / "o"),
-            "--token-mode", "text", "--iterations", "1", "--step-max-tokens", "2", "--no-grade", "--no-progress"]
+            "--token-mode", "text", "--iterations", "1", "--step-max-tokens", "2", "--no-grade", "--quiet"]
     assert _run(argv, capsys)[0] == 0
     build_tiny_model(model, seed=1)  # same path, new weights
     capsys.readouterr()
@@ -426,11 +426,11 @@ def own_model(tmp_path, tiny_model_dir):
     return model
 
 
-def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, bench_data_dir):
     from rftt_plugin.demo.tiny_model import build_tiny_model
 
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source",
-            f"math500={shared_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
+            f"math500={bench_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
             "--quiet"]
     assert cli.main(base + ["--limit", "1"]) == 0
     capsys.readouterr()
@@ -444,9 +444,9 @@ def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_mo
     assert len(records) == 1  # nothing was added from the new checkpoint
 
 
-def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_model, bench_data_dir):
     src = tmp_path / "math500.jsonl"
-    lines = Path(shared_data_dir, "eval", "math500.jsonl").read_text().splitlines(keepends=True)
+    lines = Path(bench_data_dir, "eval", "math500.jsonl").read_text().splitlines(keepends=True)
     src.write_text("".join(lines[:3]))
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source", f"math500={src}",
             "--max-tokens", "2", "--out", str(tmp_path / "o"), "--quiet", "--limit", "1"]
@@ -457,10 +457,10 @@ def test_eval_resume_after_the_benchmark_file_changed(tmp_path, capsys, own_mode
     assert rc == 2 and "the files it was made from changed (inputs.math500)" in err
 
 
-def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_model, shared_data_dir):
+def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_model, bench_data_dir):
     base = ["eval", "--model", str(own_model), "--max-tokens", "2", "--out", str(tmp_path / "o"), "--quiet",
-            "--limit", "1", "--source", f"math500={shared_data_dir}/eval/math500.jsonl",
-            "--source", f"amc23={shared_data_dir}/eval/amc23.jsonl"]
+            "--limit", "1", "--source", f"math500={bench_data_dir}/eval/math500.jsonl",
+            "--source", f"amc23={bench_data_dir}/eval/amc23.jsonl"]
     assert cli.main([*base, "--benchmarks", "math500"]) == 0
     assert cli.main([*base, "--benchmarks", "math500,amc23"]) == 0  # not a change of input: a new one
     assert "1 answered now, 1 resumed" in capsys.readouterr().out
@@ -577,7 +577,8 @@ def test_gen_sft_interrupted_with_ctrl_c(tmp_path, tiny_model_dir):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "CancelledError" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    # the line saying which device/dtype --device auto chose comes first, when the model loads
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("rftt gen-sft: device ")]
     assert len(lines) == 1 and lines[0].startswith("rftt gen-sft: interrupted; ")
     assert lines[0].endswith(f"of {n} questions are saved in {out}; rerun the same command to continue")
     saved = int(lines[0].split("interrupted; ")[1].split(" of ")[0])
@@ -637,5 +638,5 @@ def test_model_whose_tokenizer_has_no_chat_template(tmp_path, capsys, questions,
     shutil.copytree(tiny_model_dir, ckpt)
     (ckpt / "chat_template.jinja").unlink()
     rc, err = _run(["search", "--backend", "hf", "--model", str(ckpt), "--questions", str(questions),
-                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--no-progress"], capsys)
+                    "--out", str(tmp_path / "o"), "--token-mode", "text", "--quiet"], capsys)
     assert rc == 2 and f"--model {ckpt}: the tokenizer has no chat template" in err

@@ -43,7 +43,7 @@ fi
 # -- 7 eval ---------------------------------------------------------------------------------------
 : "${EVAL_BENCHMARKS:=math500,gsm8k,aime24,amc23,olympiadbench}"
 : "${EVAL_DEVICE:=auto}"                     # auto: cuda + bfloat16 when a GPU is present
-: "${EVAL_ROLLOUTS:=1,2,4,8,16}"
+: "${EVAL_ITERATIONS:=1,2,4,8,16}"
 : "${EVAL_ARGS:=}"                           # extra `rftt eval` flags for both modes (e.g. --limit 100, --source NAME=FILE)
 : "${EVAL_TREE_ARGS:=}"                      # extra flags for the tree mode only
 

@@ -62,6 +62,26 @@ def _ray_actor(model: str | None) -> dict:
             ray.shutdown()
 
 
+def _check_prm(overrides: list[str]) -> str | None:
+    """With a PRM reward rule: one real scoring call (an in-process model is loaded for it)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rftt_plugin.config.schema import check_composed_config
+    from rftt_plugin.reward.prm import PRMError, preflight
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        settings = check_composed_config(compose(config_name="ppo_trainer", overrides=list(overrides)))
+    reward = getattr(settings, "reward", None)
+    if reward is None or not reward.needs_prm:
+        return None
+    try:
+        return preflight(reward.prm, load_model=True)
+    except PRMError as exc:
+        return f"PRM problem: {exc}"
+
+
 def _print_table(rows: list[tuple[str, dict]], vers: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -89,6 +109,11 @@ def run(args) -> int:
 
         ok, line = check_config(args.config)
         print(line)
+        if ok:
+            prm_line = _check_prm(args.config)
+            if prm_line is not None:
+                ok = not prm_line.startswith("PRM problem: ")
+                print(prm_line)
         return 0 if ok else 2
     results = [("driver", _fresh_process(args.model))]
     if not args.no_ray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import textwrap
 
 
 def _sources(values: list[str] | None) -> dict[str, str]:
@@ -26,16 +27,21 @@ def _command_line() -> str | None:
 def add_arguments(parser) -> None:
     from rftt_plugin.commands._search_flags import add_search_flags
     from rftt_plugin.evaluation.job import EvalConfig
-    from rftt_plugin.data.benchmarks import BENCHMARKS
+    from rftt_plugin.commands._compat import deprecated_alias
+    from rftt_plugin.commands._device import add_device_flags
+    from rftt_plugin.data.benchmarks import BENCHMARKS, USER_FIELDS_HELP
 
     parser.description = (
         "Evaluate a model on math benchmarks and write results.json, results.md, records.jsonl,\n"
         "accuracy_vs_rollouts.png (and trees/ in tree mode) to --out.\n\n"
         "chain: greedy decoding, the question alone as the user turn of the chat template (pass@1).\n"
-        "tree:  one functional MCTS per question with max(--rollouts) iterations; budget k is scored on\n"
+        "tree:  one functional MCTS per question with max(--iterations) iterations; budget k is scored on\n"
         "       the first k leaves (iterations are sequential, so they are a k-iteration search).\n\n"
-        "Rerunning with the same --out resumes: finished questions are never redone. Data: --data-dir\n"
-        "(default: ./data/eval or ../shared/data/eval when present) or the public dataset ids."
+        "Rerunning with the same --out resumes: finished questions are never redone.\n\n"
+        "Data: each benchmark is read from --source NAME=FILE, else from --data-dir (default:\n"
+        "$RFTT_DATA_DIR or ./data/eval when present), else from its public dataset id.\n"
+        + textwrap.fill(f"Your own benchmark: --source NAME=FILE --benchmarks NAME, for any NAME; FILE has "
+                        f"{USER_FIELDS_HELP}.", width=96, break_on_hyphens=False, break_long_words=False)
     )
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory or hub id (hf); served model name or path (openai)")
@@ -44,20 +50,24 @@ def add_arguments(parser) -> None:
     g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://localhost:8000/v1")
     g.add_argument("--served-model-name", default=None, help="openai: model name on the server (default: --model)")
     g.add_argument("--tokenizer", default=None, help="tokenizer for the chat template and decoding (default: --model)")
-    g.add_argument("--device", default="cpu", help="hf: torch device (cpu, cuda, cuda:1)")
-    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"), help="hf: weights dtype")
+    add_device_flags(g)
     d = parser.add_argument_group("data")
-    d.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
+    d.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                   help=f"comma-separated, from: {', '.join(BENCHMARKS)}, or any NAME given with --source NAME=FILE")
     d.add_argument("--data-dir", default=None, help="directory with local benchmark files (math500.jsonl, ...)")
     d.add_argument("--source", action="append", metavar="NAME=SRC",
-                   help="read one benchmark from a file or dataset id (repeatable)")
+                   help="read benchmark NAME from a local file or a dataset id (repeatable); NAME may be one of "
+                        "the listed benchmarks (its own field names) or any other name (fields: see above)")
     d.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
     m = parser.add_argument_group("protocol")
     m.add_argument("--mode", choices=("chain", "tree"), default="chain")
     m.add_argument("--max-tokens", type=int, default=4096, help="chain: max new tokens (default 4096, the paper's)")
     m.add_argument("--temperature", type=float, default=0.0, help="chain: 0 = greedy (default)")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--rollouts", default="1,2,4,8,16", help="tree: rollout budgets (default 1,2,4,8,16)")
+    m.add_argument("--iterations", dest="rollouts", default="1,2,4,8,16", metavar="K[,K...]",
+                   help="tree: MCTS iteration budgets to score, comma-separated; the search runs the largest "
+                        "(the rollouts per question; rftt.search.iterations in training) (default 1,2,4,8,16)")
+    deprecated_alias(m, "--rollouts", "--iterations", "rollouts", metavar="K[,K...]")
     m.add_argument("--selection", choices=("majority", "value"), default="majority",
                    help="tree: majority vote over valid <output> leaves (ties: summed leaf value), or value")
     m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
@@ -78,21 +88,25 @@ def run(args) -> int:
     from rftt_plugin.evaluation.selection import parse_budgets
     from rftt_plugin.commands._checks import check_backend_paths
     from rftt_plugin.commands._search_flags import search_values
+    from rftt_plugin.commands._device import resolve_device_flags
     from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
     # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
     check_backend_paths(args)
     try:
+        sources = _sources(args.source)
+        benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
+        resolve_device_flags(args, "eval")
         cfg = EvalConfig(
             model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
             served_model=args.served_model_name, tokenizer=args.tokenizer,
-            benchmarks=parse_benchmark_list(args.benchmarks), data_dir=args.data_dir, sources=_sources(args.source),
+            benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
             limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
             search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
             seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
             **search_values(args, EvalConfig.SEARCH_FIELDS),
             overwrite=args.overwrite, progress=not args.quiet,
-            command=_command_line())
+            command=_command_line(), device_line=args.device_line)
         result = evaluate(cfg)
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
         raise  # rftt_plugin.cli prints them as one line with a hint, exit 2

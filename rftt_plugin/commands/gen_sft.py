@@ -22,6 +22,7 @@ report.json. Train on it with:
 
 
 def add_arguments(parser) -> None:
+    from rftt_plugin.commands._device import add_device_flags
     from rftt_plugin.phase1.prompted_search import PromptedConfig
 
     d = PromptedConfig()
@@ -33,9 +34,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://localhost:8000/v1")
     g.add_argument("--tokenizer", default=None,
                    help="tokenizer (chat template) to render prompts with; default: --model (openai needs it locally)")
-    g.add_argument("--device", default="cpu", help="hf: torch device (default cpu)")
-    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
-                   help="hf: weights dtype (default float32)")
+    add_device_flags(g)
     g.add_argument("--prm-url", default=None,
                    help="Math-Shepherd-style PRM service; when given, paths are chosen by mean PRM step score")
     g = parser.add_argument_group("data")
@@ -82,7 +81,10 @@ def _build_model(args):
     """(chat model, tokenizer, backend) through the one engine builder; phase 1 talks to the model
     as a plain chat model, so no functional-token layout is needed."""
     from rftt_plugin.backends.engine import make_engine
+    from rftt_plugin.commands._device import announce_device
     from rftt_plugin.phase1.chat import BackendChat
+
+    announce_device(args)
 
     if args.quiet:  # --quiet: no transformers "Loading weights" bar either
         from transformers.utils import logging as hf_logging
@@ -123,6 +125,7 @@ def _saved(out) -> int:
 def run(args) -> int:
     from rftt_plugin.backends.engine import EngineError
     from rftt_plugin.commands._checks import check_backend_paths
+    from rftt_plugin.commands._device import resolve_device_flags
     from rftt_plugin.phase1.job import GenSftJob, load_questions
     from rftt_plugin.phase1.stitch import SampleConfig
     from rftt_plugin.errors import UserError
@@ -135,6 +138,7 @@ def run(args) -> int:
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url", "e.g. --base-url http://localhost:8000/v1")
     check_backend_paths(args)
+    resolve_device_flags(args, "gen-sft")
     try:
         knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
                      max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,

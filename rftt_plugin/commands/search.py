@@ -1,6 +1,6 @@
 """``rftt search``: functional tree search over a set of questions; one JSON per tree + a summary.
 
-    rftt search --model ckpt/qwen-rftt --backend hf --benchmark-file ../shared/data/eval/math500.jsonl \\
+    rftt search --model ckpt/qwen-rftt --backend hf --benchmark-file data/eval/math500.jsonl \\
         --limit 8 --out runs/search
     rftt search --model ckpt/qwen-rftt --backend openai --base-url http://localhost:8000/v1 \\
         --questions my.jsonl --out runs/search
@@ -37,6 +37,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rftt_plugin.commands._compat import deprecated_alias
+from rftt_plugin.commands._device import add_device_flags, announce_device, resolve_device_flags
 from rftt_plugin.commands._search_flags import add_search_flags, search_values
 from rftt_plugin.search.config import SearchConfig
 
@@ -53,17 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     src.add_argument("--served-model-name", help="model name on the server (default: --model)")
     src.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
-    src.add_argument("--logprob-method", choices=("prompt_logprobs", "top_logprobs"), default="prompt_logprobs")
-    src.add_argument("--device", default="cpu", help="hf backend device (cpu, cuda, cuda:1)")
-    src.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
-                     help="hf backend dtype")
+    src.add_argument("--tag-readout", dest="logprob_method", choices=("prompt_logprobs", "top_logprobs"),
+                     default="prompt_logprobs",
+                     help="openai: how tag probabilities are read from the server: prompt_logprobs (exact, "
+                          "default) or top_logprobs (top-k of one sampled token). Same name as the recipe's "
+                          "rftt.tag_readout, whose default `auto` is the cached read-out of verl's own server")
+    deprecated_alias(src, "--logprob-method", "--tag-readout", "logprob_method",
+                     choices=("prompt_logprobs", "top_logprobs"))
+    add_device_flags(src)
     src.add_argument("--max-batch-size", type=int, default=16, help="hf backend micro-batch size")
 
     data = parser.add_argument_group("questions")
     which = data.add_mutually_exclusive_group(required=True)
     which.add_argument("--questions", help="jsonl/json/parquet with question[, answer]")
     which.add_argument("--benchmark-file", help="a benchmark file (e.g. math500.jsonl)")
-    which.add_argument("--benchmark", help="benchmark name (needs rftt_plugin.data.load_benchmark)")
+    which.add_argument("--benchmark", help="benchmark name (math500, gsm8k, ...): read from $RFTT_DATA_DIR or "
+                                           "./data/eval when there, else its public dataset id")
     data.add_argument("--limit", type=int, default=0, help="first N questions only (0 = all)")
     data.add_argument("--out", required=True, help="output directory (new, empty, or a run with the same settings)")
     data.add_argument("--overwrite", action="store_true", help="discard the trees of another run in --out")
@@ -73,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--concurrency", type=int, default=16, help="trees searched at the same time")
     s.add_argument("--reward-rule", default="rftt", help="reward rule for <output> leaves (rftt, binary)")
     s.add_argument("--no-grade", action="store_true", help="do not grade (all rewards 0)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    deprecated_alias(s, "--no-progress", "--quiet", "quiet", flag=True)
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
@@ -190,6 +198,8 @@ def build_engine(args: argparse.Namespace, config: SearchConfig, layout=None, sc
     from rftt_plugin.backends.engine import EngineError, make_engine
     from rftt_plugin.errors import UserError
 
+    announce_device(args)
+
     if layout is None:
         tokenizer, layout, script = build_layout(args, config)
     try:
@@ -280,7 +290,7 @@ async def _search_all(args, requests, config, engine) -> list[dict[str, Any]]:
     try:
         return await search_into_dir(requests, FunctionalMCTS(backend, layout, config), Path(args.out), grade=grade,
                                      concurrency=args.concurrency, meta={"model": args.model, "backend": args.backend},
-                                     progress=not args.no_progress)
+                                     progress=not args.quiet)
     finally:
         await backend.aclose()
 
@@ -306,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "openai" and not args.base_url:
             raise UserError("--base-url is required with --backend openai", "e.g. --base-url http://localhost:8000/v1")
     out = check_out(args.out)
+    resolve_device_flags(args, "search")
     requests = load_requests(args)
     if not requests:
         raise UserError(f"no questions to search in {args._input_file}",
@@ -324,9 +335,22 @@ def run(args: argparse.Namespace) -> int:
                "totals": totals(rows, time.perf_counter() - t0), "trees": rows}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     t = summary["totals"]
-    print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
-          f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
-          f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    if args.backend == "fake":
+        # the scripted demo's search reward is the script's (any boxed answer), not correctness:
+        # grade the saved trees against their gold answers, as the HTML page does
+        from rftt_plugin.search.tree import Tree
+        from rftt_plugin.tree_view.render import gold_accuracy
+
+        gold = gold_accuracy([Tree.load(out / r["file"]) for r in rows if not r["error"]])
+        acc = ("not graded (no gold answers)" if gold["graded"] == 0 else
+               f"first-leaf acc {gold['first_leaf_accuracy']:.3f}, any-leaf acc {gold['any_leaf_accuracy']:.3f} "
+               f"(against the gold, {gold['graded']} graded)")
+        print(f"{t['questions']} trees -> {args.out}: {acc}, mean search reward {t['mean_reward']:.3f}, "
+              f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
+    else:
+        print(f"{t['questions']} trees -> {args.out}: first-leaf acc {t['first_leaf_accuracy']:.3f}, "
+              f"any-leaf acc {t['any_leaf_accuracy']:.3f}, mean reward {t['mean_reward']:.3f}, "
+              f"token ratio {t['token_ratio']:.2f}, {t['llm_calls']} LLM calls, {t['wall_s']:.1f}s")
     failed = [r for r in rows if r["error"]]
     if failed:
         from rftt_plugin.errors import one_line

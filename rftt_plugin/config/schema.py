@@ -56,6 +56,11 @@ class PrmSettings:
                 worker (``TransformersStepScorer``): only for small PRMs.
     aggregate   how step scores become the path's score: ``last`` (the final step's score, as the
                 reference's blend), ``mean`` (its phase-1 ranking), ``min``.
+    timeout_s, retries  bound one scoring call: each try (an HTTP request, or one in-process call)
+                may take ``timeout_s``, and a failed call is tried ``retries`` more times; a leaf
+                whose score is still missing is dropped from the loss and counted, never scored 0.
+    max_consecutive_failures  that many failed PRM calls in a row (in one worker) stop the run
+                with a message naming this section: a down PRM must not train a whole run.
     """
 
     url: Optional[str] = None
@@ -65,6 +70,7 @@ class PrmSettings:
     timeout_s: float = 30.0
     batch_size: int = 16
     retries: int = 3
+    max_consecutive_failures: int = 8
     request_key: str = "query"
     response_key: str = "rewards"
 
@@ -84,6 +90,8 @@ class PrmSettings:
             out.append(_problem(f"{path}.batch_size", self.batch_size, "must be >= 1"))
         if self.retries < 0:
             out.append(_problem(f"{path}.retries", self.retries, "must be >= 0"))
+        if self.max_consecutive_failures < 1:
+            out.append(_problem(f"{path}.max_consecutive_failures", self.max_consecutive_failures, "must be >= 1"))
         if self.url is not None and not str(self.url).startswith(("http://", "https://")):
             out.append(_problem(f"{path}.url", self.url, "must start with http:// or https://"))
         return out
@@ -290,6 +298,29 @@ def settings_from_config(config: Any) -> RfttSettings | SftSettings:
     return settings_from_mapping(_plain(section))
 
 
+def _ignored_settings(config: Any, settings: RfttSettings, n: Any) -> list[str]:
+    """Settings the composed run would ignore, or that cannot train: each one line naming the key."""
+    out = []
+    estimator = _get(config, "algorithm.adv_estimator")
+    credit = settings.credit
+    defaults = CreditSettings()
+    if estimator != "rftt_tree":
+        for key in ("normalize", "min_std"):
+            if getattr(credit, key) != getattr(defaults, key):
+                out.append(f"rftt.credit.{key}={getattr(credit, key)!r} is ignored: algorithm.adv_estimator="
+                           f"{estimator!r} does not read it (only the rftt_tree estimator does: use +recipe=rftt_tree)")
+    if credit.mode == "outcome" and credit.step_weight != 0:
+        out.append(f"rftt.credit.step_weight={credit.step_weight!r} is ignored: rftt.credit.mode='outcome' puts "
+                   f"no step credit anywhere (set rftt.credit.mode=tree, or use +recipe=rftt_tree)")
+    if estimator == "rftt_tree" and credit.normalize == "tree" and n == 1:
+        out.append("rftt.credit.normalize='tree' with actor_rollout_ref.rollout.n=1 cannot train: each tree has "
+                   "one leaf, its own baseline cancels its outcome (use rollout.n > 1, or normalize=global)")
+    if isinstance(n, int) and not isinstance(n, bool) and settings.search.iterations != n:
+        out.append(f"rftt.search.iterations={settings.search.iterations} is ignored: the rftt_tree agent loop runs one "
+                   f"iteration per session, actor_rollout_ref.rollout.n={n} (set that instead)")
+    return out
+
+
 def check_composed_config(config: Any) -> RfttSettings | SftSettings | None:
     """All checks of a composed verl config that uses an rftt recipe; ``None`` if it uses none.
 
@@ -297,14 +328,15 @@ def check_composed_config(config: Any) -> RfttSettings | SftSettings | None:
     """
     if _get(config, "rftt") is None:
         return None
+    rollout = "actor_rollout_ref.rollout"
+    n = _get(config, f"{rollout}.n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        # before the rftt section: the recipe's rftt.search.iterations follows rollout.n
+        raise ConfigError(_problem(f"{rollout}.n", n, "must be an integer >= 1 (leaves = search iterations per prompt)"))
     settings = settings_from_config(config)
     if isinstance(settings, SftSettings):
         return settings
     problems: list[str] = []
-    rollout = "actor_rollout_ref.rollout"
-    n = _get(config, f"{rollout}.n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        problems.append(_problem(f"{rollout}.n", n, "must be an integer >= 1 (leaves = search iterations per prompt)"))
     val_n = _get(config, f"{rollout}.val_kwargs.n")
     if val_n is not None and (isinstance(val_n, bool) or not isinstance(val_n, int) or val_n < 1):
         problems.append(_problem(f"{rollout}.val_kwargs.n", val_n, "must be an integer >= 1"))
@@ -334,6 +366,7 @@ def check_composed_config(config: Any) -> RfttSettings | SftSettings | None:
                                  "verl's sync buffer; use sync, or set trainer.v1.sampler.custom_sampler.path=null"))
     if _get(config, "algorithm.adv_estimator") == "rftt_tree" and _get(config, "algorithm.rftt_normalize") is None:
         problems.append("algorithm.rftt_normalize is not set: the rftt_tree estimator needs it (use +recipe=rftt_tree)")
+    problems += _ignored_settings(config, settings, n)
     if problems:
         raise ConfigError(problems[0])
     return settings

@@ -151,20 +151,47 @@ _ALIASES = {"math-500": "math500", "math_500": "math500", "gsm8k_test": "gsm8k",
             "olympiad": "olympiadbench", "olympiad_bench": "olympiadbench"}
 
 
-def spec_for(name: str) -> BenchmarkSpec:
+# A benchmark of the user's own (`rftt eval --source NAME=FILE` with a NAME not listed above): the
+# fields it needs, as stated in `rftt eval --help` (USER_FIELDS_HELP).
+USER_QUESTION_FIELDS = ("problem", "question")
+USER_GOLD_FIELDS = ("answer", "final_answer")
+USER_SOLUTION_FIELDS = ("solution",)
+USER_FIELDS_HELP = ("one JSON object per row (.jsonl; also .json, .parquet) with the question in 'problem' or "
+                    "'question' and the gold answer in 'answer' or 'final_answer' (text, a number, or a list "
+                    "that must all be matched), or else a 'solution' whose last \\boxed{} is the answer; "
+                    "optional: 'id', 'level', 'subject'")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def user_spec(name: str) -> BenchmarkSpec:
+    """The spec of a user-named benchmark read from a local file (see USER_FIELDS_HELP)."""
+    if not _NAME_RE.match(name):
+        raise BenchmarkError(f"benchmark name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+    return BenchmarkSpec(name, name, (name,), "", "test", question_fields=USER_QUESTION_FIELDS,
+                         gold_fields=USER_GOLD_FIELDS, solution_fields=USER_SOLUTION_FIELDS,
+                         meta_fields=(("level", ("level",)), ("subject", ("subject", "type"))),
+                         native_id_fields=("id", "unique_id", "idx"))
+
+
+def spec_for(name: str, user_names: Iterable[str] = ()) -> BenchmarkSpec:
+    """The spec of a listed benchmark (or alias); ``user_names``: names given with their own file
+    (``--source NAME=FILE``), which may be anything else."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key in EXTRA_BENCHMARKS:
         return EXTRA_BENCHMARKS[key]
-    if key not in BENCHMARKS:
-        raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[key]
+    if key in BENCHMARKS:
+        return BENCHMARKS[key]
+    if name.strip() in set(user_names):
+        return user_spec(name.strip())
+    raise BenchmarkError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}, or give your own "
+                         f"file with --source {name.strip()}=FILE")
 
 
-def parse_benchmark_list(text: str | Iterable[str]) -> list[str]:
+def parse_benchmark_list(text: str | Iterable[str], user_names: Iterable[str] = ()) -> list[str]:
     """``"math500,gsm8k"`` (or a list) -> canonical names, in order, without repeats."""
     parts = text.split(",") if isinstance(text, str) else list(text)
-    names = [spec_for(p).name for p in parts if p and p.strip()]
+    names = [spec_for(p, user_names).name for p in parts if p and p.strip()]
     if not names:
         raise BenchmarkError("no benchmark given; choose from " + ", ".join(BENCHMARKS))
     return list(dict.fromkeys(names))
@@ -175,13 +202,9 @@ def parse_benchmark_list(text: str | Iterable[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 def default_data_dir() -> Path | None:
-    """The first existing of: ``$RFTT_DATA_DIR``, ``./data/eval``, ``../shared/data/eval`` (from
-    the current directory) and ``../shared/data/eval`` next to a source checkout of this package.
-    None when there is no local copy (then dataset ids are used)."""
-    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install
-    candidates = [os.environ.get(DATA_DIR_ENV), "data/eval", "../shared/data/eval",
-                  str(here.parent / "shared" / "data" / "eval")]
-    for cand in candidates:
+    """``$RFTT_DATA_DIR`` if set and a directory, else ``./data/eval`` if it exists, else None
+    (then the public dataset ids are used). Nothing outside the working directory is searched."""
+    for cand in (os.environ.get(DATA_DIR_ENV), "data/eval"):
         if cand and Path(cand).expanduser().is_dir():
             return Path(cand).expanduser().resolve()
     return None
@@ -214,7 +237,7 @@ def _local_file_in(directory: Path, spec: BenchmarkSpec) -> Path | None:
 
 def resolve_source(name: str, source: str | None = None, data_dir: str | os.PathLike | None = None) -> ResolvedSource:
     """Decide where benchmark ``name`` is read from (see the module docstring)."""
-    spec = spec_for(name)
+    spec = spec_for(name, [name] if source else ())
     if source:
         path = Path(source).expanduser()
         if path.is_dir():
@@ -347,7 +370,7 @@ class Benchmark:
 
     @property
     def spec(self) -> BenchmarkSpec:
-        return spec_for(self.name)
+        return spec_for(self.name, [self.name])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -379,7 +402,7 @@ def load_benchmark(name: str, *, source: str | None = None, data_dir: str | os.P
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    spec = spec_for(name)
+    spec = spec_for(name, [name] if source else ())
     src = resolve_source(spec.name, source, data_dir)
     items: list[BenchmarkItem] = []
     rejected: list[RowError] = []
@@ -406,6 +429,7 @@ def load_benchmarks(names: Iterable[str], *, sources: dict[str, str] | None = No
                     data_dir: str | os.PathLike | None = None, limit: int | None = None,
                     on_error: str = "raise") -> list[Benchmark]:
     """Load several benchmarks; ``sources`` maps a benchmark name to its own source."""
-    sources = {spec_for(k).name: v for k, v in (sources or {}).items()}
-    return [load_benchmark(n, source=sources.get(spec_for(n).name), data_dir=data_dir, limit=limit,
+    user = list(sources or {})
+    sources = {spec_for(k, user).name: v for k, v in (sources or {}).items()}
+    return [load_benchmark(n, source=sources.get(spec_for(n, user).name), data_dir=data_dir, limit=limit,
                            on_error=on_error) for n in names]

@@ -28,7 +28,8 @@ interrupted quickstart resumes where it stopped):
                  steps, lr, KL), but verl's stock ``single_turn_agent`` sampling whole chains and
                  GRPO instead of the tree agent loop, then the same evaluation.
 7. ``report``    a table (before / after RL, 95% Wilson intervals, format validity),
-                 ``reward_curve.png`` (mean leaf reward per RL step, held-out accuracy before and
+                 ``reward_curve.png`` (mean leaf reward and the policy's own path accuracy,
+                 ``rftt/policy_path_acc``, per RL step; held-out accuracy before and
                  after) and ``tree.html`` (one search tree of the held-out split after RL, as
                  ``rftt show --html`` renders it: gold-free search reward apart from correctness).
 8. ``real_model`` (only with ``--real-model``) test-time functional tree search, in ``text`` token
@@ -79,7 +80,7 @@ class QuickstartConfig:
     rl_prompts: int = 16          # prompts per RL step (= data.train_batch_size, as the recipe)
     rl_leaves: int = 4            # rollout.n = search iterations per prompt (recipe: 16)
     rl_mini_batch: int = 4        # prompts per optimizer step (recipe: 1, i.e. 16 optimizer steps per RL step;
-                                  # with this tiny model that many steps at lr >= 1e-4 degrade it, see README)
+                                  # with this tiny model that many steps at lr >= 1e-4 degrade it, docs/quickstart-results.md)
     rl_lr: float = 5e-5           # tiny model: large steps (the paper uses 5e-7 for 7B). Measured, 40 steps: 1e-4 made
                                   # seed 1 worse (-1.6 points), 7e-5 gave it +8.8, 5e-5 +15.6 (docs/quickstart-results.md)
     # The toy policy is near-deterministic after SFT: sample step text at temperature 1 so leaves of a
@@ -275,6 +276,11 @@ class Quickstart:
         steps = parse_step_metrics(lines)
         curve = {s: m.get("critic/score/mean") for s, m in sorted(steps.items()) if "critic/score/mean" in m}
         _write_json(self.out / name / "reward_curve.json", curve)
+        # the accuracy of the policy's own path (first MCTS iteration: the most probable tags), which
+        # shows learning where the mean over the search's forced explorations does not (tree RL only)
+        policy = {s: m["rftt/policy_path_acc"] for s, m in sorted(steps.items()) if "rftt/policy_path_acc" in m}
+        if policy:
+            _write_json(self.out / name / "policy_path_acc.json", policy)
         shutil.copytree(_latest_hf(ckpt, actor=True), self.out / name / "hf", dirs_exist_ok=True)
         shutil.rmtree(ckpt, ignore_errors=True)  # optimizer state: not needed once exported
         first, last = (list(curve.values())[0], list(curve.values())[-1]) if curve else (float("nan"),) * 2
@@ -328,7 +334,10 @@ class Quickstart:
     def stage_report(self) -> str:
         table = self.table()
         (self.out / "results.md").write_text(table + "\n")
-        _write_json(self.out / "results.json", self.results())
+        from rftt_plugin.evaluation.provenance import provenance
+
+        # the rows, then what produced them (package versions, git revision): docs/reproducibility.md
+        _write_json(self.out / "results.json", {**self.results(), **provenance()})
         self._plot_reward()
         trees = sorted((self.out / "eval_rl" / "tree" / "trees").glob("*.json"))
         if trees:
@@ -433,9 +442,10 @@ class Quickstart:
     def _plot_reward(self) -> None:
         curves = {}
         for name, label in (("rl", "tree RL (+recipe=rftt)"), ("rl_chain", "chain RL (single_turn_agent)")):
-            path = self.out / name / "reward_curve.json"
-            if path.exists():
-                curves[label] = {int(k): v for k, v in json.loads(path.read_text()).items()}
+            for file, what in (("reward_curve.json", "mean leaf reward"), ("policy_path_acc.json", "policy-path acc")):
+                path = self.out / name / file
+                if path.exists():
+                    curves[f"{label}: {what}"] = {int(k): v for k, v in json.loads(path.read_text()).items()}
         if not curves:
             return
         import matplotlib
@@ -446,10 +456,11 @@ class Quickstart:
         res = self.results()
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2]})
         for label, curve in curves.items():
-            ax.plot(list(curve), list(curve.values()), marker="o", ms=3, label=label)
+            ax.plot(list(curve), list(curve.values()), marker="o", ms=3, label=label,
+                    linestyle="--" if label.endswith("policy-path acc") else "-")
         ax.set_xlabel("RL step")
-        ax.set_ylabel("mean leaf reward (critic/score/mean)")
-        ax.set_title("phase 2 on CPU: training reward")
+        ax.set_ylabel("critic/score/mean; rftt/policy_path_acc")
+        ax.set_title("phase 2 on CPU: training curves")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         cols = ["chain pass@1", f"tree acc@{max(self.config.rollouts)}"]

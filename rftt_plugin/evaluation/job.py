@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_dir, load_benchmarks
+from rftt_plugin.evaluation.provenance import provenance
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
 from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
@@ -107,6 +108,7 @@ class EvalConfig:
     overwrite: bool = False
     progress: bool = True
     command: str | None = None            # recorded in results (the CLI fills it in)
+    device_line: str | None = None        # printed when the hf model loads: what --device/--dtype auto chose
 
     def validate(self) -> None:
         problems = []
@@ -193,6 +195,8 @@ def build_engine(cfg: EvalConfig, with_tokenizer: bool = True):
     functional-token layout, chain mode only the chat template."""
     from rftt_plugin.backends.engine import EngineError, make_engine
 
+    if cfg.backend == "hf" and cfg.device_line:
+        print(cfg.device_line, file=sys.stderr)
     try:
         engine = make_engine(cfg.backend, cfg.model, tokenizer=cfg.tokenizer,
                              token_mode=cfg.token_mode if cfg.mode == "tree" else None, base_url=cfg.base_url,
@@ -398,9 +402,10 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         "rollouts": cfg.rollouts if cfg.mode == "tree" else None,
         "sources": sources,
         "fingerprint": cfg.fingerprint(),
-        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")},
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite", "device_line")},
         "command": cfg.command,
         "hardware": hw,
+        **provenance(),  # versions (torch, verl, transformers, math-verify, ...) and git_revision
         "wall_s": wall_s,
         "ran": ran,
         "resumed": resumed,

@@ -252,10 +252,10 @@ def parse_budgets(text: str | Iterable[int]) -> list[int]:
         try:
             k = int(p)
         except (TypeError, ValueError):
-            raise ValueError(f"--rollouts: {p!r} is not an integer") from None
+            raise ValueError(f"--iterations: {p!r} is not an integer") from None
         if k < 1:
-            raise ValueError(f"--rollouts: budgets must be >= 1, got {k}")
+            raise ValueError(f"--iterations: budgets must be >= 1, got {k}")
         out.append(k)
     if not out:
-        raise ValueError("--rollouts: no budget given")
+        raise ValueError("--iterations: no budget given")
     return sorted(set(out))

@@ -14,7 +14,9 @@ starts Ray, which resolves the interpolation:
 
 The same resolver validates the whole composed config (the typed ``rftt:`` schema, unknown keys,
 ranges, and the cross-section checks of ``rftt_plugin.config.schema``) before Ray starts, so a typo
-or an impossible setting stops the run in seconds with one line naming the key.
+or an impossible setting stops the run in seconds with one line naming the key; with a PRM reward
+rule it also makes one real scoring call to ``rftt.reward.prm.url`` (a down PRM stops the run here,
+not after hours of leaves dropped for want of a score).
 
 (If rftt-plugin is not installed at all, ``+recipe=rftt`` cannot resolve and Hydra adds a plain
 ``recipe: rftt`` key; nothing of ours can run then. ``--info defaults`` shows what was composed.)
@@ -50,8 +52,23 @@ def require_plugin(value=None, *, _root_=None):
     if _root_ is not None:
         from rftt_plugin.config.schema import check_composed_config
 
-        check_composed_config(_root_)
+        settings = check_composed_config(_root_)
+        reward = getattr(settings, "reward", None)
+        if reward is not None and reward.needs_prm:
+            check_prm(reward.prm)
     return value
+
+
+_PRM_CHECKED: dict = {}  # PRM settings -> report: the resolver runs on every read of its key
+
+
+def check_prm(prm) -> str:
+    """One real scoring call to a PRM service before Ray starts (once per process and setting)."""
+    if prm not in _PRM_CHECKED:
+        from rftt_plugin.reward.prm import preflight
+
+        _PRM_CHECKED[prm] = preflight(prm)  # raises PRMError, one line naming rftt.reward.prm.url
+    return _PRM_CHECKED[prm]
 
 
 def register_resolver() -> None:

@@ -12,13 +12,26 @@ of their prompt in the dataloader batch, then by session and index (verl's key f
 ``{uid}_{session_id}_{index}``), which is the order verl's V0 trainer used. Sampling, eviction and
 refill are verl's. The recipes select it with ``trainer.v1.sampler.custom_sampler`` (a public
 verl setting); it is for ``trainer.v1.trainer_mode=sync`` only, and says so otherwise.
+
+It is also where the tree metrics join verl's step metrics: ``sample()`` returns ``(batch,
+metrics)`` and the V1 trainer logs those metrics with the step (``_step_once``). For a training
+batch the buffer reads the sampled rows' ``extra_fields`` from TransferQueue (as verl's own
+filter_groups does) and adds :func:`rftt_plugin.search.step_metrics.step_metrics` of them (the
+``rftt/...`` keys, docs/training-metrics.md). Fail-soft: a metrics problem is logged once per
+kind and never stops training.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Sequence
 
+import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+from rftt_plugin.search.step_metrics import step_metrics
+
+logger = logging.getLogger("rftt_plugin")
 
 
 def dataset_order(keys: Sequence[str], prompt_order: Iterable[str]) -> list[int]:
@@ -64,3 +77,26 @@ class DatasetOrderReplayBuffer(ReplayBuffer):
         if order != list(range(len(order))):
             batch.reorder(order)
         return batch
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps, partition_id, batch_size)
+        if partition_id == "train":  # validation metrics come from reward_extra_info (verl's own path)
+            metrics = {**metrics, **self._tree_metrics(batch)}
+        return batch, metrics
+
+    _warned: set[str] = set()
+
+    def _tree_metrics(self, batch) -> dict[str, float]:
+        try:
+            keys = list(batch.keys)
+            if not keys:
+                return {}
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+            return step_metrics(list(data["extra_fields"]))
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop training
+            kind = type(exc).__name__
+            if kind not in self._warned:
+                self._warned.add(kind)
+                logger.warning("rftt tree metrics skipped for this batch (%s: %s); training goes on. Further %s "
+                               "errors are not logged again.", kind, exc, kind, exc_info=True)
+            return {"rftt/metrics_errors": 1.0}

@@ -178,6 +178,27 @@ async def read_tag_logprobs_cached(server_manager: Any, request_id: str, context
     return [found[c] for c in candidates]
 
 
+class _UsageCounter:
+    """Wraps verl's server manager to count prompt tokens and, where the engine reports them
+    (vLLM: ``extra_fields["num_cached_tokens"]``), the prefix-cache hits of every call of a tree."""
+
+    def __init__(self, server_manager: Any):
+        self._inner = server_manager
+        self.reported_prompt_tokens = 0   # prompt tokens of the calls that reported a cache count
+        self.cached_tokens = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate(self, *args, **kwargs):
+        out = await self._inner.generate(*args, **kwargs)
+        cached = (getattr(out, "extra_fields", None) or {}).get("num_cached_tokens")
+        if isinstance(cached, int) and not isinstance(cached, bool):
+            self.reported_prompt_tokens += len(kwargs.get("prompt_ids") or ())
+            self.cached_tokens += cached
+        return out
+
+
 class VerlServerBackend(BaseBackend):
     """Backend for one tree: every call goes through ``server_manager`` with the tree's request id."""
 
@@ -188,7 +209,8 @@ class VerlServerBackend(BaseBackend):
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
-        self.server_manager = server_manager
+        self.usage = _UsageCounter(server_manager)
+        self.server_manager = self.usage
         self.request_id = request_id
         self.eos_id = int(eos_id)
         self.readout_top_k = int(readout_top_k)

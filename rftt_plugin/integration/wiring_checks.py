@@ -82,7 +82,7 @@ def _recipe_checks(recipe: str) -> list[Check]:
         cfg = _compose_recipe(recipe, trainer)
     except Exception as exc:
         return [Check(f"recipe {recipe}: resolvable", False, f"{type(exc).__name__}: {exc}",
-                      "the recipe group is not on Hydra's search path: reinstall rftt-plugin (pip install rftt-plugin) "
+                      "the recipe group is not on Hydra's search path: reinstall rftt-plugin (pip install -e <your rftt-plugin clone>) "
                       "and make sure `import verl` loads it (VERL_USE_EXTERNAL_PLUGINS unset or containing 'rftt')")]
     section = cfg.get("rftt")
     checks.append(Check(f"recipe {recipe}: resolvable", section is not None,
@@ -147,7 +147,7 @@ def run_checks(model: str | None = None) -> list[Check]:
 
         return guard.plugin_loaded(), f"VERL_USE_EXTERNAL_PLUGINS={os.environ.get('VERL_USE_EXTERNAL_PLUGINS', 'auto')}"
 
-    checks.append(_check("verl loads the rftt plugin", "pip install rftt-plugin into the env that runs verl; "
+    checks.append(_check("verl loads the rftt plugin", "pip install -e <your rftt-plugin clone> into the env that runs verl; "
                          "unset VERL_USE_EXTERNAL_PLUGINS or include 'rftt'; then read the ERROR logged by 'rftt_plugin'",
                          plugin))
     try:

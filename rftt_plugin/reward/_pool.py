@@ -14,10 +14,12 @@ Design, and why:
   The first caller may be a short-lived executor thread (verl's reward loop), so a keeper thread
   of ours builds the pool and stays alive as long as it; replacements are forked by pebble's own
   manager thread, which lives as long as the pool. Grading from many fresh thread pools is safe.
-- **A deadline per call, a bounded queue.** Each call gets ``deadline = start + timeout_s``: the
-  wait for a slot and the work together never exceed it (a call still queued at its deadline
-  returns ``queue_timeout``, the work gets only what is left). At most ``max_queue`` callers wait;
-  more get ``overloaded`` at once.
+- **The bound is on the work, not on waiting.** ``timeout_s`` is pebble's per-task timeout, which
+  counts from the moment a worker starts the item, so queueing and worker start-up on a busy
+  machine never turn a trivial comparison into a timeout. Waiting has its own limit: a call not
+  started by its ``deadline`` (``start + queue_timeout_s``) returns ``queue_timeout``; at most
+  ``max_queue`` callers wait, more get ``overloaded`` at once. Both are load, not the item, and
+  callers see them apart from ``timeout`` (the work overran).
 - **Slow items do not hold the line.** ``workers`` items run at a time; an item that has run for
   ``slow_after_s`` stops counting against that, so up to ``overflow_workers`` more processes serve
   the queue while slow items run out their bound. An item still running after ``renice_after_s``
@@ -42,6 +44,7 @@ from typing import Callable, NamedTuple
 logger = logging.getLogger("rftt_plugin.reward")
 
 OVERLOADED = "overloaded"
+_GRACE_S = 2.0   # how long past its bound we wait for pebble to report a kill before giving up
 
 
 class GraderUnavailable(RuntimeError):
@@ -53,6 +56,7 @@ class PoolSettings:
     workers: int = 2                   # items running at once (normal load)
     overflow_workers: int = 4          # extra processes for the queue while slow items run
     slow_after_s: float = 0.5          # an item running this long no longer counts against `workers`
+    queue_timeout_s: float = 60.0      # default wait limit for a worker (callers pass their deadline)
     renice_after_s: float = 2.0        # an item running this long is almost surely hang bait: renice
     max_queue: int = 4096              # callers waiting for a slot; more are answered "overloaded"
     memory_limit_mb: int | None = 4096  # growth cap per worker (RLIMIT_AS over the forked size)
@@ -61,7 +65,7 @@ class PoolSettings:
 
 class Outcome(NamedTuple):
     """``status``: ``ok`` (``reply`` is the worker's dict), ``timeout`` (the work overran and the
-    worker was killed), ``queue_timeout`` (the deadline passed before a slot came free),
+    worker was killed), ``queue_timeout`` (no worker started the item by the deadline),
     ``overloaded`` (queue full) or ``error`` (the worker died on the item twice / pool broken).
     ``full_budget``: the work had (nearly) the whole bound, so a timeout says something about the
     item and may be cached."""
@@ -316,8 +320,11 @@ class GraderPool:
         return self._gate.snapshot()
 
     def run(self, pred: str, gold: str, pred_percent: bool, gold_percent: bool,
-            timeout_s: float, deadline: float | None = None) -> Outcome:
-        """Compare in a worker within ``deadline`` (monotonic; default now + ``timeout_s``)."""
+            timeout_s: float, deadline: float | None = None, raw: bool = False) -> Outcome:
+        """Compare in a worker: the item may wait for a worker until ``deadline`` (monotonic;
+        default now + ``queue_timeout_s``), and its work then has ``timeout_s`` from the moment a
+        worker starts it (pebble's per-task timeout, which kills the worker). A call therefore
+        ends by ``deadline + timeout_s`` plus a short grace, however busy the machine is."""
         from concurrent.futures import CancelledError
         from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
@@ -327,7 +334,7 @@ class GraderPool:
         from rftt_plugin.reward import _worker
 
         if deadline is None:
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + self.settings.queue_timeout_s
         token = self._gate.acquire(deadline)
         if token == OVERLOADED:
             self._event("overloaded", 1)
@@ -335,31 +342,39 @@ class GraderPool:
         if token is None:
             self._event("queue_timeouts", 1)
             return Outcome(None, "queue_timeout")
+        end = max(deadline, time.monotonic()) + timeout_s   # the latest the work may end
         try:
             for _ in range(3):  # a retry after a worker death or a broken pool
-                budget = min(timeout_s, deadline - time.monotonic())
-                if budget <= 0:
-                    self._event("queue_timeouts", 1)
-                    return Outcome(None, "queue_timeout")
+                budget = min(timeout_s, end - time.monotonic())
+                if budget <= 0.05:
+                    break
                 full = budget >= 0.9 * timeout_s
                 handle = self._handle
                 if self._closed:
                     raise GraderUnavailable("grader pool is shut down")
                 try:
-                    future = handle.pool.schedule(_worker.compare_task, args=(pred, gold, pred_percent, gold_percent))
+                    future = handle.pool.schedule(_worker.compare_task, timeout=budget,
+                                                  args=(pred, gold, pred_percent, gold_percent, raw))
                 except RuntimeError:  # "pool is not active" / "unexpected error": broken
                     self._rebuild(handle)
                     continue
                 try:
-                    return Outcome(future.result(timeout=budget), "ok", full)
+                    # pebble enforces `budget` once the work starts; this wait only backs it up
+                    wait = max(0.0, deadline - time.monotonic()) + budget + _GRACE_S
+                    return Outcome(future.result(timeout=wait), "ok", full)
                 except FutureTimeout:
-                    future.cancel()  # pebble kills the worker and forks a replacement
+                    if not future.done():      # never started (or pebble's timer is stuck)
+                        started = future.running()
+                        future.cancel()
+                        self._event("worker_restarts" if started else "queue_timeouts", 1)
+                        return Outcome(None, "timeout" if started else "queue_timeout", full and started)
+                    # done with pebble's TimeoutError: the work overran, the worker was killed
                     self._event("worker_restarts", 1)
                     return Outcome(None, "timeout", full)
                 except ProcessExpired:  # the worker died on this item (killed, OOM, segfault)
                     self._event("worker_restarts", 1)
                     self._event("worker_deaths", 1)
-                    continue  # once more on a fresh worker, within what is left of the deadline
+                    continue  # once more on a fresh worker, within what is left of the bound
                 except (BrokenProcessPool, CancelledError, RuntimeError):
                     self._rebuild(handle)
                     continue

@@ -187,9 +187,16 @@ def _exact_digits(expr) -> float:
 def _parse(answer: str) -> tuple:
     """math-verify's parse of one boxed answer, cached: in RL the same gold (and often the same
     answer) comes back for every sample of a prompt. Sympy objects are immutable, so sharing is safe."""
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    targets = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    # units=False: math-verify's unit removal deletes trailing letters from a list of "unit" words
+    # on both sides without comparing them ("2ab" parses as 2, "5 m" equals "5 cm"). Units were
+    # read for their meaning before the worker (rftt_plugin.reward.quantity) and removed.
+    normalization = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True,
+                                        boxed="all", equations=False)
+    targets = (LatexExtractionConfig(boxed_match_priority=0, normalization_config=normalization),
+               ExprExtractionConfig())
     return tuple(parse("\\boxed{" + answer + "}", targets, parsing_timeout=None))
 
 
@@ -241,10 +248,20 @@ def preload() -> None:
     compare("\\frac{1}{2}", "0.5")
 
 
-def compare_task(pred: str, gold: str, pred_percent: bool, gold_percent: bool) -> dict:
+def compare_task(pred: str, gold: str, pred_percent: bool, gold_percent: bool, raw: bool = False) -> dict:
     """What the pool runs: :func:`compare` with errors turned into an ``error`` reply (one bad item
-    must not look like a dead worker)."""
+    must not look like a dead worker). ``raw``: the pair was too long to prepare in the caller's
+    thread, so the pure steps run here, under the pool's time bound (``fast`` in the reply when
+    they decided it)."""
     try:
+        if raw:
+            from rftt_plugin.reward.answer_match import prepare
+
+            prepared = prepare(pred, gold)
+            if prepared.verdict is not None:
+                return {"equal": prepared.verdict, "gold_parsed": True, "pred_parsed": True, "fast": True}
+            pred, gold = prepared.pred, prepared.gold
+            pred_percent, gold_percent = prepared.pred_percent, prepared.gold_percent
         return compare(pred, gold, pred_percent, gold_percent)
     except MemoryError:
         return {"equal": False, "gold_parsed": False, "pred_parsed": False, "error": "MemoryError"}

@@ -6,9 +6,15 @@ module cannot decide goes to math-verify in a worker process.
 
 What a careful human grader forgives, and this module therefore rewrites before comparing:
 
-- currency signs and words: ``\\$18.50``, ``18.5 dollars``, ``\\text{\\$}18.5`` all mean 18.5
-  (a dropped trailing zero on money is just the same number);
-- a trailing unit: ``5\\text{ cm}``, ``5 \\mbox{cm}^2``, ``12 apples``, after a number;
+- currency signs: ``\\$18.50``, ``\\text{\\$}18.5``, ``USD 18.5`` are 18.5 *dollars* (the sign becomes
+  the unit, so ``\\$20`` is not ``20 \\text{ cents}``; a dropped trailing zero is the same number);
+- units, scale words and hedges are read for their meaning by :mod:`rftt_plugin.reward.quantity`:
+  a unit on one side only is forgiven, two different units are not equal, ``3\\text{ thousand}``
+  is 3000, and "5 or 6", "5 is not the answer" are never 5; letters glued to a number are symbols
+  (``2x`` is not 2);
+- a based numeral is equal only to the same digits in the same base (``101_2`` is not ``101``),
+  and a tuple ``(1,2)`` is not the set ``\\{1,2\\}``;
+- ``\\phantom{..}`` typesets nothing, so what it holds is not part of the answer;
 - nested text macros around the whole answer: ``\\text{\\textbf{(C)}}`` is ``(C)``;
 - repeating decimals: ``0.\\overline{3}``, ``0.1\\overline{6}``, ``0.\\dot{3}``, ``0.333\\ldots``
   are exact fractions (1/3, 1/6, ...);
@@ -32,9 +38,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["clean_answer", "exact_int", "fast_verdict", "split_percent", "tower_log10"]
+from rftt_plugin.reward.quantity import prose_words, split_quantity, strip_phantoms
+
+__all__ = ["Prepared", "clean_answer", "exact_int", "fast_verdict", "hedges", "prepare", "split_percent", "tower_log10"]
 
 # ----------------------------------------------------------------------------------------------
 # Notation clean-up (applied to both sides before any comparison)
@@ -45,21 +54,16 @@ _WHOLE_WRAP_RE = re.compile(r"^\\" + _TEXT_MACROS + r"\s*\{(.*)\}$", re.S)
 _CURRENCY_RE = re.compile(r"\\text\{\s*\\\$\s*\}|\\textdollar(?![A-Za-z])|\\\$|\$|\\mathdollar(?![A-Za-z])|US\$|\bUSD\b")
 _NUMBER = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[+-]?\.\d+"
 _SIMPLE_NUMBER = r"(?:" + _NUMBER + r"|[+-]?\\[dt]?frac\{\d+\}\{\d+\})"
-# a trailing unit in a text macro after a number: "5\text{ cm}", "5\,\mbox{cm}^2", "5 \text{square feet}"
-_TEXT_UNIT_RE = re.compile(r"^(" + _SIMPLE_NUMBER + r")(?:\s|\\[,;:! ]|\\quad)*\\" + _TEXT_MACROS
-                           + r"\{\s*[A-Za-z][A-Za-z .\-]*\}(?:\^\{?[23]\}?)?\.?$")
-# plain unit words after a number: "18 dollars", "12 square feet", "3 cm^2"
-_WORD_UNIT_RE = re.compile(r"^(" + _SIMPLE_NUMBER + r")(?:\s|\\[,;:! ])*(?:[A-Za-z]+\.?\s*){1,3}(?:\^\{?[23]\}?)?\.?$")
-# words that are not units: "3 or 4", "5 and 6", "x", "i" (imaginary unit), "e", "pi"
-_NOT_UNITS = {"or", "and", "i", "e", "pi", "x", "y", "z", "n", "k", "to", "plus", "minus", "times", "over"}
-
 _OVERLINE_RE = re.compile(r"^([+-]?)(\d*)\.(\d*)\\(?:overline|bar)\{?(\d+)\}?$")
 _DOT_RE = re.compile(r"^([+-]?)(\d*)\.(\d*)\\dot\{?(\d)\}?(?:(\d*)\\dot\{?(\d)\}?)?$")
 _ELLIPSIS_RE = re.compile(r"^([+-]?)(\d*)\.(\d+)\s*(?:\\ldots|\\dots|\\cdots|\.\.\.|…)$")
 
 _BRACED = r"\{(?:[^{}]|\{[^{}]*\})*\}"   # one level of nesting: \frac{1}{\sqrt{2}}
-_SCALAR = (r"[+-]?(?:\d+(?:\.\d+)?|\\[dt]?frac" + _BRACED + _BRACED + r"|\\sqrt(?:\[\d+\])?" + _BRACED
+# (?![\d.]) keeps a run of digits one token: without it "(\d+)+" splits 24 digits 2^23 ways
+# before failing (2.6 s, doubling per digit; issue 27)
+_SCALAR = (r"[+-]?(?:\d+(?:\.\d+)?(?![\d.])|\\[dt]?frac" + _BRACED + _BRACED + r"|\\sqrt(?:\[\d+\])?" + _BRACED
            + r"|\\sqrt\d|\\pi|\s|\\cdot)+")
+_MAX_TUPLE_CHARS = 400
 _SCALED_TUPLE_RE = re.compile(r"^(" + _SCALAR + r")\s*(?:\\cdot|\\times)?\s*(?:\\left)?\(([^()]*)(?:\\right)?\)$")
 
 
@@ -148,6 +152,8 @@ def _split_top_level(s: str) -> list[str] | None:
 
 def _scaled_tuple(s: str) -> str | None:
     """``2(1,2,3)`` -> ``(2,4,6)``; ``\\frac{1}{\\sqrt{2}}(1,1)`` -> ``(\\frac{1}{\\sqrt{2}}\\cdot(1),...)``."""
+    if len(s) > _MAX_TUPLE_CHARS:
+        return None   # the pattern's blank runs backtrack quadratically; no scaled tuple is this long
     m = _SCALED_TUPLE_RE.match(s.strip())
     if not m:
         return None
@@ -169,26 +175,16 @@ def clean_answer(s: str) -> str:
     """Rewrite notation a human grader ignores (see the module docstring); other text unchanged.
 
     >>> clean_answer("\\\\text{\\\\textbf{Evelyn}}"), clean_answer("18 dollars"), clean_answer("\\\\$1,000")
-    ('\\\\text{Evelyn}', '18', '1,000')
+    ('\\\\text{Evelyn}', '18 dollars', '1,000\\\\text{ dollars}')
     >>> clean_answer("0.1\\\\overline{6}"), clean_answer("2(1, -2, 3)"), clean_answer("3 or 4")
     ('\\\\frac{1}{6}', '(2,-4,6)', '3 or 4')
     """
     s = s.strip()
     s = _strip_wrappers(s)
-    s = _CURRENCY_RE.sub("", s).strip()
-    s = _strip_wrappers(s)
-    for _ in range(2):  # "\$5\text{ dollars}" -> "5"
-        m = _TEXT_UNIT_RE.match(s)
-        if m:
-            s = m.group(1)
-            continue
-        m = _WORD_UNIT_RE.match(s)
-        if m:
-            words = re.findall(r"[A-Za-z]+", s[m.end(1):])
-            if words and not any(w.lower() in _NOT_UNITS for w in words):
-                s = m.group(1)
-                continue
-        break
+    if _CURRENCY_RE.search(s):
+        s = _strip_wrappers(_CURRENCY_RE.sub("", s).strip())
+        if re.fullmatch(_SIMPLE_NUMBER, s):
+            s += "\\text{ dollars}"   # the sign is the unit: \$20 is 20 dollars, not 20 cents
     rep = _repeating_decimal(s)
     if rep is not None:
         return rep
@@ -207,13 +203,12 @@ _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])")
 _FRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
 _DEGREE_RE = re.compile(r"\^\{?\\circ\}?$")
 _WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|textup)\{([^{}]*)\}$")
-_UNIT_RE = re.compile(r"\\(?:text|mbox|mathrm)\{[^{}]*\}$")
 _EQUATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,2}=([^=<>]+)$")
 _PERCENT_RE = re.compile(r"(?:\\%|%)$")
 _MATH_THOUSANDS_RE = re.compile(r",\\!\s*(?=\d{3})")      # MATH writes 10,\!080
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")  # no space after the comma
 _INT_RE = re.compile(r"^[+-]?\d+$")
-_DECIMAL_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+_DECIMAL_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")   # no "\d+\.?\d*": quadratic on long digit runs
 _MAX_FAST_DIGITS = 4000  # int() refuses longer strings (CPython's int_max_str_digits)
 
 
@@ -453,12 +448,77 @@ def _collection_verdict(p: str, g: str) -> bool | None | str:
     return len(vp) == len(vg) and all(a[0] == b[0] for a, b in zip(vp, vg))
 
 
+# A numeral with a base subscript: 101_2, 101_{2}, (101)_2. The digits hold at least one decimal
+# digit, so a subscripted letter (a_{12}, x_2) is never read as a numeral.
+_BASED_RE = re.compile(r"^\(?([0-9A-Za-z]{1,64})\)?_\{?(\d{1,2})\}?$")
+# LaTeX that hedges or qualifies an answer: "5 \lor 6", "\approx 5", "x \neq 5"
+_HEDGE_COMMAND_RE = re.compile(r"\\(?:lor|vee|approx|simeq|sim|neq|ne|lessgtr|gtrless)(?![A-Za-z])")
+
+
+def _numeral(s: str) -> tuple[str, int] | None:
+    """(digits, base) of a based numeral or a plain non-negative integer (base 10); else None."""
+    m = _BASED_RE.match(s)
+    if m:
+        digits, base = m.group(1).upper(), int(m.group(2))
+        if not 2 <= base <= 36 or not any(c.isdigit() for c in digits):
+            return None
+        if any(int(c, 36) >= base for c in digits):
+            return None
+        return digits.lstrip("0") or "0", base
+    if _INT_RE.match(s) and not s.startswith("-"):
+        return s.lstrip("+").lstrip("0") or "0", 10
+    return None
+
+
+def _base_verdict(p: str, g: str) -> bool | str:
+    """Either side written with a base subscript: equal only as the same digits in the same base
+    (base 10 may be explicit). ``"n/a"`` when neither side is a based numeral."""
+    if not (_BASED_RE.match(p) or _BASED_RE.match(g)):
+        return "n/a"
+    np_, ng = _numeral(p), _numeral(g)
+    if np_ is None or ng is None:
+        return "n/a"
+    return np_ == ng
+
+
+def _outer_bracket(s: str) -> str | None:
+    """``"set"`` for ``\\{...\\}``, ``"tuple"`` for one ``(...)`` group holding a comma; else None."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "set"
+    if s.startswith("(") and s.endswith(")") and "," in s:
+        depth = 0
+        for i, ch in enumerate(s):
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0 and i < len(s) - 1:
+                return None      # "(0,1)\cup(2,3)": the first bracket closes early
+        return "tuple"
+    return None
+
+
+def _decimal_key(s: str) -> tuple[bool, str, str] | None:
+    """A plain decimal of any length as (negative, integer digits, fraction digits), without
+    converting it to a number: equal keys are equal values. None when ``s`` is not one."""
+    if not _DECIMAL_RE.match(s):
+        return None
+    negative = s.startswith("-")
+    whole, _, frac = s.lstrip("+-").partition(".")
+    whole, frac = whole.lstrip("0"), frac.rstrip("0")
+    return (negative and bool(whole or frac)), whole, frac
+
+
+def hedges(s: str) -> set[str]:
+    """Hedge words and hedging LaTeX commands in ``s`` (see :mod:`rftt_plugin.reward.quantity`)."""
+    return prose_words(s) | set(_HEDGE_COMMAND_RE.findall(s))
+
+
 def fast_verdict(pred: str, gold: str) -> bool | None:
     """Cheap decision without sympy, or None when only the symbolic path can tell.
 
-    Expects texts already passed through :func:`clean_answer`. Decides by exact arithmetic when
-    both sides are plain rational numbers or integer towers (also after dropping a trailing
-    ``\\text{unit}`` or an ``x =`` in the answer), sets of rationals in any order, or tuples of
+    Expects texts already passed through :func:`clean_answer`. Refuses an answer that hedges
+    where the gold does not, two different units, and a based numeral or a tuple/set that does
+    not match the gold's kind. Decides by exact arithmetic when both sides are plain rational
+    numbers (after units and scale words; decimals of any length by their digits) or integer
+    towers (also after an ``x =`` in the answer), sets of rationals in any order, or tuples of
     rationals; "not equal" for a plain-number gold against a literal tower/factorial with vastly
     more digits. Everything else (radicals, expressions, intervals) goes to math-verify.
 
@@ -474,20 +534,35 @@ def fast_verdict(pred: str, gold: str) -> bool | None:
     (True, True, True)
     >>> fast_verdict("(2,1)", "(1,2)"), fast_verdict("1, 500", "1500"), fast_verdict("\\\\{1,2\\\\}", "1,2,3")
     (False, None, False)
+    >>> fast_verdict("5 \\\\text{ m}", "5 \\\\text{ cm}"), fast_verdict("3\\\\text{ thousand}", "3000"), fast_verdict("5 or 6", "5")
+    (False, True, False)
+    >>> fast_verdict("101_2", "101"), fast_verdict("(1,2)", "\\\\{1,2\\\\}")
+    (False, False)
     """
-    p, g = _canon(pred), _canon(gold)
+    if hedges(pred) - hedges(gold):
+        return False              # "5 or 6", "5 is not the answer", "\approx 5": not an answer
+    qp, qg = split_quantity(pred), split_quantity(gold)
+    if qp.unit and qg.unit and qp.unit != qg.unit:
+        return False              # 5 m is not 5 cm (a unit on one side only is forgiven)
+    p, g = _canon(qp.core), _canon(qg.core)
     if not p or not g:
         return None
     if p == g:
         return True
+    based = _base_verdict(p, g)
+    if based != "n/a":
+        return based
+    kinds = {_outer_bracket(p), _outer_bracket(g)}
+    if kinds == {"set", "tuple"}:
+        return False              # (1,2) is ordered, {1,2} is not
+    kp, kg = _decimal_key(p), _decimal_key(g)
+    if kp is not None and kg is not None:
+        return kp == kg           # exact at any length, no int() of 10,000 digits
     candidates = [(p, g)]
     if "=" not in g:
         m = _EQUATION_RE.match(p)
         if m:
             candidates.append((m.group(1), g))  # "x=5" answers "5" (math-verify agrees)
-    p_unitless, g_unitless = _UNIT_RE.sub("", p), _UNIT_RE.sub("", g)
-    if (p_unitless, g_unitless) != (p, g) and p_unitless and g_unitless:
-        candidates.append((p_unitless, g_unitless))  # "5\\text{ cm}" answers "5"
     for a, b in candidates:
         if a == b:
             return True
@@ -500,3 +575,38 @@ def fast_verdict(pred: str, gold: str) -> bool | None:
         if size is not None and size > 1e4:
             return False  # >10,000 digits cannot equal a number written with <= 64 characters
     return None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One (pred, gold) pair after the pure steps: ``verdict`` when they decided it, else the two
+    texts for math-verify (units and hedge-free scale words already read) and the percent flags."""
+
+    verdict: bool | None
+    pred: str
+    gold: str
+    pred_percent: bool = False
+    gold_percent: bool = False
+
+
+def prepare(pred: str, gold: str) -> Prepared:
+    """Every pure step for one pair: phantoms, :func:`clean_answer`, a trailing percent sign,
+    :func:`fast_verdict`; what is left for math-verify has its units removed (they were compared
+    here, and math-verify would drop them on both sides without comparing).
+
+    >>> prepare("\\\\phantom{5}", "5").verdict, prepare("5\\\\text{ cm}", "5").verdict
+    (False, True)
+    >>> p = prepare("\\\\sqrt{4}\\\\text{ cm}", "2\\\\text{ cm}"); (p.verdict, p.pred, p.gold)
+    (None, '\\\\sqrt{4}', '2')
+    """
+    pred, gold = strip_phantoms(pred), strip_phantoms(gold)
+    if not pred.strip():
+        return Prepared(False, "", gold)
+    pred_text, pred_percent = split_percent(clean_answer(pred))
+    gold_text, gold_percent = split_percent(clean_answer(gold))
+    fast = fast_verdict(pred_text, gold_text)
+    if fast is False and pred_percent != gold_percent and not (hedges(pred_text) - hedges(gold_text)):
+        fast = None  # "100%" vs "1": only the symbolic path applies the 1/100 factor
+    if fast is not None:
+        return Prepared(fast, pred_text, gold_text, pred_percent, gold_percent)
+    return Prepared(None, split_quantity(pred_text).core, split_quantity(gold_text).core, pred_percent, gold_percent)

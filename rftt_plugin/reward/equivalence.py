@@ -9,13 +9,19 @@ Order of checks for one (pred, gold) pair:
 
 1. no answer / unusable gold / absurdly long answer -> not equivalent, no symbolic work;
 2. the per-process LRU cache keyed by (pred, gold);
-3. both sides through :func:`~rftt_plugin.reward.answer_match.clean_answer` (currency, units,
-   nested ``\\text``, repeating decimals, a scalar factored out of a tuple), then
-   :func:`~rftt_plugin.reward.answer_match.fast_verdict`: exact arithmetic on plain numbers,
-   small power towers, sets and tuples of rationals; huge towers against a plain number;
-4. math-verify ``parse`` + ``verify`` (gold as guide) in a worker process, with a deadline per
-   call (queueing and work together, ``timeout_s``, 5 s by default) and a hard kill of a worker
-   that overruns; the item then counts as not equivalent with ``timed_out=True``. Inside the
+3. :func:`~rftt_plugin.reward.answer_match.prepare`: phantoms, notation clean-up (currency as a
+   unit, nested ``\\text``, repeating decimals, a scalar factored out of a tuple), units, scale
+   words and hedges read for their meaning, then exact arithmetic on plain numbers, small power
+   towers, sets and tuples of rationals, based numerals; huge towers against a plain number.
+   A pair longer than ``inline_max_chars`` is prepared in the worker instead, under the time
+   bound (no step outside the bound may take long on any input);
+4. math-verify ``parse`` + ``verify`` (gold as guide) in a worker process, with a bound on the
+   *work* (``timeout_s``, 5 s by default, counted from the moment a worker starts the item) and
+   a hard kill of a worker that overruns; the item then counts as not equivalent with
+   ``timed_out=True``. Waiting for a worker has its own, longer limit (``queue_timeout_s``, 60 s):
+   on a busy machine a trivial comparison waits and then gets its verdict; a call still waiting
+   at that limit returns ``method="queue_timeout"`` (``Verdict.status == "overloaded"``), which
+   callers tell apart from work that overran (``status == "timeout"``). Inside the
    worker, an answer holding a power or factorial of more than a million digits (while the gold
    does not) is refused before sympy sees it, and a math-verify "equal" between two numbers is
    re-checked exactly (math-verify rounds to 6 decimals, so 0.142857 "equals" 1/7); a ``%`` on one
@@ -49,7 +55,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from rftt_plugin.reward._pool import GraderPool, GraderUnavailable, PoolSettings
-from rftt_plugin.reward.answer_match import clean_answer, fast_verdict, split_percent
+from rftt_plugin.reward.answer_match import fast_verdict, prepare
 from rftt_plugin.reward.extract import GoldAnswer, normalize_gold
 
 __all__ = [
@@ -80,14 +86,16 @@ class GraderConfig:
     """Settings of this process's grader (see :func:`configure`; env vars give the defaults)."""
 
     workers: int = 2                  # items graded at once under normal load
-    timeout_s: float = 5.0            # hard wall-clock bound per call: queueing + work
+    timeout_s: float = 5.0            # hard bound on one item's work, from when a worker starts it
+    queue_timeout_s: float = 60.0     # how long a call may wait for a worker (load, not the item)
     overflow_workers: int = 4         # extra processes that serve the queue while slow items run
     slow_after_s: float = 0.5         # an item running this long stops holding one of `workers`
     max_queue: int = 4096             # callers waiting for a worker; more are refused at once
     memory_limit_mb: int | None = 4096  # growth cap per worker: hang bait must not eat the machine
     startup_timeout_s: float = 60.0   # the pool must import math-verify and fork within this
     cache_size: int = 65536
-    max_answer_chars: int = 2000      # longer answers are not parsed (no real answer is this long)
+    max_answer_chars: int = 2000      # longer answers are refused, unless the gold is as long
+    inline_max_chars: int = 512       # longer pairs are cleaned and compared in a worker (bounded)
 
     def pool_settings(self) -> PoolSettings:
         return PoolSettings(workers=self.workers, overflow_workers=self.overflow_workers,
@@ -100,17 +108,41 @@ class Verdict:
     """Outcome of one equivalence check.
 
     ``method`` says what decided it: ``"no_answer"``, ``"no_gold"``, ``"too_long"`` (answer text over
-    ``max_answer_chars``), ``"cache"``, ``"fast_path"``, ``"symbolic"``, ``"too_large"`` (the answer
-    holds a power/factorial of over a million digits and the gold does not), ``"timeout"`` (the work
-    overran), ``"queue_timeout"`` (the call's deadline passed while it waited for a worker: load,
-    not the item; not cached), ``"overloaded"`` (too many callers waiting; not cached) or
-    ``"error"`` (worker crashed / unavailable). A cached verdict keeps its ``timed_out`` flag.
+    ``max_answer_chars`` and twice the gold's length), ``"cache"``, ``"fast_path"``, ``"symbolic"``,
+    ``"too_large"`` (the answer holds a power/factorial of over a million digits and the gold does
+    not), ``"timeout"`` (the work overran ``timeout_s``), ``"queue_timeout"`` (no worker started the
+    item within ``queue_timeout_s``: load, not the item; not cached), ``"overloaded"`` (too many
+    callers waiting; not cached) or ``"error"`` (worker crashed / unavailable; not cached). A
+    cached verdict keeps its ``timed_out`` flag, which is True for ``timeout``, ``queue_timeout``
+    and ``overloaded`` (as before); :attr:`status` tells them apart.
+
+    >>> Verdict(False, timed_out=True, method="queue_timeout").status
+    'overloaded'
+    >>> Verdict(True, method="fast_path").graded, Verdict(False, timed_out=True, method="timeout").status
+    (True, 'timeout')
     """
 
     equivalent: bool
     timed_out: bool = False
     method: str = "symbolic"
     parse_failed: bool = False
+
+    @property
+    def status(self) -> str:
+        """``"graded"`` (``equivalent`` is the grader's verdict), ``"timeout"`` (the item's work
+        overran the bound: hang bait or a huge expression), ``"overloaded"`` (no worker was free
+        in time, or the queue was full: the machine, not the item) or ``"error"`` (a worker
+        crashed or the pool is unavailable). Only ``"graded"`` says anything about the answer."""
+        if self.method in ("queue_timeout", "overloaded"):
+            return "overloaded"
+        if self.method == "error":
+            return "error"
+        return "timeout" if self.timed_out else "graded"
+
+    @property
+    def graded(self) -> bool:
+        """True when ``equivalent`` is a verdict on the answer (see :attr:`status`)."""
+        return self.status == "graded"
 
 
 def _env_config() -> GraderConfig:
@@ -122,8 +154,11 @@ def _env_config() -> GraderConfig:
             cfg = replace(cfg, timeout_s=float(os.environ["RFTT_GRADER_TIMEOUT_S"]))
         if os.environ.get("RFTT_GRADER_OVERFLOW"):
             cfg = replace(cfg, overflow_workers=max(0, int(os.environ["RFTT_GRADER_OVERFLOW"])))
+        if os.environ.get("RFTT_GRADER_QUEUE_TIMEOUT_S"):
+            cfg = replace(cfg, queue_timeout_s=float(os.environ["RFTT_GRADER_QUEUE_TIMEOUT_S"]))
     except ValueError:
-        logger.warning("ignoring malformed RFTT_GRADER_WORKERS / RFTT_GRADER_TIMEOUT_S / RFTT_GRADER_OVERFLOW")
+        logger.warning("ignoring malformed RFTT_GRADER_WORKERS / RFTT_GRADER_TIMEOUT_S / RFTT_GRADER_OVERFLOW / "
+                       "RFTT_GRADER_QUEUE_TIMEOUT_S")
     return cfg
 
 
@@ -256,10 +291,12 @@ def configure(**changes) -> GraderConfig:
     state = _current_state()
     with state.lock:
         new = replace(state.config, **changes)
-        if new.workers < 1 or new.timeout_s <= 0 or new.overflow_workers < 0 or new.max_queue < 1:
-            raise ValueError(f"grader needs workers >= 1, timeout_s > 0, overflow_workers >= 0 and "
-                             f"max_queue >= 1; got workers={new.workers}, timeout_s={new.timeout_s}, "
-                             f"overflow_workers={new.overflow_workers}, max_queue={new.max_queue}")
+        if (new.workers < 1 or new.timeout_s <= 0 or new.overflow_workers < 0 or new.max_queue < 1
+                or new.queue_timeout_s <= 0):
+            raise ValueError(f"grader needs workers >= 1, timeout_s > 0, queue_timeout_s > 0, overflow_workers "
+                             f">= 0 and max_queue >= 1; got workers={new.workers}, timeout_s={new.timeout_s}, "
+                             f"queue_timeout_s={new.queue_timeout_s}, overflow_workers={new.overflow_workers}, "
+                             f"max_queue={new.max_queue}")
         if new == state.config:
             return new
         pool = None
@@ -325,48 +362,69 @@ def _as_gold(gold: GoldAnswer | str) -> GoldAnswer:
     return gold if isinstance(gold, GoldAnswer) else normalize_gold(gold)
 
 
-def _precheck(pred: str | None, gold: GoldAnswer, state: _State):
-    """Everything before the pool. Returns (verdict or None, key, pred, gold_text, flags)."""
+@dataclass(frozen=True)
+class _Job:
+    """What the worker is asked: ``raw`` pairs (too long to prepare inline) are prepared there."""
+
+    key: tuple
+    pred: str
+    gold: str
+    pred_percent: bool = False
+    gold_percent: bool = False
+    raw: bool = False
+
+
+def _gold_text(gold: GoldAnswer) -> str:
+    # the gold's "\$" was taken out of its items; put it back as the unit it is
+    return "\\$" + gold.text if gold.currency and len(gold.items) == 1 else gold.text
+
+
+def _precheck(pred: str | None, gold: GoldAnswer, state: _State) -> tuple[Verdict | None, _Job | None]:
+    """Everything before the pool: a verdict, or the job for a worker.
+
+    Runs in the caller's thread, so only on bounded input: a pair longer than
+    ``inline_max_chars`` is handed to a worker raw (prepared there, under the time bound)."""
     state.stats.add("calls")
     if pred is None or not pred.replace("\x00", "").strip():
         state.stats.add("no_answer")
-        return Verdict(False, method="no_answer"), None, "", "", (False, False)
+        return Verdict(False, method="no_answer"), None
     if not gold.usable:
         state.stats.add("no_gold")
-        return Verdict(False, method="no_gold"), None, "", "", (False, False)
+        return Verdict(False, method="no_gold"), None
     pred = pred.replace("\x00", "").strip()
-    if len(pred) > state.config.max_answer_chars:
+    gold_text = _gold_text(gold)
+    cfg = state.config
+    if len(pred) > max(cfg.max_answer_chars, 2 * len(gold_text) + 64):
         state.stats.add("too_long")
-        return Verdict(False, method="too_long"), None, "", "", (False, False)
-    key = (pred, gold.text)
-    pred_text, pred_percent = split_percent(clean_answer(pred))
-    gold_text, gold_percent = split_percent(clean_answer(gold.text))
+        return Verdict(False, method="too_long"), None
+    key = (pred, gold_text)
     cached = state.cache.get(key)
     if cached is not None:
         state.stats.add("cache_hits")
-        return replace(cached, method="cache"), key, pred_text, gold_text, (pred_percent, gold_percent)
-    fast = fast_verdict(pred_text, gold_text)
-    if fast is False and pred_percent != gold_percent:
-        fast = None  # "100%" vs "1": only the symbolic path applies the 1/100 factor
-    if fast is not None:
+        return replace(cached, method="cache"), None
+    if max(len(pred), len(gold_text)) > cfg.inline_max_chars:
+        return None, _Job(key, pred, gold_text, raw=True)
+    prepared = prepare(pred, gold_text)
+    if prepared.verdict is not None:
         state.stats.add("fast_path_hits")
-        verdict = Verdict(fast, method="fast_path")
+        verdict = Verdict(prepared.verdict, method="fast_path")
         state.cache.put(key, verdict)
-        return verdict, key, pred_text, gold_text, (pred_percent, gold_percent)
-    return None, key, pred_text, gold_text, (pred_percent, gold_percent)
+        return verdict, None
+    return None, _Job(key, prepared.pred, prepared.gold, prepared.pred_percent, prepared.gold_percent)
 
 
-def _symbolic(key, pred_text: str, gold_text: str, flags: tuple[bool, bool], timeout_s: float | None,
-              state: _State, start: float) -> Verdict:
-    """The worker path. ``start`` (monotonic) is when the call began: the call's deadline is
-    ``start + bound``, plus the time it took to build the pool if this call had to build it."""
+def _symbolic(job: _Job, timeout_s: float | None, state: _State, start: float) -> Verdict:
+    """The worker path. ``start`` (monotonic) is when the call began: the call may wait for a
+    worker until ``start + queue_timeout_s`` (plus the time it took to build the pool, if this
+    call had to), and the work then has ``timeout_s`` from the moment a worker starts it."""
     state.stats.add("symbolic_calls")
     bound = float(timeout_s) if timeout_s else state.config.timeout_s
     try:
         before = time.monotonic()
         pool = _get_pool()
         built = time.monotonic() - before
-        outcome = pool.run(pred_text, gold_text, flags[0], flags[1], bound, deadline=start + bound + built)
+        outcome = pool.run(job.pred, job.gold, job.pred_percent, job.gold_percent, bound,
+                           deadline=start + state.config.queue_timeout_s + built, raw=job.raw)
     except GraderUnavailable:
         state.stats.add("worker_errors")
         logger.error("math grader unavailable; scoring as not equivalent", exc_info=True)
@@ -374,14 +432,14 @@ def _symbolic(key, pred_text: str, gold_text: str, flags: tuple[bool, bool], tim
     reply, status = outcome.reply, outcome.status
     if status in ("queue_timeout", "overloaded"):
         # load, not the item: not cached, and counted by the pool
-        logger.warning("grader %s: no worker within the %.1f s bound; scoring as not equivalent",
-                       "overloaded" if status == "overloaded" else "queue too long", bound)
+        logger.warning("grader %s: no worker started the item within %.1f s; not graded",
+                       "overloaded" if status == "overloaded" else "queue too long", state.config.queue_timeout_s)
         return Verdict(False, timed_out=True, method=status)
     if status == "timeout":
         state.stats.add("timeouts")
         verdict = Verdict(False, timed_out=True, method="timeout")
         if not outcome.full_budget:
-            return verdict  # the work had only part of the bound (queueing): may pass next time
+            return verdict  # a retry after a worker death had only part of the bound
     elif status != "ok" or reply is None or reply.get("error"):
         state.stats.add("worker_errors")
         logger.warning("grader worker failed on an item (%s); scoring it as not equivalent",
@@ -390,6 +448,9 @@ def _symbolic(key, pred_text: str, gold_text: str, flags: tuple[bool, bool], tim
     elif reply.get("too_large"):
         state.stats.add("too_large")
         verdict = Verdict(False, method="too_large")
+    elif reply.get("fast"):
+        state.stats.add("fast_path_hits")
+        verdict = Verdict(bool(reply["equal"]), method="fast_path")
     else:
         parse_failed = not (reply.get("gold_parsed") and reply.get("pred_parsed"))
         if parse_failed:
@@ -397,7 +458,7 @@ def _symbolic(key, pred_text: str, gold_text: str, flags: tuple[bool, bool], tim
         verdict = Verdict(bool(reply["equal"]), method="symbolic", parse_failed=parse_failed)
     # Timeouts with the full bound are cached too: a policy that found a hang-inducing answer
     # would otherwise stall every reward worker for the full bound on each repeat.
-    state.cache.put(key, verdict)
+    state.cache.put(job.key, verdict)
     return verdict
 
 
@@ -405,16 +466,17 @@ def check_equivalence(pred: str | None, gold: GoldAnswer | str, *, timeout_s: fl
     """Is the extracted answer ``pred`` equivalent to ``gold``? Blocking, thread-safe.
 
     ``gold`` is a :class:`GoldAnswer` or a raw ground truth (normalised with ``normalize_gold``).
-    Returns within ``timeout_s`` (default: the configured 5 s) plus scheduling noise, also when
-    many callers compete for the workers.
+    ``timeout_s`` (default: the configured 5 s) bounds the item's work; waiting for a free worker
+    is bounded separately by ``queue_timeout_s``, so a call returns within about
+    ``queue_timeout_s + timeout_s`` however many callers compete (see :attr:`Verdict.status`).
     """
     start = time.monotonic()
     state = _current_state()
     gold = _as_gold(gold)
-    verdict, key, pred_text, gold_text, flags = _precheck(pred, gold, state)
+    verdict, job = _precheck(pred, gold, state)
     if verdict is not None:
         return verdict
-    return _symbolic(key, pred_text, gold_text, flags, timeout_s, state, start)
+    return _symbolic(job, timeout_s, state, start)
 
 
 def _get_executor(state: _State):
@@ -433,18 +495,17 @@ def _get_executor(state: _State):
 async def check_equivalence_async(pred: str | None, gold: GoldAnswer | str, *,
                                   timeout_s: float | None = None) -> Verdict:
     """Async :func:`check_equivalence`: cheap checks inline, the symbolic wait in a thread. The
-    deadline starts here, so a wait for a free executor thread counts against it too."""
+    queue limit starts here, so a wait for a free executor thread counts as queueing too."""
     start = time.monotonic()
     state = _current_state()
     gold = _as_gold(gold)
-    verdict, key, pred_text, gold_text, flags = _precheck(pred, gold, state)
+    verdict, job = _precheck(pred, gold, state)
     if verdict is not None:
         return verdict
     import asyncio
 
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_get_executor(state), _symbolic, key, pred_text, gold_text, flags,
-                                      timeout_s, state, start)
+    return await loop.run_in_executor(_get_executor(state), _symbolic, job, timeout_s, state, start)
 
 
 def is_equivalent(pred: str | None, gold: GoldAnswer | str) -> bool:
@@ -481,6 +542,7 @@ def grader_health(selftest: bool = True) -> dict:
         "sympy": _dist_version("sympy"),
         "workers": get_config().workers,
         "timeout_s": get_config().timeout_s,
+        "queue_timeout_s": get_config().queue_timeout_s,
     }
     ok = bool(info["math_verify"] and info["latex2sympy2_extended"] and info["antlr4_supported"])
     if selftest and ok:

@@ -72,10 +72,13 @@ class GoldAnswer:
     """A normalised reference answer: one or more LaTeX items that must all be matched.
 
     ``items`` is empty when the ground truth could not be read (then nothing is ever equivalent).
+    ``currency``: the ground truth wrote a ``\\$`` sign, which ``items`` leave out (``"\\$20"`` ->
+    ``("20",)``); the grader reads it as the unit dollar, so ``20 \\text{ cents}`` is not equal.
     """
 
     items: tuple[str, ...]
     kind: str  # "latex" | "number" | "gsm8k" | "list" | "unusable"
+    currency: bool = False
 
     @property
     def text(self) -> str:
@@ -305,6 +308,8 @@ def normalize_gold(ground_truth: object, data_source: str | None = None) -> Gold
         return GoldAnswer((), "unusable")
 
     # "\$" is a currency sign, never a math delimiter: drop it before "$" pairs are counted
+    # (and remember it: the sign is the answer's unit)
+    currency = "\\$" in ground_truth
     s = ground_truth.replace("\x00", "").replace("\\$", "").strip()
     if not s:
         return GoldAnswer((), "unusable")
@@ -325,4 +330,4 @@ def normalize_gold(ground_truth: object, data_source: str | None = None) -> Gold
     if not items:
         return GoldAnswer((), "unusable")
     is_number = len(items) == 1 and _PLAIN_NUMBER_RE.match(items[0]) is not None
-    return GoldAnswer(tuple(items), "number" if is_number else "latex")
+    return GoldAnswer(tuple(items), "number" if is_number else "latex", currency=currency and len(items) == 1)

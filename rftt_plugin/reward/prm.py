@@ -33,6 +33,7 @@ __all__ = [
     "build_step_scorer",
     "format_math_shepherd",
     "path_score",
+    "preflight",
     "step_tag_spans",
 ]
 
@@ -301,3 +302,41 @@ def build_step_scorer(settings: Any) -> StepScorer:
     if getattr(settings, "model", None):
         return TransformersStepScorer(settings.model, step_tag=settings.step_tag)
     raise ValueError("rftt.reward.prm has neither url nor model set")
+
+
+# A fixed two-step path: what one real scoring call before training sends.
+PREFLIGHT_QUESTION = "What is 1 + 1?"
+PREFLIGHT_STEPS = ["1 + 1 = 2.", "The answer is 2."]
+
+
+def preflight(settings: Any, *, load_model: bool = False, where: str = "rftt.reward.prm") -> str:
+    """One real scoring call to the configured PRM, before anything heavy starts.
+
+    Returns a one-line report; raises :class:`PRMError` with one line naming the setting when the
+    PRM cannot score (refused, unreachable, too slow for ``timeout_s``, an HTTP error, a malformed
+    answer). An in-process ``model`` is only loaded and called with ``load_model`` (``rftt doctor``);
+    the training driver leaves it to the workers, which load it anyway.
+    """
+    if getattr(settings, "url", None):
+        key = f"{where}.url={settings.url}"
+        scorer: Any = HttpStepScorer(url=settings.url, timeout_s=settings.timeout_s, batch_size=1, retries=0,
+                                     step_tag=settings.step_tag, request_key=settings.request_key,
+                                     response_key=settings.response_key)
+    elif getattr(settings, "model", None):
+        key = f"{where}.model={settings.model}"
+        if not load_model:
+            return f"{key}: in-process PRM, loaded by each agent-loop worker (check it with `rftt doctor --config`)"
+        try:
+            scorer = TransformersStepScorer(settings.model, step_tag=settings.step_tag)
+        except Exception as exc:  # noqa: BLE001 - any load failure is the user's setting
+            raise PRMError(f"{key}: the PRM model did not load ({type(exc).__name__}: {exc})") from exc
+    else:
+        raise PRMError(f"{where}: neither url nor model is set")
+    t0 = time.perf_counter()
+    try:
+        scores = scorer.score_steps(PREFLIGHT_QUESTION, list(PREFLIGHT_STEPS))
+    except Exception as exc:  # noqa: BLE001
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PRMError(f"{key}: the PRM did not score a test path ({type(exc).__name__}: {detail}); start it or fix "
+                       f"the setting, or train without a PRM (rftt.reward.rule=rftt)") from exc
+    return f"{key}: ok, scored a {len(scores)}-step test path in {time.perf_counter() - t0:.2f} s"

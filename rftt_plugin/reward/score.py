@@ -3,9 +3,15 @@
 Rules (keyword ``rule``; verl passes ``reward.custom_reward_function.reward_kwargs`` as kwargs):
 
 - ``rftt`` (default; the paper's outcome reward): 1.0 correct, 0.1 answered but wrong, 0.0 no
-  answer. An answer whose check timed out counts as answered but wrong (0.1).
+  answer. An answer whose check gave no verdict (timed out, or the grader pool was overloaded) is
+  flagged ``timed_out``; its score here is 0.1, but the ``rftt_tree`` agent loop never trains it:
+  it drops the leaf and counts it (``rftt/masked/grade_timeout``).
 - ``rftt_prm`` (the paper with a PRM): as ``rftt``, but a response with no answer gets
-  ``sigma`` = the PRM's score of the path instead of 0.
+  ``sigma = 0.1 x`` the PRM's score of the path instead of 0. **A deliberate departure from the
+  paper's formula read literally** (sigma = the PRM score, typically 0.5-0.95): that pays more for
+  not answering (a depth or budget cut, an ``<output>`` without a box) than for a wrong boxed
+  answer (0.1), an incentive to stop answering. Scaled into [0, 0.1], the PRM still ranks
+  unanswered paths against each other, and no unanswered path beats an answered one.
 - ``binary``: 1.0 correct, else 0.0.
 - ``blend`` (the reference code's last-step reward): ``0.6 * correct + 0.4 * prm``.
 
@@ -29,7 +35,7 @@ them across a batch): ``score``, ``acc``, ``pred``, ``has_answer``, ``format_ok`
 >>> score_response("\\\\boxed{6}", "5", rule="blend", prm_score=0.5).score
 0.2
 >>> score_response("no answer", "5", rule="rftt_prm", prm_score=[0.9, 0.3]).score
-0.3
+0.03
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from rftt_plugin.reward.equivalence import (
 )
 from rftt_plugin.reward.extract import Extraction, GoldAnswer, extract_answer, normalize_gold
 
-__all__ = ["MissingPRMScore", "PRM_RULES", "RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
+__all__ = ["MissingPRMScore", "NO_ANSWER_PRM_SCALE", "PRM_RULES", "RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
            "leaf_grader", "score_response", "score_response_async"]
 
 logger = logging.getLogger("rftt_plugin.reward")
@@ -55,6 +61,7 @@ RULES = ("rftt", "rftt_prm", "binary", "blend")
 PRM_RULES = ("rftt_prm", "blend")
 CORRECT, ANSWERED_WRONG, NO_ANSWER = 1.0, 0.1, 0.0   # the paper's outcome reward
 BLEND_OUTCOME, BLEND_PRM = 0.6, 0.4                 # reference code: 0.6 * c + 0.4 * p_n
+NO_ANSWER_PRM_SCALE = ANSWERED_WRONG                # rftt_prm: sigma = 0.1 x PRM, never above a wrong answer
 MAX_PRED_CHARS = 1000  # the pred string is logged by verl per sample; keep it bounded
 
 # verl adds these when a reward-model router is configured; we have no use for them.
@@ -76,9 +83,18 @@ class RewardResult:
     has_answer: bool
     format_ok: bool
     timed_out: bool
+    # the grader failed on the answer (a worker died, the pool is unavailable); not in to_dict
+    grader_error: bool = False
+
+    @property
+    def no_verdict(self) -> bool:
+        """The answer was never compared (time-out, overload, grader failure): ``score`` is not a judgement."""
+        return self.timed_out or self.grader_error
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("grader_error")
+        return out
 
 
 def _check_rule(rule: str) -> None:
@@ -134,7 +150,8 @@ def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: st
     if rule == "rftt":
         score = CORRECT if correct else (ANSWERED_WRONG if has_answer else NO_ANSWER)
     elif rule == "rftt_prm":
-        score = CORRECT if correct else (ANSWERED_WRONG if has_answer else _prm_value(prm_score, prm_default, rule))
+        score = CORRECT if correct else (ANSWERED_WRONG if has_answer
+                                         else NO_ANSWER_PRM_SCALE * _prm_value(prm_score, prm_default, rule))
     elif rule == "binary":
         score = 1.0 if correct else 0.0
     else:  # blend
@@ -142,8 +159,12 @@ def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: st
     if format_penalty and not format_ok:
         score -= float(format_penalty)
     pred = extraction.answer or ""
+    # only a "graded" verdict says anything about the answer (equivalence.Verdict.status): work that
+    # overran the bound or a grader with no free worker is flagged timed_out, a crashed one an error
+    status = verdict.status
     return RewardResult(score=round(score, 10), acc=bool(correct), pred=pred[:MAX_PRED_CHARS],
-                        has_answer=has_answer, format_ok=format_ok, timed_out=verdict.timed_out)
+                        has_answer=has_answer, format_ok=format_ok, timed_out=status in ("timeout", "overloaded"),
+                        grader_error=status == "error")
 
 
 def _prepare(response: str, gold: object, data_source: str | None, rule: str):

@@ -39,6 +39,11 @@ class SearchConfig:
     loss_on_inserted          loss mask of ids inserted by the search (opening tags, newlines,
                               EOS): 1 trains the tag choice as an action (the RFTT idea), 0 trains
                               only the sampled text.
+    step_retries              how many times a failed backend call (generation or tag read-out:
+                              an exception, an aborted request, an ``error`` result) is retried
+                              before its leaf counts as a fault: a faulted leaf is pruned from
+                              the tree, backs up nothing and is never emitted (an infrastructure
+                              fault is not the policy's choice).
     seed                      base seed; each step's sampling seed is derived from it, the
                               question and the node id, so a search is reproducible.
     token_mode                ``added`` (tags are single added tokens, exact tag probabilities
@@ -59,6 +64,7 @@ class SearchConfig:
     min_tag_prior: float = 0.0
     cut_reward: float = 0.0
     loss_on_inserted: bool = True
+    step_retries: int = 2
     seed: int = 0
     token_mode: str = "added"
 
@@ -95,6 +101,8 @@ class SearchConfig:
                 bad(name, "must be >= 1")
         if v["max_iterations"] < 0:
             bad("max_iterations", "must be >= 0 (0 = 4 x iterations)")
+        if not 0 <= v["step_retries"] <= 10:
+            bad("step_retries", "must be in [0, 10]")
         if not 0 <= v["min_tag_prior"] < 1:
             bad("min_tag_prior", "must be in [0, 1)")
         if v["token_mode"] not in TOKEN_MODES:
@@ -142,6 +150,7 @@ FIELD_HELP: dict[str, str] = {
     "min_tag_prior": "drop tags below this renormalised prior (0 = every allowed tag, faithful)",
     "cut_reward": "reward backed up from a leaf cut by depth or budget",
     "loss_on_inserted": "train the ids the search inserts (tags, EOS)",
+    "step_retries": "retries of a failed backend call before its leaf is dropped as a fault",
     "seed": "base seed of the search",
     "token_mode": "added (prepared model, single-id tags) or text",
 }

@@ -19,14 +19,21 @@ Per question, ``config.iterations`` iterations, each yielding one root-to-leaf p
    temperature 0.1 / top_p 0.95 by default; stop at a closing tag; at most 512 new ids (1024
    for ``direct_answer``) and never past the path budget ``max_response_tokens``.
 4. **grade** an ``<output>`` leaf with the pluggable ``grade(response_text)`` (sync or async),
-   once; any other leaf (depth cap, budget, failed step) gets ``config.cut_reward``.
+   once; any other leaf (depth cap, budget, a step the policy spoiled) gets ``config.cut_reward``.
 5. **back up**: Q += r, N += 1 on every node of the path, root included.
 
-Robustness: a step whose generation fails -- backend exception or ``error`` result, EOS inside
-the step, no closing tag within the max tokens, a different tag closing it, an empty text -- is
-kept with the ids it produced, marked terminal with that reason (see ``TERMINAL_REASONS``) and
-treated as a leaf; the tree carries on. If the *root* cannot be expanded there is nothing to
-search and the search ends with no leaves (``tree.meta["error"]``).
+Robustness: a step the *policy* spoiled -- EOS inside the step, no closing tag within the max
+tokens, a different tag closing it, an empty text -- is kept with the ids it produced, marked
+terminal with that reason (see ``TERMINAL_REASONS``) and treated as a leaf with ``cut_reward``; the
+tree carries on. An *infrastructure* fault is not the policy's doing and gets no made-up reward:
+a backend call that fails (exception, aborted request, ``error`` result) is retried
+``config.step_retries`` times; if it still fails, and likewise when the grader raises or
+signals no verdict (an exception with a ``cause`` attribute, see
+``rftt_plugin.search.tree.FAULT_CAUSES``), the leaf gets ``Node.fault``, is pruned from the tree
+(:meth:`Tree.prune`: no back-up, never selected again) and its iteration emits nothing
+(``Iteration.fault``; :attr:`SearchResult.slots` lists it as a :class:`Fault`). If the *root*
+cannot be expanded there is nothing to search and the search ends with no leaves
+(``tree.meta["error"]``).
 
 Duplicates: selection can end on a terminal leaf reached before; faithful mode
 (``distinct_leaves=False``) runs exactly ``iterations`` iterations and emits such a leaf again
@@ -50,14 +57,14 @@ import inspect
 import math
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from rftt_plugin.backends.base import Backend, Generation, SamplingParams
 from rftt_plugin.search.config import SearchConfig
 from rftt_plugin.search.layout import TokenLayout
 from rftt_plugin.search.select import select
-from rftt_plugin.search.tree import Iteration, Leaf, Node, Tree, TreeStats
+from rftt_plugin.search.tree import Fault, Iteration, Leaf, Node, Tree, TreeStats
 from rftt_plugin.tokens import TAGS, FunctionalTag, allowed_next
 
 GradeFn = Callable[[str], "float | Awaitable[float]"]
@@ -71,6 +78,12 @@ class SearchResult:
     leaves: list[Leaf]
     stats: TreeStats
     wall_s: float
+    # What each consumer slot gets, in iteration order: the emitted leaves, and in faithful mode
+    # (one path per iteration) a Fault where an iteration's leaf was a fault. Empty: use ``leaves``.
+    slots: list[Leaf | Fault] = field(default_factory=list)
+
+    def session_slots(self) -> list[Leaf | Fault]:
+        return self.slots or list(self.leaves)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -112,6 +125,14 @@ class FunctionalMCTS:
             if node is tree.root:  # the root could not be expanded: nothing to search
                 tree.meta["error"] = tree.root.error or "the root could not be expanded"
                 break
+            if node.fault is not None:  # no trustworthy reward: back up nothing, never select it again
+                tree.prune(node)
+                tree.iterations.append(Iteration(node.id, False, False, sum(n.generated for n in tree.nodes) - nodes0,
+                                                 tree.llm_calls - calls0, fault=node.fault))
+                if not tree.root.children:
+                    tree.meta["error"] = f"every branch of the root faulted (last: {node.error})"
+                    break
+                continue
             tree.backup(node, node.reward if node.reward is not None else cfg.cut_reward)
             duplicate = node.id in seen
             seen.add(node.id)
@@ -122,7 +143,19 @@ class FunctionalMCTS:
                                              tree.llm_calls - calls0))
         wall = time.perf_counter() - t0
         tree.meta["wall_s"] = wall
-        return SearchResult(tree, tree.paths(cfg.loss_on_inserted), tree.stats(), wall)
+        leaves = tree.paths(cfg.loss_on_inserted)
+        return SearchResult(tree, leaves, tree.stats(), wall, self._slots(tree, leaves))
+
+    def _slots(self, tree: Tree, leaves: list[Leaf]) -> list[Leaf | Fault]:
+        emitted = iter(leaves)
+        slots: list[Leaf | Fault] = []
+        for i, it in enumerate(tree.iterations):
+            if it.emitted:
+                slots.append(next(emitted))
+            elif it.fault and not self.config.distinct_leaves:
+                # faithful mode: iteration i is consumer i's path; it has none
+                slots.append(Fault(i, it.leaf, it.fault, tree[it.leaf].error or ""))
+        return slots
 
     # -- simulation -----------------------------------------------------------------------------
     async def _simulate(self, tree: Tree, node: Node, grade: GradeFn | None, salt: int) -> Node:
@@ -145,22 +178,28 @@ class FunctionalMCTS:
             self._terminate(node, "output" if node.tag is FunctionalTag.OUTPUT else "depth")
             return
         context = tree.context_ids(node.id)
-        try:
-            if self.layout.mode == "added":
-                scores = await self.backend.next_token_logprobs(
-                    context, [self.layout.open_id(t) for t in tags])
-            else:
-                scores = await self.backend.sequence_logprobs(
-                    context, [self.layout.ranking_candidate(t) for t in tags])
-            scores = [float(s) for s in scores]
-            if len(scores) != len(tags):
-                raise ValueError(f"backend returned {len(scores)} scores for {len(tags)} tags")
-        except Exception as exc:  # noqa: BLE001 - a failed call ends this branch, not the tree
-            node.error = _error_text(exc)
-            self._terminate(node, "error")
+        for attempt in range(self.config.step_retries + 1):
+            if attempt:
+                tree.meta["retries"] = int(tree.meta.get("retries", 0)) + 1
+            try:
+                if self.layout.mode == "added":
+                    scores = await self.backend.next_token_logprobs(
+                        context, [self.layout.open_id(t) for t in tags])
+                else:
+                    scores = await self.backend.sequence_logprobs(
+                        context, [self.layout.ranking_candidate(t) for t in tags])
+                scores = [float(s) for s in scores]
+                if len(scores) != len(tags):
+                    raise ValueError(f"backend returned {len(scores)} scores for {len(tags)} tags")
+                break
+            except Exception as exc:  # noqa: BLE001 - a failed call ends this branch, not the tree
+                node.error = _error_text(exc)
+            finally:
+                tree.llm_calls += 1
+        else:
+            self._fault(node, "step_error")
             return
-        finally:
-            tree.llm_calls += 1
+        node.error = None
         scores = [s if not math.isnan(s) else -math.inf for s in scores]
         order = sorted(range(len(tags)), key=lambda i: (-scores[i], i))
         top = max(scores)
@@ -197,15 +236,23 @@ class FunctionalMCTS:
                                 top_p=cfg.step_top_p, top_k=cfg.step_top_k,
                                 stop_token_ids=layout.stop_token_ids, stop=layout.stop_strings,
                                 seed=self._step_seed(salt, node))
-        try:
-            gen = await self.backend.generate(context + list(segment), params)
-        except Exception as exc:  # noqa: BLE001
-            gen = Generation.failed(_error_text(exc))
-        finally:
-            tree.llm_calls += 1
+        for attempt in range(cfg.step_retries + 1):
+            if attempt:
+                tree.meta["retries"] = int(tree.meta.get("retries", 0)) + 1
+            try:
+                gen = await self.backend.generate(context + list(segment), params)
+            except Exception as exc:  # noqa: BLE001
+                gen = Generation.failed(_error_text(exc))
+            finally:
+                tree.llm_calls += 1
+            if gen.finish_reason != "error":
+                break
         node.finish_reason = gen.finish_reason
         node.append(gen.token_ids, gen.logprobs, sampled=True)
         reason = self._check_step(node, gen, budget_limited=params.max_tokens < cap)
+        if reason == "error":
+            self._fault(node, "step_error")
+            return
         if reason is not None:
             self._terminate(node, reason)
             return
@@ -265,7 +312,13 @@ class FunctionalMCTS:
         node.terminal_reason = reason
         node.reward = self.config.cut_reward
 
-    async def _grade(self, tree: Tree, node: Node, grade: GradeFn | None) -> float:
+    def _fault(self, node: Node, cause: str) -> None:
+        """A leaf without a trustworthy reward (the search loop prunes it)."""
+        node.terminal_reason = node.terminal_reason or "error"
+        node.fault = cause
+        node.reward = None
+
+    async def _grade(self, tree: Tree, node: Node, grade: GradeFn | None) -> float | None:
         if grade is None:
             return 0.0
         text = self.layout.decode(tree.response_ids(node.id))
@@ -274,8 +327,12 @@ class FunctionalMCTS:
             if inspect.isawaitable(value):
                 value = await value
             return float(value)
-        except Exception as exc:  # noqa: BLE001 - a grader failure must not kill the tree
+        except Exception as exc:  # noqa: BLE001 - a grader failure must not kill the tree ...
+            if getattr(exc, "fatal", False):
+                raise  # ... unless it says the run must stop (e.g. the PRM failed too often in a row)
             node.error = f"grade: {_error_text(exc)}"
-            logger.warning("grading leaf %d failed (scored as cut_reward %s): %s", node.id, self.config.cut_reward,
+            cause = getattr(exc, "cause", None)
+            self._fault(node, cause if isinstance(cause, str) else "grade_error")
+            logger.warning("grading leaf %d failed (%s; the leaf is dropped, not scored): %s", node.id, node.fault,
                            node.error)
-            return self.config.cut_reward
+            return None

@@ -46,8 +46,30 @@ TERMINAL_REASONS = {
     "empty": "the step text is empty",
     "wrong_tag": "the step was closed by another tag or opened a tag inside itself",
     "overhang": "text mode: the token that completed the closing tag carries non-space text after it",
-    "error": "the backend failed (exception or error result)",
+    "error": "the backend failed (exception or error result) after its retries: a fault, pruned",
 }
+
+# Why a leaf carries no trustworthy reward (``Node.fault``). Such a leaf is pruned from the tree:
+# it backs up nothing, selection never returns to it, and no training row is made of it.
+FAULT_CAUSES = {
+    "step_error": "a generation or tag read-out failed after rftt.search.step_retries retries",
+    "grade_timeout": "the answer check gave no verdict (timed out or the grader was overloaded)",
+    "grade_error": "the grader raised",
+    "prm_error": "the PRM gave no score after its retries",
+}
+
+
+
+class LeafFault(Exception):
+    """Raised by a grader when a leaf gets no trustworthy reward; the search prunes the leaf and
+    records ``cause`` (a :data:`FAULT_CAUSES` key) instead of scoring it."""
+
+    def __init__(self, cause: str, message: str):
+        if cause not in FAULT_CAUSES:
+            raise ValueError(f"unknown fault cause {cause!r}; choose one of {', '.join(FAULT_CAUSES)}")
+        super().__init__(message)
+        self.cause = cause
+
 
 TREE_FORMAT = "rftt-tree/1"
 
@@ -73,6 +95,7 @@ class Node:
     reward: float | None = None   # set on terminal nodes
     finish_reason: str | None = None
     error: str | None = None
+    fault: str | None = None      # a FAULT_CAUSES key: the node's reward is unknown, it was pruned
     Q: float = 0.0
     N: int = 0
 
@@ -137,6 +160,17 @@ class Iteration:
     duplicate: bool = False       # the leaf had been reached by an earlier iteration
     new_nodes: int = 0            # steps generated in this iteration
     llm_calls: int = 0
+    fault: str | None = None      # the leaf was a fault (FAULT_CAUSES): pruned, not emitted
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An iteration whose leaf has no trustworthy reward: it yields no training sequence."""
+
+    iteration: int
+    leaf_id: int
+    cause: str                    # a FAULT_CAUSES key
+    error: str = ""
 
 
 @dataclass
@@ -180,6 +214,8 @@ class TreeStats:
     terminal_reasons: dict[str, int]  # over the distinct leaves
     mean_reward: float            # over the emitted paths
     max_reward: float
+    faults: dict[str, int] = field(default_factory=dict)  # faulted iterations by cause
+    retries: int = 0              # backend calls retried (each retry once)
 
     @property
     def token_ratio(self) -> float:
@@ -259,6 +295,17 @@ class Tree:
             stack.extend(self.nodes[c] for c in n.children)
         return True
 
+    def prune(self, node: Node) -> None:
+        """Detach a faulted node (and any ancestor left without children) from the tree: selection
+        and statistics never see it again; it stays in ``nodes`` for display and JSON."""
+        while node.parent is not None:
+            parent = self.nodes[node.parent]
+            if node.id in parent.children:
+                parent.children.remove(node.id)
+            if parent.children or parent.parent is None or parent.terminal:
+                return
+            node = parent  # an expanded step whose every child faulted: nothing left to search below it
+
     def backup(self, leaf: Node, reward: float) -> None:
         """Q += reward, N += 1 on every node from the root to ``leaf``."""
         node: Node | None = leaf
@@ -268,6 +315,24 @@ class Tree:
             node = None if node.parent is None else self.nodes[node.parent]
 
     # -- leaves ---------------------------------------------------------------------------------
+    def prefix_spans(self, node_id: int, length: int | None = None) -> dict[str, list[int]]:
+        """Where each step of the path to ``node_id`` sits in that leaf's response ids.
+
+        For trainers that share prefixes across the leaves of a tree: ``node_ids`` (root excluded),
+        ``parent_ids`` (0 = the root, i.e. the prompt) and ``starts`` (offset of each node's first id
+        in the response; node ``k`` spans ``[starts[k], starts[k+1])``, the last one runs to the end,
+        the search's EOS included). Two leaves that share a node id share exactly those ids. With
+        ``length`` (a response cut to that many ids), nodes that start at or after it are left out.
+        """
+        path = self.path(node_id)
+        starts, offset = [], 0
+        for n in path:
+            starts.append(offset)
+            offset += len(n.token_ids)
+        keep = len(path) if length is None else sum(s < length for s in starts)
+        return {"node_ids": [n.id for n in path][:keep], "parent_ids": [int(n.parent) for n in path][:keep],
+                "starts": starts[:keep]}
+
     def leaf(self, node_id: int, iteration: int = -1, loss_on_inserted: bool = True,
              duplicate: bool = False) -> Leaf:
         """The training record of the path that ends at ``node_id``."""
@@ -331,6 +396,8 @@ class Tree:
             terminal_reasons=dict(Counter(self.nodes[i].terminal_reason or "open" for i in unique)),
             mean_reward=sum(rewards) / len(rewards) if rewards else 0.0,
             max_reward=max(rewards, default=0.0),
+            faults=dict(Counter(it.fault for it in self.iterations if it.fault)),
+            retries=int(self.meta.get("retries", 0)),
         )
 
     # -- JSON -----------------------------------------------------------------------------------

@@ -49,6 +49,12 @@ def _leaf_iterations(tree: Tree) -> dict[int, list[int]]:
     return out
 
 
+def _kids(tree: Tree, n: Node) -> list[Node]:
+    """``n``'s children in rank order, then any the search pruned as faults (shown, marked)."""
+    pruned = [m for m in tree.nodes if m.parent == n.id and m.fault and m.id not in n.children]
+    return [tree[c] for c in n.children] + pruned
+
+
 def _value_rgb(v: float) -> str:
     """Red (0) -> yellow -> green (1); values outside [0, 1] are clipped."""
     v = 0.0 if math.isnan(v) else min(1.0, max(0.0, v))
@@ -67,10 +73,15 @@ def summary_line(tree: Tree) -> str:
 # --------------------------------------------------------------------------------------------
 
 def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int | None = None,
-                color: bool = False) -> str:
-    """An indented tree, one line per generated step."""
+                color: bool = False, correct: dict[int, bool | None] | None = None) -> str:
+    """An indented tree, one line per generated step.
+
+    An ``<output>`` leaf is marked ✓ / ✗ only by its verdict against the gold answer (``correct``,
+    default :func:`leaf_correctness`, as the HTML page), never by the search reward: under eval's
+    ``answered`` search reward a wrong boxed answer has reward 1. Without a gold: ``•``."""
     tree = as_tree(obj)
     leaves = _leaf_iterations(tree)
+    verdicts = leaf_correctness(tree) if correct is None else correct
 
     def paint(s: str, code: str) -> str:
         return f"\x1b[{code}m{s}\x1b[0m" if color else s
@@ -90,9 +101,13 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
         parts = [f"#{n.id}", paint(f"<{tag}>", _ANSI.get(tag, "0")), f"p={n.prior:.2f}", f"N={n.N}",
                  f"Q/N={value(n.value)}"]
         if n.terminal:
-            mark = "✓" if n.terminal_reason == "output" and (n.reward or 0) >= 1 else "•"
-            parts.append(paint(f"{mark} {_short(n.terminal_reason, 30)} r={n.reward if n.reward is not None else 0:.2f}",
-                               "1" if n.terminal_reason == "output" else "2"))
+            verdict = verdicts.get(n.id) if n.terminal_reason == "output" else None
+            mark = {True: "✓", False: "✗"}.get(verdict, "•")
+            reward = "r=none" if n.reward is None else f"r={n.reward:.2f}"
+            parts.append(paint(f"{mark} {_short(n.terminal_reason, 30)} {reward}",
+                               {True: "32", False: "31"}.get(verdict, "1" if n.terminal_reason == "output" else "2")))
+        if n.fault:
+            parts.append(paint(f"[fault: {n.fault}, not trained]", "31"))
         if n.id in leaves:
             parts.append(f"it={','.join(map(str, leaves[n.id]))}")
         if n.error:
@@ -100,7 +115,7 @@ def render_text(obj: Tree | dict[str, Any], *, width: int = 70, max_depth: int |
         return " ".join(parts) + f'  "{_short(n.text, width)}"'
 
     def walk(n: Node, prefix: str) -> None:
-        kids = [tree[c] for c in n.children]
+        kids = _kids(tree, n)
         shown = [k for k in kids if k.generated]
         hidden = len(kids) - len(shown)
         if max_depth is not None and n.depth >= max_depth:
@@ -173,12 +188,30 @@ def leaf_correctness(obj: Tree | dict[str, Any]) -> dict[int, bool | None]:
     of the ``<output>`` step, math equivalence), independent of what the search backed up.
     """
     tree = as_tree(obj)
-    leaves = [n for n in tree.nodes if n.terminal_reason == "output"]
+    leaves = [n for n in tree.nodes if n.terminal_reason == "output" and n.fault is None]
     if tree.gold is None or str(tree.gold).strip() == "":
         return {n.id: None for n in leaves}
     from rftt_plugin.reward import score_response
 
     return {n.id: bool(score_response(f"<output>\n{n.text}\n</output>", str(tree.gold)).acc) for n in leaves}
+
+
+def gold_accuracy(trees: list[Tree]) -> dict[str, Any]:
+    """First-leaf and any-leaf accuracy against each tree's gold (as the page's verdicts).
+
+    ``graded`` counts the trees with a gold answer; accuracies are over those (None if there are none).
+    The first leaf is the first emitted iteration's (the policy's most probable tags)."""
+    first = any_ = graded = 0
+    for tree in trees:
+        if tree.gold is None or str(tree.gold).strip() == "":
+            continue
+        graded += 1
+        verdicts = leaf_correctness(tree)
+        emitted = [it.leaf for it in tree.iterations if it.emitted]
+        first += bool(emitted and verdicts.get(emitted[0]))
+        any_ += any(verdicts.get(i) for i in emitted)
+    return {"graded": graded, "first_leaf_accuracy": first / graded if graded else None,
+            "any_leaf_accuracy": any_ / graded if graded else None}
 
 
 def _verdict(correct: bool | None, gold: Any) -> str:
@@ -204,11 +237,14 @@ def _html_node(tree: Tree, n: Node, leaves: dict[int, list[int]], open_depth: in
         bits.append(f'<span class="term">{html.escape(n.terminal_reason or "")}</span>')
         bits.append(f'<span class="sr" title="search reward ({html.escape(reward_name)})">'
                     f'search r={r:.2f}</span>')
-        if n.terminal_reason == "output":
+        if n.fault:
+            bits.append(f'<span class="verdict" style="background:{_UNKNOWN}" title="an infrastructure fault: '
+                        f'no reward, never trained">fault: {html.escape(n.fault)}</span>')
+        elif n.terminal_reason == "output":
             bits.append(_verdict(correct.get(n.id), tree.gold))
     if n.id in leaves:
         bits.append(f'<span class="meta">iterations {", ".join(map(str, leaves[n.id]))}</span>')
-    kids = [tree[c] for c in n.children]
+    kids = _kids(tree, n)
     shown = [k for k in kids if k.generated]
     body = [f"<pre>{html.escape(n.text)}</pre>"] if n.text else []
     details = (f"log P(tag)={n.prior_logprob:.3f} · {len(n.token_ids)} ids ({n.n_sampled} sampled)"
@@ -245,8 +281,8 @@ def render_html(obj: Tree | dict[str, Any], *, title: str | None = None, open_de
     tally = (f"{sum(n_out)} of {len(n_out)} answer leaves correct against the gold" if n_out else
              "answer leaves not graded (no gold)")
     root = tree.root
-    roots = "".join(_html_node(tree, tree[c], leaves, open_depth, correct, reward_name)
-                    for c in root.children if tree[c].generated)
+    roots = "".join(_html_node(tree, k, leaves, open_depth, correct, reward_name)
+                    for k in _kids(tree, root) if k.generated)
     head = title or "RFTT search tree"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(head)}</title>
