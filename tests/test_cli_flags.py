@@ -122,4 +122,4 @@ def test_parsed_values_of_alias_and_new_name_agree():
     s = ["--questions", "q", "--out", "o"]
     assert parse(search_cmd, [*s, "--no-progress"]).quiet is True and parse(search_cmd, s).quiet is False
     assert parse(search_cmd, [*s, "--logprob-method", "top_logprobs"]).logprob_method == "top_logprobs"
-    assert parse(search_cmd, s).logprob_method == "prompt_logprobs"
+    assert parse(search_cmd, s).logprob_method == "auto"  # the recipe's default too

@@ -55,13 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     src.add_argument("--served-model-name", help="model name on the server (default: --model)")
     src.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
-    src.add_argument("--tag-readout", dest="logprob_method", choices=("prompt_logprobs", "top_logprobs"),
-                     default="prompt_logprobs",
-                     help="openai: how tag probabilities are read from the server: prompt_logprobs (exact, "
-                          "default) or top_logprobs (top-k of one sampled token). Same name as the recipe's "
-                          "rftt.tag_readout, whose default `auto` is the cached read-out of verl's own server")
-    deprecated_alias(src, "--logprob-method", "--tag-readout", "logprob_method",
-                     choices=("prompt_logprobs", "top_logprobs"))
+    readouts = ("auto", "token_ids", "prompt_logprobs", "top_logprobs")
+    src.add_argument("--tag-readout", dest="logprob_method", choices=readouts, default="auto",
+                     help="openai: how tag probabilities are read from the server: auto (default: token_ids, "
+                          "falling back once, announced, to prompt_logprobs where the server does not accept "
+                          "it), token_ids (vLLM's logprob_token_ids: one cached request, vLLM >= 0.27.1 on the "
+                          "OpenAI endpoint), prompt_logprobs (exact, skips the prefix cache) or top_logprobs "
+                          "(top-k of one sampled token). Same name and values as the recipe's rftt.tag_readout")
+    deprecated_alias(src, "--logprob-method", "--tag-readout", "logprob_method", choices=readouts)
     add_device_flags(src)
     src.add_argument("--max-batch-size", type=int, default=16, help="hf backend micro-batch size")
 

@@ -34,7 +34,7 @@ CREDIT_MODES = ("outcome", "tree")
 NORMALIZE_MODES = ("global", "tree", "none")
 PRM_AGGREGATES = ("last", "mean", "min")
 TOKEN_MODES = ("added", "text")
-TAG_READOUTS = ("prompt_logprobs", "top_logprobs", "auto")   # rftt_plugin.integration.server_backend
+TAG_READOUTS = ("prompt_logprobs", "top_logprobs", "token_ids", "auto")   # rftt_plugin.integration.server_backend
 PHASE2_RECIPES = ("rftt", "rftt_tree")
 
 
