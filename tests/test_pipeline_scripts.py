@@ -21,11 +21,19 @@ PIPELINE = REPO / "examples" / "pipeline"
 RUN_TIMEOUT_S = 900
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _env(work: Path, ray_tmp: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return clean_env(PRESET="cpu-tiny", WORK=str(work), PYTHON=sys.executable, RFTT=str(Path(bin_dir) / "rftt"),
                      PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1", RAY_TMPDIR=ray_tmp,
-                     PHASE1_PORT=str(18000 + os.getpid() % 1000))
+                     PHASE1_PORT=str(_free_port()))
 
 
 def test_a_stage_names_the_stage_that_makes_its_missing_input(tmp_path):

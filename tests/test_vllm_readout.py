@@ -79,15 +79,20 @@ def _context(tok):
                                                              add_special_tokens=False)["input_ids"]
 
 
-def test_cached_readout_equals_forward_pass_and_uncached_readout(hfcpu):
+def _reference(tok, hf):
+    """(opening-tag ids, context ids, reference next-token log-probs from a plain forward pass)."""
     from rftt_plugin.tokens import TagVocabulary
 
-    server, tok, hf = hfcpu
     opening = [ids[0] for ids in TagVocabulary.from_tokenizer(tok, "added").open_ids.values()]
     ctx = _context(tok)
     with torch.no_grad():
         logits = hf(input_ids=torch.tensor([ctx])).logits[0, -1].double()
-    ref = torch.log_softmax(logits[: len(tok)], dim=-1)  # verl's OOV mask: ids >= len(tokenizer) removed
+    return opening, ctx, torch.log_softmax(logits[: len(tok)], dim=-1)  # verl's OOV mask: ids >= len(tokenizer) removed
+
+
+def test_cached_readout_equals_forward_pass_and_uncached_readout(hfcpu):
+    server, tok, hf = hfcpu
+    opening, ctx, ref = _reference(tok, hf)
     top1 = int(ref.argmax())
     # the tags alone (on this untrained model none is in the top-k: the top-1 anchors a third request),
     # and the tags plus the top-1 token (a candidate in the top-k anchors the rest: one round trip)
@@ -199,14 +204,8 @@ def test_token_ids_readout_bad_input_and_bad_answers():
 
 
 def test_token_ids_readout_equals_forward_pass_in_one_request(hfcpu):
-    from rftt_plugin.tokens import TagVocabulary
-
     server, tok, hf = hfcpu
-    opening = [ids[0] for ids in TagVocabulary.from_tokenizer(tok, "added").open_ids.values()]
-    ctx = _context(tok)
-    with torch.no_grad():
-        logits = hf(input_ids=torch.tensor([ctx])).logits[0, -1].double()
-    ref = torch.log_softmax(logits[: len(tok)], dim=-1)  # verl's OOV mask: ids >= len(tokenizer) removed
+    opening, ctx, ref = _reference(tok, hf)
     cands = opening + [int(ref.argmax())]
 
     async def run():

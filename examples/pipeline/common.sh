@@ -26,6 +26,7 @@ fi
 : "${PHASE1_LIMIT:=2000}"                    # questions searched (the paper trains on ~1k stitched samples)
 : "${PHASE1_SERVER:=vllm}"                   # vllm: start `vllm serve BASE_MODEL`; toy: the scripted CPU stand-in; none: use PHASE1_BASE_URL
 : "${PHASE1_BASE_URL:=}"                     # an already running OpenAI-compatible server (skips starting one)
+: "${PHASE1_MODEL_NAME:=}"                   # the model name on that server (default: BASE_MODEL)
 : "${PHASE1_PORT:=8011}"
 : "${PHASE1_SERVER_ARGS:=}"                  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
 : "${PHASE1_SERVER_WAIT_S:=900}"             # how long to wait for the server to answer
