@@ -17,6 +17,18 @@ def _sources(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _modes(text: str) -> list[str]:
+    from rftt_plugin.evaluation.job import MODES
+
+    modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(MODES)} (comma-separated for several)")
+    return modes
+
+
 def _command_line() -> str | None:
     """The command as typed, for results.md (only when this process is `rftt eval ...`)."""
     if len(sys.argv) > 1 and sys.argv[1] == "eval":
@@ -60,9 +72,14 @@ def add_arguments(parser) -> None:
                         "the listed benchmarks (its own field names) or any other name (fields: see above)")
     d.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
     m = parser.add_argument_group("protocol")
-    m.add_argument("--mode", choices=("chain", "tree"), default="chain")
+    m.add_argument("--mode", type=_modes, default="chain", metavar="MODE[,MODE...]",
+                   help="chain (greedy pass@1), sc (self-consistency: majority over k sampled chains), tree "
+                        "(functional MCTS); several, e.g. chain,sc,tree: each into OUT/<mode>/, then OUT/compare.md "
+                        "and OUT/accuracy_vs_tokens.png compare them question by question (default chain)")
     m.add_argument("--max-tokens", type=int, default=4096, help="chain: max new tokens (default 4096, the paper's)")
     m.add_argument("--temperature", type=float, default=0.0, help="chain: 0 = greedy (default)")
+    m.add_argument("--sc-temperature", type=float, default=0.7, help="sc: sampling temperature (default 0.7)")
+    m.add_argument("--sc-top-p", type=float, default=1.0, help="sc: top-p (default 1.0)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--iterations", dest="rollouts", default="1,2,4,8,16", metavar="K[,K...]",
                    help="tree: MCTS iteration budgets to score, comma-separated; the search runs the largest "
@@ -98,16 +115,17 @@ def run(args) -> int:
         benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
         resolve_device_flags(args, "eval")
         cfg = EvalConfig(
-            model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
+            model=args.model, out=_mode_out(args), backend=args.backend, base_url=args.base_url,
             served_model=args.served_model_name, tokenizer=args.tokenizer,
             benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
-            limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
+            limit=args.limit, mode=args.mode[0], rollouts=parse_budgets(args.rollouts), selection=args.selection,
             search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
+            sc_temperature=args.sc_temperature, sc_top_p=args.sc_top_p,
             seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
             **search_values(args, EvalConfig.SEARCH_FIELDS),
             overwrite=args.overwrite, progress=not args.quiet,
             command=_command_line(), device_line=args.device_line)
-        result = evaluate(cfg)
+        results = _evaluate_modes(cfg, args)
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
         raise  # rftt_plugin.cli prints them as one line with a hint, exit 2
     except ValueError as exc:
@@ -118,11 +136,45 @@ def run(args) -> int:
         # Every finished question is already on disk (records.jsonl is flushed per question).
         print(f"\nrftt eval: interrupted; rerun the same command to continue in {args.out}", file=sys.stderr)
         return 130
+    return _report(results, args)
+
+
+def _mode_out(args) -> str:
+    import os
+
+    return args.out if len(args.mode) == 1 else os.path.join(args.out, args.mode[0])
+
+
+def _evaluate_modes(cfg, args) -> list:
+    """One evaluation per mode (same model, questions and seed), each resumable in its own folder."""
+    import dataclasses
+    import os
+
+    from rftt_plugin.evaluation.job import evaluate
+
+    results = []
+    for mode in args.mode:
+        out = args.out if len(args.mode) == 1 else os.path.join(args.out, mode)
+        if len(args.mode) > 1:
+            print(f"== rftt eval --mode {mode} -> {out}", file=sys.stderr)
+        results.append(evaluate(dataclasses.replace(cfg, mode=mode, out=out)))
+    return results
+
+
+def _report(results: list, args) -> int:
     from rftt_plugin.evaluation.report import markdown
 
-    print(markdown(result.payload))
-    print(f"wrote {result.out}/results.json, results.md, records.jsonl, accuracy_vs_rollouts.png"
-          + (", trees/" if cfg.mode == "tree" else "")
-          + f" ({result.ran} answered now, {result.resumed} resumed, {len(result.failed)} failed, "
-            f"{result.wall_s:.1f} s)")
-    return 1 if result.failed else 0
+    for result in results:
+        print(markdown(result.payload))
+        print(f"wrote {result.out}/results.json, results.md, records.jsonl, accuracy_vs_rollouts.png"
+              + (", trees/" if result.payload["mode"] == "tree" else "")
+              + f" ({result.ran} answered now, {result.resumed} resumed, {len(result.failed)} failed, "
+                f"{result.wall_s:.1f} s)")
+    if len(results) > 1:
+        from rftt_plugin.evaluation.compare import COMPARE_PLOT, markdown as compare_markdown, write_comparison
+
+        budgets = results[-1].payload.get("rollouts") or [1]
+        comparison = write_comparison(results[0].out.parent, args.mode, budgets, args.selection)
+        print(compare_markdown(comparison))
+        print(f"wrote {args.out}/compare.json, compare.md, {COMPARE_PLOT}")
+    return 1 if any(r.failed for r in results) else 0

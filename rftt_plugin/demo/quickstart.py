@@ -55,6 +55,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from rftt_plugin.evaluation.stats import mcnemar_exact, wilson_interval  # noqa: F401  (re-exported for the quickstart report and its tests)
+
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
@@ -500,33 +502,6 @@ class Quickstart:
         if self.config.real_model:
             self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)
         return o
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion k/n (sound at 0 and n, unlike Wald)."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"wilson_interval needs 0 <= k <= n and n > 0 (got k={k}, n={n})")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p-value for paired right/wrong outcomes (same questions, two models).
-
-    ``gained``: questions wrong before and right after; ``lost``: right before, wrong after. Under
-    "no change" each discordant question is a fair coin, so p = P(Binomial(n, 1/2) as far from n/2
-    as observed), n = gained + lost (1.0 when there is no discordant question).
-    """
-    if gained < 0 or lost < 0:
-        raise ValueError(f"mcnemar_exact needs counts >= 0 (got gained={gained}, lost={lost})")
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def paired_chain(before_dir: Path, after_dir: Path) -> dict:

@@ -53,7 +53,7 @@ class QuestionScore:
 def score_record(record: dict, columns: Sequence[Column], rule: str = "majority") -> QuestionScore:
     """Cells of one stored record (chain or tree) for ``columns``."""
     meta = record.get("meta") or {}
-    if record.get("mode") == "tree":
+    if record.get("mode") in ("tree", "sc"):  # both keep one LeafOutcome per rollout
         leaves = [LeafOutcome.from_dict(d) for d in record.get("leaves", [])]
         outcomes = score_budgets(leaves, [c.k for c in columns], rule)
         cells = {c.label: Cell(o.acc, o.answered, o.format_ok, o.tokens, o.pass_any)

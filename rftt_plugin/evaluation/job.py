@@ -43,7 +43,8 @@ from typing import Any, Callable, ClassVar
 from rftt_plugin.data.benchmarks import BENCHMARKS, BenchmarkItem, default_data_dir, load_benchmarks
 from rftt_plugin.evaluation.provenance import provenance
 from rftt_plugin.evaluation.aggregate import columns_for, running_accuracy, score_record, summarize
-from rftt_plugin.evaluation.runners import SEARCH_REWARDS, ChainSettings, QuestionFailed, run_chain, run_tree
+from rftt_plugin.evaluation.runners import (SEARCH_REWARDS, ChainSettings, QuestionFailed, SampleSettings, run_chain,
+                                            run_self_consistency, run_tree)
 from rftt_plugin.evaluation.selection import SELECTION_RULES, parse_budgets
 from rftt_plugin.evaluation.records import EvalRunDir
 from rftt_plugin.search.config import SearchConfig
@@ -51,7 +52,7 @@ from rftt_plugin.store.run_dir import RunMismatch
 
 logger = logging.getLogger("rftt_plugin.evaluation.job")
 
-MODES = ("chain", "tree")
+MODES = ("chain", "sc", "tree")
 BACKENDS = ("hf", "openai")
 RESULT_FORMAT = "rftt-eval/1"
 MAX_CONSECUTIVE_FAILURES = 20  # a dead server must not grind through 2,500 questions
@@ -91,6 +92,9 @@ class EvalConfig:
     max_tokens: int = 4096
     temperature: float = 0.0
     seed: int = 0
+    # self-consistency (mode sc): max(rollouts) chains sampled at this temperature / top-p, majority vote
+    sc_temperature: float = 0.7
+    sc_top_p: float = 1.0
     # tree search: defaults are SearchConfig's (one place); iterations = max(rollouts)
     token_mode: str = _SEARCH.token_mode
     step_max_tokens: int = _SEARCH.step_max_tokens
@@ -122,6 +126,9 @@ class EvalConfig:
             problems.append(f"selection must be one of {SELECTION_RULES} (got {self.selection!r})")
         if self.search_reward not in SEARCH_REWARDS:
             problems.append(f"search_reward must be one of {SEARCH_REWARDS} (got {self.search_reward!r})")
+        if self.mode == "sc" and not (self.sc_temperature > 0 and 0 < self.sc_top_p <= 1):
+            problems.append(f"self-consistency needs sc_temperature > 0 and sc_top_p in (0, 1] (got "
+                            f"{self.sc_temperature}, {self.sc_top_p}): identical samples cannot vote")
         if self.max_tokens < 1:
             problems.append(f"max_tokens must be >= 1 (got {self.max_tokens})")
         if self.concurrency < 1:
@@ -162,6 +169,9 @@ class EvalConfig:
             fp["tokenizer_files"] = model_fingerprint(tok) if os.path.isdir(os.path.expanduser(tok)) else None
         if self.mode == "chain":
             fp.update(max_tokens=self.max_tokens, temperature=self.temperature)
+        elif self.mode == "sc":
+            fp.update(max_tokens=self.max_tokens, samples=max(self.rollouts), temperature=self.sc_temperature,
+                      top_p=self.sc_top_p)
         else:
             fp.update(search=self.search_config().to_dict(), search_reward=self.search_reward)
         return fp
@@ -321,14 +331,23 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
             return await run_tree(item, mcts, cfg.rollouts, cfg.selection, cfg.search_reward,
                                   tree_path=store.tree_path(item.id), tree_file=rel)
     else:
-        settings = ChainSettings(cfg.max_tokens, cfg.temperature, cfg.seed)
-
         def decode(ids):
             # Tags are normal (not special) tokens: skipping special tokens drops only EOS/pad.
             return tokenizer.decode(list(ids), skip_special_tokens=True)
 
-        async def answer(item: BenchmarkItem) -> dict:
-            return await run_chain(item, backend, lambda q: chat_prompt_ids(tokenizer, q), decode, settings)
+        def prompt(question: str) -> list[int]:
+            return chat_prompt_ids(tokenizer, question)
+
+        if cfg.mode == "sc":
+            samples = SampleSettings(max(cfg.rollouts), cfg.max_tokens, cfg.sc_temperature, cfg.sc_top_p, cfg.seed)
+
+            async def answer(item: BenchmarkItem) -> dict:
+                return await run_self_consistency(item, backend, prompt, decode, samples, cfg.rollouts, cfg.selection)
+        else:
+            settings = ChainSettings(cfg.max_tokens, cfg.temperature, cfg.seed)
+
+            async def answer(item: BenchmarkItem) -> dict:
+                return await run_chain(item, backend, prompt, decode, settings)
 
     gate = asyncio.Semaphore(cfg.concurrency)
     failed: list[str] = []
@@ -384,6 +403,11 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         protocol = (f"greedy decoding (temperature {cfg.temperature:g}), question alone as the user turn of the chat "
                     f"template, max {cfg.max_tokens} new tokens; pass@1")
         selection_note = None
+    elif cfg.mode == "sc":
+        protocol = (f"self-consistency: {max(cfg.rollouts)} chains per question sampled independently (temperature "
+                    f"{cfg.sc_temperature:g}, top-p {cfg.sc_top_p:g}, max {cfg.max_tokens} new tokens), budget k "
+                    f"scored on the first k chains")
+        selection_note = "majority vote over the chains' answers, ties to the answer seen first"
     else:
         protocol = (f"functional MCTS, {max(cfg.rollouts)} iterations per question, budget k scored on the first k "
                     f"leaves; step max {cfg.step_max_tokens} tokens, temperature {cfg.step_temperature:g}, "
@@ -396,10 +420,10 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         "model": cfg.model,
         "backend": cfg.backend if cfg.backend == "hf" else f"openai ({cfg.base_url})",
         "protocol": protocol,
-        "selection": cfg.selection if cfg.mode == "tree" else None,
+        "selection": cfg.selection if cfg.mode != "chain" else None,
         "selection_note": selection_note,
         "search_reward": cfg.search_reward if cfg.mode == "tree" else None,
-        "rollouts": cfg.rollouts if cfg.mode == "tree" else None,
+        "rollouts": cfg.rollouts if cfg.mode != "chain" else None,
         "sources": sources,
         "fingerprint": cfg.fingerprint(),
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite", "device_line")},

@@ -80,7 +80,7 @@ def markdown(payload: dict[str, Any]) -> str:
             for g, sub in groups.items():
                 lines.append("| " + " | ".join([g, str(sub["n"])] + [_pct(sub["accuracy"][lb]) for lb in labels]) + " |")
             lines.append("")
-    if mode == "tree":
+    if mode in ("tree", "sc"):
         lines += ["## Some leaf correct (oracle pass@k: an upper bound for any selection rule, not a result)", "",
                   "| " + " | ".join(["benchmark"] + labels) + " |", "|" + "---|" * (1 + len(labels))]
         for name, block in summary["benchmarks"].items():
@@ -130,12 +130,13 @@ def write_plot(path: Path, payload: dict[str, Any], warn: Callable[[str], None] 
     else:
         ax.set_xticks(xs)
         ax.set_xlim(0.5, 1.5)
-    ax.set_xlabel("search rollouts (MCTS iterations)" if payload["mode"] == "tree" else "greedy chain (pass@1)")
+    ax.set_xlabel({"tree": "search rollouts (MCTS iterations)", "sc": "sampled chains (self-consistency)"}
+                  .get(payload["mode"], "greedy chain (pass@1)"))
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
     title = f"{payload['mode']} mode"
-    if payload["mode"] == "tree":
+    if payload["mode"] != "chain":
         title += f", selection: {payload.get('selection')}"
     ax.set_title(f"{os.path.basename(str(payload.get('model', '')).rstrip('/'))}: {title}", fontsize=10)
     ax.legend(fontsize=8)

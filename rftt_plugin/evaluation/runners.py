@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,6 +70,64 @@ async def run_chain(item: BenchmarkItem, backend: Any, prompt_ids: Callable[[str
     record.update(response=text, pred=result.pred, acc=result.acc, has_answer=result.has_answer,
                   format_ok=result.format_ok, timed_out=result.timed_out, finish_reason=gen.finish_reason,
                   prompt_tokens=len(ids), tokens=len(gen.token_ids), seconds=time.perf_counter() - t0)
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+# self-consistency
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Self-consistency: ``samples`` chains sampled independently, majority vote over answers."""
+
+    samples: int = 16
+    max_tokens: int = 4096
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def sample_seed(seed: int, question: str, index: int) -> int:
+    """Seed of chain ``index`` of a question: fixed per (seed, question, index), so the first k
+    chains of a K-chain run are exactly a k-chain run (one run serves every budget)."""
+    return (seed * 1_000_003 + zlib.crc32(question.encode("utf-8")) * 7_919 + index) % (2**31 - 1)
+
+
+async def run_self_consistency(item: BenchmarkItem, backend: Any, prompt_ids: Callable[[str], list[int]],
+                               decode: Callable[[list[int]], str], settings: SampleSettings,
+                               budgets: list[int], rule: str = "majority") -> dict[str, Any]:
+    """Sample ``settings.samples`` chains (all in flight at once, so a batching backend batches
+    them), grade each, and score every budget k on the first k chains like tree leaves: each chain
+    is one vote, ``new_tokens`` its sampled ids, no path shared with another."""
+    from rftt_plugin.reward import score_response_async
+
+    t0 = time.perf_counter()
+    ids = prompt_ids(item.question)
+
+    async def one(index: int):
+        params = SamplingParams(max_tokens=settings.max_tokens, temperature=settings.temperature,
+                                top_p=settings.top_p, seed=sample_seed(settings.seed, item.question, index))
+        return await backend.generate(list(ids), params)
+
+    gens = await asyncio.gather(*(one(i) for i in range(settings.samples)))
+    bad = [g for g in gens if g.finish_reason == "error"]
+    if bad:
+        raise QuestionFailed(f"{item.id}: {len(bad)} of {len(gens)} samples failed: {bad[0].stop_reason}")
+    texts = [decode(g.token_ids) for g in gens]
+    graded = [await score_response_async(t, item.gold, data_source=item.benchmark) for t in texts]
+    preds = [r.pred if r.has_answer else None for r in graded]
+    classes = await asyncio.to_thread(assign_answer_classes, preds, _same_answer)
+    outcomes = [LeafOutcome(pred=pred, acc=r.acc, valid=pred is not None, format_ok=r.format_ok, reward=0.0,
+                            node_ids=(), new_tokens=len(g.token_ids), answer_class=cls,
+                            terminal_reason=g.finish_reason)
+                for r, g, pred, cls in zip(graded, gens, preds, classes)]
+    record = _base_record(item, "sc")
+    record.update(
+        leaves=[o.to_dict() for o in outcomes], responses=texts,
+        budgets={str(k): o.to_dict() for k, o in score_budgets(outcomes, budgets, rule).items()},
+        selection=rule, prompt_tokens=len(ids), tokens=sum(o.new_tokens for o in outcomes),
+        seconds=time.perf_counter() - t0)
     return record
 
 

@@ -1,0 +1,132 @@
+"""Self-consistency (``rftt eval --mode sc``) and the comparison of modes (``--mode chain,sc,tree``):
+the vote against a plain count, hand-worked comparison numbers, and the command end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from rftt_plugin.backends.base import Generation
+from rftt_plugin.data.benchmarks import BenchmarkItem
+from rftt_plugin.evaluation.compare import compare, markdown
+from rftt_plugin.evaluation.runners import SampleSettings, run_self_consistency, sample_seed
+
+
+class SeededAnswers:
+    """Boxes 7 (the gold) or 8, decided by the request's seed; one id per character."""
+
+    def __init__(self):
+        self.seeds = []
+
+    async def generate(self, ids, params):
+        self.seeds.append(params.seed)
+        answer = "8" if params.seed % 3 == 0 else "7"
+        text = f"<output>\\boxed{{{answer}}}</output>" + " pad" * (params.seed % 4)
+        return Generation([ord(c) for c in text], [0.0] * len(text), "stop")
+
+
+def _item():
+    return BenchmarkItem(id="gsm8k-0", question="What is 3 plus 4 ?", gold="7", metadata={})
+
+
+def test_self_consistency_votes_like_a_plain_count():
+    backend = SeededAnswers()
+    settings = SampleSettings(samples=8, max_tokens=64, temperature=0.7, seed=5)
+    record = asyncio.run(run_self_consistency(_item(), backend, lambda q: [1, 2, 3],
+                                              lambda ids: "".join(map(chr, ids)), settings, [1, 2, 4, 8]))
+    seeds = [sample_seed(5, "What is 3 plus 4 ?", i) for i in range(8)]
+    assert sorted(backend.seeds) == sorted(seeds) and len(set(seeds)) == 8
+    answers = ["8" if s % 3 == 0 else "7" for s in seeds]
+    lengths = [len("<output>\\boxed{7}</output>") + 4 * (s % 4) for s in seeds]
+    for k in (1, 2, 4, 8):   # reference: a plain vote count, ties to the answer seen first
+        count = Counter(answers[:k])
+        top = max(count.values())
+        winner = next(a for a in answers[:k] if count[a] == top)
+        budget = record["budgets"][str(k)]
+        assert (budget["pred"], budget["acc"]) == (winner, winner == "7")
+        assert budget["tokens"] == sum(lengths[:k])
+        assert budget["pass_any"] == ("7" in answers[:k])
+    assert record["mode"] == "sc" and len(record["responses"]) == 8
+
+
+def test_a_failed_sample_fails_the_question_not_the_vote():
+    from rftt_plugin.evaluation.runners import QuestionFailed
+
+    class Broken(SeededAnswers):
+        async def generate(self, ids, params):
+            return Generation.failed("server gone") if params.seed % 2 else await super().generate(ids, params)
+
+    with pytest.raises(QuestionFailed, match="gsm8k-0: .* samples failed: server gone"):
+        asyncio.run(run_self_consistency(_item(), Broken(), lambda q: [1], lambda ids: "", SampleSettings(samples=6),
+                                         [1]))
+
+
+def _rec(mode, qid, accs, tokens):
+    """A hand-made record: chain (one answer) or sc/tree (one leaf per rollout, distinct answers)."""
+    if mode == "chain":
+        return {"id": qid, "benchmark": "toy", "mode": "chain", "acc": accs[0], "has_answer": True,
+                "format_ok": True, "tokens": tokens[0]}
+    leaves = [{"pred": "right" if a else f"wrong{i}", "acc": a, "valid": True, "format_ok": True, "reward": 0.0,
+               "node_ids": [], "new_tokens": t, "answer_class": 0 if a else i + 1, "terminal_reason": "output"}
+              for i, (a, t) in enumerate(zip(accs, tokens))]
+    return {"id": qid, "benchmark": "toy", "mode": mode, "leaves": leaves}
+
+
+def test_comparison_numbers_by_hand():
+    # 3 questions. chain: right on q0 only. sc leaves (k=1, k=2): q0 [T, F], q1 [F, T], q2 [F, F];
+    # at k=2 the two answers differ, so the first one wins: sc@2 = sc@1 = q0 only.
+    # tree: q0 [T, T], q1 [T, F], q2 [T, T] -> k=1 all right; k=2: q1 tie -> first (right).
+    records = {
+        "chain": [_rec("chain", "q0", [True], [10]), _rec("chain", "q1", [False], [10]),
+                  _rec("chain", "q2", [False], [40])],
+        "sc": [_rec("sc", "q0", [True, False], [10, 10]), _rec("sc", "q1", [False, True], [10, 20]),
+               _rec("sc", "q2", [False, False], [10, 10])],
+        "tree": [_rec("tree", "q0", [True, True], [15, 5]), _rec("tree", "q1", [True, False], [15, 0]),
+                 _rec("tree", "q2", [True, True], [15, 10]), _rec("tree", "q9", [True], [1])],  # q9: tree only
+    }
+    result = compare(records, [1, 2])
+    assert result["questions"] == 3
+    got = {(p["mode"], p["label"]): (p["correct"], p["tokens_per_question"]) for p in result["points"]}
+    assert got == {("chain", "pass@1"): (1, 20.0), ("sc", "k=1"): (1, 10.0), ("sc", "k=2"): (1, 70 / 3),
+                   ("tree", "k=1"): (3, 15.0), ("tree", "k=2"): (3, 20.0)}
+    tests = {(t["a"], t["b"]): t for t in result["paired"]}
+    t = tests[("chain pass@1", "tree k=2")]
+    assert (t["gained"], t["lost"], t["p"]) == (2, 0, 0.5)
+    # Wilson 3/3, by hand: centre (1 + z²/6)/(1 + z²/3) = 0.7192, half (z²/6)/(1 + z²/3) = 0.2807 -> 43.9%
+    # equal tokens: tree k=1 (15 tok/q) meets sc k=2 (23.3); tree k=2 (20) also sc k=2
+    assert ("sc k=2", "tree k=1") in tests and ("sc k=2", "tree k=2") in tests
+    assert "| tree search | k=2 | 100.0% [43.9, 100.0] | 20 |" in markdown(result)
+
+
+def test_eval_chain_sc_tree_end_to_end(prepared_model_dir, bench_data_dir, tmp_path, capsys):
+    from rftt_plugin.cli import main
+
+    out = tmp_path / "cmp"
+    argv = ["eval", "--model", str(prepared_model_dir), "--benchmarks", "gsm8k", "--limit", "2",
+            "--mode", "chain,sc,tree", "--iterations", "1,2", "--max-tokens", "6", "--step-max-tokens", "4",
+            "--data-dir", bench_data_dir, "--out", str(out), "--quiet", "--concurrency", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "rftt eval: chain vs self-consistency vs tree search" in printed
+    for mode in ("chain", "sc", "tree"):
+        assert len((out / mode / "records.jsonl").read_text().splitlines()) == 2
+    sc = [json.loads(x) for x in (out / "sc" / "records.jsonl").read_text().splitlines()]
+    assert all(len(r["leaves"]) == 2 and all(lf["new_tokens"] <= 6 for lf in r["leaves"]) for r in sc)
+    result = json.loads((out / "compare.json").read_text())
+    assert result["questions"] == 2
+    assert {(p["mode"], p["label"]) for p in result["points"]} == {
+        ("chain", "pass@1"), ("sc", "k=1"), ("sc", "k=2"), ("tree", "k=1"), ("tree", "k=2")}
+    assert (out / "accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(argv) == 0   # resumes: every mode finds its questions done
+    assert capsys.readouterr().out.count("0 answered now, 2 resumed") == 3
+
+
+def test_eval_mode_names_are_checked(capsys):
+    from rftt_plugin.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--out", "o", "--mode", "chain,beam"])
+    assert "'chain,beam': choose from chain, sc, tree" in capsys.readouterr().err
