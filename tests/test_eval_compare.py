@@ -64,6 +64,26 @@ def test_a_failed_sample_fails_the_question_not_the_vote():
                                          [1]))
 
 
+def test_majority_ties_go_to_the_policys_most_probable_tag_path():
+    from rftt_plugin.evaluation.selection import LeafOutcome, select_answer
+
+    def leaf(pred, cls, nodes, reward, path_logprob):
+        return LeafOutcome(pred=pred, acc=False, valid=True, format_ok=True, reward=reward, node_ids=nodes,
+                           answer_class=cls, path_logprob=path_logprob)
+
+    # One vote each. "deep" is worth more (reward 1 on both of its nodes vs 0), but its tags are
+    # unlikely (log-prob -9.2 against -0.1): the tie goes to the path the policy prefers.
+    leaves = [leaf("deep", 0, (1, 2), 1.0, -9.2), leaf("greedy", 1, (3,), 0.0, -0.1)]
+    assert select_answer(leaves, "majority").pred == "greedy"
+    assert select_answer(leaves, "value").pred == "deep"          # the value rule ignores the policy
+    # More votes still win over a more probable single path.
+    leaves.append(leaf("deep", 0, (1, 4), 1.0, -12.0))
+    assert select_answer(leaves, "majority").pred == "deep"
+    # Equal tag paths (e.g. siblings of one tag): the summed value decides, as before.
+    tied = [leaf("a", 0, (5,), 0.0, -0.5), leaf("b", 1, (6,), 1.0, -0.5)]
+    assert select_answer(tied, "majority").pred == "b"
+
+
 def _rec(mode, qid, accs, tokens):
     """A hand-made record: chain (one answer) or sc/tree (one leaf per rollout, distinct answers)."""
     if mode == "chain":

@@ -274,13 +274,18 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     assert (res.ran, res.failed) == (5, [])
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     acc = {}
-    for k in (1, 2, 4, 8):   # independent recomputation: plain vote count, ties to the first answer
-        right = 0
+    for k in (1, 2, 4, 8):   # independent recomputation: plain vote count, ties to the most probable
+        right = 0            # tag path, then first seen (the summed value, next in the rule, never decides here)
         for r in records:
-            preds = [lf["pred"] for lf in r["leaves"][:k] if lf["valid"]]
+            voting = [lf for lf in r["leaves"][:k] if lf["valid"]]
+            preds = [lf["pred"] for lf in voting]
             count = Counter(preds)
             top = max(count.values())
-            winner = next(p for p in preds if count[p] == top)
+            best_path = {}
+            for lf in voting:
+                best_path[lf["pred"]] = max(best_path.get(lf["pred"], -1e18), round(lf["path_logprob"], 9))
+            tied = [p for p in preds if count[p] == top]
+            winner = next(p for p in tied if best_path[p] == max(best_path[q] for q in tied))
             right += winner == "7"
             assert r["budgets"][str(k)]["pred"] == winner
         acc[f"k={k}"] = right / len(records)

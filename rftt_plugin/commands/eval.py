@@ -86,7 +86,7 @@ def add_arguments(parser) -> None:
                         "(the rollouts per question; rftt.search.iterations in training) (default 1,2,4,8,16)")
     deprecated_alias(m, "--rollouts", "--iterations", "rollouts", metavar="K[,K...]")
     m.add_argument("--selection", choices=("majority", "value"), default="majority",
-                   help="tree: majority vote over valid <output> leaves (ties: summed leaf value), or value")
+                   help="tree, sc: majority vote over valid answers (ties: the policy's most probable tag path, then summed leaf value), or value")
     m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
                    help="tree: reward the search backs up; answered (gold-free, default), none, or oracle "
                         "(uses the gold answer: an upper bound, not a result)")

@@ -16,8 +16,9 @@ iterations sequentially and iteration *i* depends only on the back-ups before it
 *k* leaves of a *K*-iteration search are exactly the leaves of a *k*-iteration search: one search
 serves every budget. The answer at a budget is chosen by
 :func:`rftt_plugin.evaluation.selection.select_answer` (majority vote over leaves ending in a
-valid ``<output>``; ties by summed leaf value; or ``value``: highest summed leaf value). The search
-backs up a gold-free reward (``search_reward``, see :mod:`rftt_plugin.evaluation.runners`).
+valid ``<output>``; ties to the policy's most probable tag path, then by summed leaf value; or
+``value``: highest summed leaf value). The search backs up a gold-free reward (``search_reward``,
+see :mod:`rftt_plugin.evaluation.runners`).
 
 **Outputs** in ``out``: ``records.jsonl`` (one line per question, flushed as it finishes),
 ``trees/<id>.json`` (tree mode), ``results.json``, ``results.md``, ``accuracy_vs_rollouts.png``,
@@ -72,7 +73,7 @@ class EvalConfig:
     # the SearchConfig knobs tree mode exposes (same names; flags and defaults come from there)
     SEARCH_FIELDS: ClassVar[tuple[str, ...]] = ("token_mode", "step_max_tokens", "direct_answer_max_tokens",
                                                 "max_response_tokens", "max_depth", "uct_c", "step_temperature",
-                                                "step_top_p", "min_tag_prior")
+                                                "step_top_p", "min_tag_prior", "samples_per_tag")
 
     model: str
     out: str
@@ -105,6 +106,7 @@ class EvalConfig:
     step_temperature: float = _SEARCH.step_temperature
     step_top_p: float = _SEARCH.step_top_p
     min_tag_prior: float = _SEARCH.min_tag_prior  # 0 = faithful (every allowed tag is a child); > 0 prunes rare tags
+    samples_per_tag: int = _SEARCH.samples_per_tag  # 1 = faithful; n > 1: n sampled children per kept tag
     # execution (do not change answers)
     concurrency: int = 8
     device: str = "cpu"
@@ -412,7 +414,8 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         protocol = (f"functional MCTS, {max(cfg.rollouts)} iterations per question, budget k scored on the first k "
                     f"leaves; step max {cfg.step_max_tokens} tokens, temperature {cfg.step_temperature:g}, "
                     f"token mode {cfg.token_mode}")
-        selection_note = {"majority": "majority vote over leaves with a valid <output> answer, ties by summed leaf value",
+        selection_note = {"majority": "majority vote over leaves with a valid <output> answer, ties to the policy's most probable "
+                                          "tag path, then by summed leaf value",
                           "value": "highest summed leaf value (mean node value along the path), ties by votes"}[cfg.selection]
     return {
         "format": RESULT_FORMAT,

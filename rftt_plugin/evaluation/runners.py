@@ -157,6 +157,11 @@ def _leaf_text(layout: Any, leaf: Any, eos_id: int) -> str:
     return layout.decode(ids)
 
 
+def _path_logprob(tree: Any, node_ids: Any) -> float:
+    """Sum of the tag log-probs along a path (a tag scored -inf counts as -1e9: JSON has no inf)."""
+    return sum(max(float(tree[n].prior_logprob), -1e9) for n in node_ids)
+
+
 def _same_answer(a: str, b: str) -> bool:
     from rftt_plugin.reward import check_equivalence
 
@@ -195,7 +200,7 @@ async def run_tree(item: BenchmarkItem, mcts: Any, budgets: list[int], rule: str
             pred=r.pred if r.has_answer else None, acc=r.acc, valid=pred is not None, format_ok=r.format_ok,
             reward=float(leaf.reward), node_ids=tuple(leaf.node_ids),
             new_tokens=sum(tree[n].n_sampled for n in fresh), answer_class=cls,
-            terminal_reason=leaf.terminal_reason))
+            terminal_reason=leaf.terminal_reason, path_logprob=_path_logprob(tree, leaf.node_ids)))
     if tree_path is not None:
         tree.save(tree_path)  # before the record: a record always has its tree
     stats = result.stats

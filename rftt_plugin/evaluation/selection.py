@@ -18,8 +18,14 @@ read from the final tree, so a budget never sees a later iteration.
   (:func:`assign_answer_classes`, first-come order, so classes of a prefix of the leaves are the
   prefix's own classes).
 * ``majority`` (default): the class with the most votes (every leaf is one rollout; a leaf the
-  search reached again counts again); ties go to the larger summed leaf value, then to the class
-  seen first.
+  search reached again counts again); ties go to the class holding the path the policy itself
+  prefers (the largest sum of the tag log-probs along a path, ``path_logprob``: the tag choices
+  greedy decoding would make score highest), then to the larger summed leaf value, then to the
+  class seen first. Why the policy's preference and not the value first: with the gold-free
+  ``answered`` search reward every answering path is worth about the same, and breaking ties by
+  summed value favoured whichever path happened to be visited more -- on the CPU toy after RL
+  that turned a tie between the policy's own (right) strategy and a forced, unlikely one into
+  the wrong answer on 1 question in 10 (docs/test-time-search.md).
 * ``value``: the class with the largest summed leaf value; ties go to more votes, then to the
   class seen first.
 * The *leaf value* of a leaf is the mean node value Q/N over the steps of its path (root
@@ -55,6 +61,7 @@ class LeafOutcome:
     new_tokens: int = 0              # ids sampled in this iteration (steps shared with earlier paths: 0)
     answer_class: int | None = None  # leaves with equivalent answers share a class
     terminal_reason: str = "output"
+    path_logprob: float = 0.0        # sum of the policy's log-probs of the tags chosen along the path
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -179,6 +186,7 @@ class _Candidate:
     first: int
     votes: int = 0
     value: float = 0.0
+    path_logprob: float = -math.inf  # the best (most probable) path among the class's leaves
     members: list[int] = field(default_factory=list)
 
 
@@ -196,13 +204,14 @@ def select_answer(leaves: Sequence[LeafOutcome], rule: str = "majority") -> Sele
         cand = groups.setdefault(cls, _Candidate(cls, index))
         cand.votes += 1
         cand.value += leaf_value(leaf, stats)
+        cand.path_logprob = max(cand.path_logprob, round(leaf.path_logprob, _VALUE_DIGITS))
         cand.members.append(index)
     if not groups:
         return Selection(None)
 
     def key(c: _Candidate):
         value = round(c.value, _VALUE_DIGITS)
-        primary = (c.votes, value) if rule == "majority" else (value, c.votes)
+        primary = (c.votes, c.path_logprob, value) if rule == "majority" else (value, c.votes)
         return (*primary, -c.first)
 
     best = max(groups.values(), key=key)

@@ -34,6 +34,11 @@ class SearchConfig:
                               renormalised prior is below it get no child (the most probable tag
                               is always kept), so low-entropy nodes branch little -- like the
                               reference's wired-in read-out, which drops tags outside the top 12.
+    samples_per_tag           1 (faithful): one child per tag, so a node's step is sampled once. n > 1:
+                              every kept tag gets n children, each its own sampled step (the
+                              phase-1 search's several samples per action): the tree holds n
+                              different continuations of one tag choice. Only useful with a
+                              step temperature that makes samples differ.
     cut_reward                reward backed up from a leaf that is not an ``<output>`` step (depth
                               or budget cut, failed generation).
     loss_on_inserted          loss mask of ids inserted by the search (opening tags, newlines,
@@ -62,6 +67,7 @@ class SearchConfig:
     distinct_leaves: bool = False
     max_iterations: int = 0
     min_tag_prior: float = 0.0
+    samples_per_tag: int = 1
     cut_reward: float = 0.0
     loss_on_inserted: bool = True
     step_retries: int = 2
@@ -103,6 +109,8 @@ class SearchConfig:
             bad("max_iterations", "must be >= 0 (0 = 4 x iterations)")
         if not 0 <= v["step_retries"] <= 10:
             bad("step_retries", "must be in [0, 10]")
+        if not 1 <= v["samples_per_tag"] <= 64:
+            bad("samples_per_tag", "must be in [1, 64]")
         if not 0 <= v["min_tag_prior"] < 1:
             bad("min_tag_prior", "must be in [0, 1)")
         if v["token_mode"] not in TOKEN_MODES:
@@ -148,6 +156,7 @@ FIELD_HELP: dict[str, str] = {
     "distinct_leaves": "search until this many distinct leaves (not iterations)",
     "max_iterations": "guard for --distinct-leaves (0 = 4 x iterations)",
     "min_tag_prior": "drop tags below this renormalised prior (0 = every allowed tag, faithful)",
+    "samples_per_tag": "children per kept tag, each its own sampled step (1 = faithful)",
     "cut_reward": "reward backed up from a leaf cut by depth or budget",
     "loss_on_inserted": "train the ids the search inserts (tags, EOS)",
     "step_retries": "retries of a failed backend call before its leaf is dropped as a fault",

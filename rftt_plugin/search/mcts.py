@@ -12,7 +12,8 @@ Per question, ``config.iterations`` iterations, each yielding one root-to-leaf p
    no top-k cut, no substring matching of decoded tokens (unlike the reference's read-out). ``text`` mode: the log-prob of each tag's
    multi-piece ``"<tag>\\n"`` text (sum over its pieces; one scoring call). *Every* allowed tag
    becomes a child, in probability order (ties: grammar order); ``prior`` is the distribution
-   renormalised over the allowed tags. (``config.min_tag_prior`` > 0 drops the unlikely ones.)
+   renormalised over the allowed tags. (``config.min_tag_prior`` > 0 drops the unlikely ones;
+   ``config.samples_per_tag`` > 1 gives each tag that many children, each sampling its own step.)
 3. **simulate** (default policy): generate the selected node's step, expand it, descend to its
    most probable child, and repeat until a terminal node. A step is generated lazily when the
    search first reaches it: context = chat-templated prompt + the path's ids + ``<tag>\\n``;
@@ -209,7 +210,8 @@ class FunctionalMCTS:
         for rank, i in enumerate(order):
             if rank and weights[i] / total < floor:
                 break  # ``order`` is by probability: every later tag is below the floor too
-            tree.add_child(node, tags[i], rank=rank, prior_logprob=scores[i], prior=weights[i] / total)
+            for _ in range(self.config.samples_per_tag):  # siblings differ by their step seed (node id)
+                tree.add_child(node, tags[i], rank=rank, prior_logprob=scores[i], prior=weights[i] / total)
         node.expanded = True
 
     # -- one step -------------------------------------------------------------------------------
