@@ -6,7 +6,9 @@
   next-token query reads the last position only (``logits_to_keep``), so ranking the allowed
   tags of a node costs one forward pass of its context, exactly.
 * **Generation** (:meth:`~HFBackend.generate`): requests in flight are decoded together with a
-  KV cache (left padding, explicit position ids, rows dropped from the cache as they finish).
+  KV cache (left padding, explicit position ids, rows dropped from the cache as they finish):
+  :func:`rftt_plugin.backends.decode.decode`, the loop hfcpu uses too; :meth:`HFBackend._sample`
+  is this backend's own token choice (hfcpu's follows vLLM's sampler instead).
   Each row has its own :class:`SamplingParams`: temperature (0 = greedy), top-k, top-p
   (the smallest set of most probable ids whose mass reaches ``top_p``), a ``torch.Generator``
   seeded with ``params.seed`` (or the backend seed and a request counter), stop ids, stop
