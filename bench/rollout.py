@@ -468,7 +468,7 @@ def build_default_model(root: Path, warm_steps: int, warm_pad: int = 0) -> Path:
     from transformers import AutoTokenizer
 
     from rftt_plugin.demo.synthetic import make_problems, tagged_solution
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
     from rftt_plugin.demo.warmup import warm_up
     from rftt_plugin.prepare import prepare_model
 

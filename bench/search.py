@@ -131,7 +131,7 @@ def fit_format_model(cache_dir: Path, steps: int) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rftt_plugin.search.layout import chat_prompt_ids
-    from rftt_plugin.demo.tiny_model import _CORPUS, build_tiny_model
+    from rftt_plugin.tiny_model import _CORPUS, build_tiny_model
     from rftt_plugin.tokens import GRAMMAR, TAG_STRINGS, Step, render
 
     print(f"fitting the tiny model to the tag format ({steps} steps, once; cached in {out}) ...", flush=True)

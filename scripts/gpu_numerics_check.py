@@ -52,7 +52,7 @@ def main() -> None:
     from rftt_plugin.prepare import prepare_model
     from rftt_plugin.search.layout import chat_prompt_ids
     from rftt_plugin.demo.synthetic import make_problems, tagged_solution
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
     from rftt_plugin.tokens import TAGS, TagVocabulary
     from rftt_plugin.demo.warmup import warmed_arithmetic_model
 

@@ -31,7 +31,7 @@ def full_data_path() -> str | None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Random Qwen2-style causal LM + byte-level BPE tokenizer with a chat template."""
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
@@ -39,7 +39,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """Random Llama-style model (untied head) with a Metaspace BPE tokenizer."""
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), arch="llama")
 
@@ -47,7 +47,7 @@ def tiny_llama_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_padded_dir(tmp_path_factory):
     """Qwen2.5-style: embedding matrix padded beyond the tokenizer's vocabulary."""
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_padded"), padded_vocab=576)
 

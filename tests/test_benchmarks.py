@@ -19,7 +19,7 @@ from rftt_plugin.data.benchmarks import (
     parse_benchmark_list,
     resolve_source,
 )
-from rftt_plugin.data.rl import RowError
+from rftt_plugin.data.rows import RowError
 from rftt_plugin.data.sources import Record
 from rftt_plugin.reward.extract import normalize_gold
 

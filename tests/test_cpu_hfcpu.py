@@ -149,7 +149,7 @@ def test_prompt_logprobs_layout_matches_verl_vllm(tiny, k):
 
 
 def test_concurrent_requests_are_batched_with_the_same_results(tiny):
-    from rftt_plugin.cpu.hfcpu.batcher import MicroBatcher
+    from rftt_plugin.backends.batcher import MicroBatcher
 
     reqs = [_req(tiny, p, temperature=0, logprobs=True, max_tokens=10, ignore_eos=True) for p in tiny.prompts]
     reqs += [_req(tiny, p, temperature=0.9, top_p=0.9, top_k=20, logprobs=True, seed=i) for i, p in enumerate(tiny.prompts)]
@@ -159,8 +159,8 @@ def test_concurrent_requests_are_batched_with_the_same_results(tiny):
         return await asyncio.to_thread(tiny.gen.run, batch)
 
     async def main():
-        batcher = MicroBatcher(run_batch, max_wait_s=0.05, max_batch=64)
-        results = await asyncio.gather(*(batcher.submit(r) for r in reqs))
+        batcher = MicroBatcher({"generate": run_batch}, wait_s=0.05, max_batch_size=64)
+        results = await asyncio.gather(*(batcher.submit("generate", r) for r in reqs))
         return results, batcher.batch_sizes
 
     batched, sizes = asyncio.run(main())
@@ -171,14 +171,15 @@ def test_concurrent_requests_are_batched_with_the_same_results(tiny):
 
 
 def test_batch_failure_reaches_every_caller():
-    from rftt_plugin.cpu.hfcpu.batcher import MicroBatcher
+    from rftt_plugin.backends.batcher import MicroBatcher
 
     async def boom(batch):
         raise RuntimeError("model exploded")
 
     async def main():
-        batcher = MicroBatcher(boom, max_wait_s=0.01)
-        return await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+        batcher = MicroBatcher({"generate": boom}, wait_s=0.01)
+        return await asyncio.gather(batcher.submit("generate", 1), batcher.submit("generate", 2),
+                                    return_exceptions=True)
 
     assert [str(e) for e in asyncio.run(main())] == ["model exploded"] * 2
 

@@ -161,7 +161,7 @@ def test_search_into_a_directory_that_holds_other_files(tmp_path, capsys, questi
 
 
 def test_search_after_the_model_weights_were_overwritten(tmp_path, capsys, tiny_model_dir):
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
@@ -427,7 +427,7 @@ def own_model(tmp_path, tiny_model_dir):
 
 
 def test_eval_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model, bench_data_dir):
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     base = ["eval", "--model", str(own_model), "--benchmarks", "math500", "--source",
             f"math500={bench_data_dir}/eval/math500.jsonl", "--max-tokens", "2", "--out", str(tmp_path / "o"),
@@ -469,7 +469,7 @@ def test_eval_rerun_that_adds_a_benchmark_still_resumes(tmp_path, capsys, own_mo
 
 
 def test_gen_sft_resume_after_the_weights_were_overwritten(tmp_path, capsys, own_model):
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     src = _jsonl(tmp_path / "q.jsonl", [{"problem": "What is 2 + 3?", "answer": "5"}])
     argv = ["gen-sft", "--backend", "hf", "--model", str(own_model), "--source", str(src), "--out",

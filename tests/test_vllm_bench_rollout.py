@@ -57,7 +57,7 @@ def test_uncached_tokens_split_into_novel_block_and_other(bench):
 def test_long_prompts_are_padded_per_question(bench, tmp_path):
     from transformers import AutoTokenizer
 
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
     _, short = bench.build_prompts(tok, 3, 0)

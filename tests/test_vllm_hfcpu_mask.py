@@ -22,13 +22,20 @@ LIMIT = 5     # len(tokenizer): ids 5, 6, 7 are padded rows
 LOGITS = [0.5, 2.0, -1.0, 1.0, 0.0, 9.0, 8.0, 7.0]  # the padded ids dominate
 
 
+class _NoCache:
+    """Holds nothing; takes the row selection the decode loop makes when a row finishes."""
+
+    def batch_select_indices(self, rows):
+        pass
+
+
 class FixedLogitsLM(torch.nn.Module):
     """Every position gets LOGITS; a cache object is passed through unchanged."""
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
         b, l = input_ids.shape
         logits = torch.tensor(LOGITS).expand(b, l, ROWS).clone()
-        return SimpleNamespace(logits=logits, past_key_values=past_key_values or object())
+        return SimpleNamespace(logits=logits, past_key_values=past_key_values or _NoCache())
 
 
 def _log_softmax_first(n: int) -> list[float]:

@@ -43,7 +43,7 @@ def build_vllm_tiny(root: Path, padded_vocab: int = 0) -> Path:
     """The tiny Qwen2 model with head_dim 32 (vLLM's CPU attention rejects 16), prepared with the
     16 functional tokens. Returns the prepared checkpoint's path."""
     from rftt_plugin.prepare import prepare_model
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     base = build_tiny_model(root / "base", num_heads=2, num_kv_heads=1, padded_vocab=padded_vocab)
     out = root / "prepared"

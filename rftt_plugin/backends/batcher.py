@@ -5,8 +5,13 @@ event loop run for ``wait_s`` so that requests scheduled at about the same time 
 trees) join it, then takes up to ``max_batch_size`` pending requests of the *oldest request's*
 kind (requests of another kind wait for the next round, in order) and runs
 ``handlers[kind](items) -> results`` in a single worker thread, so the model is used by one
-batch at a time and the event loop stays free meanwhile. A handler may put an ``Exception`` in
-its result list to fail just that request; if it raises, the whole batch fails with it.
+batch at a time and the event loop stays free meanwhile. A coroutine-function handler is awaited
+on the event loop instead (hfcpu's server takes its weights lock there before it moves the
+forward to a thread). A handler may put an ``Exception`` in its result list to fail just that
+request; if it raises, the whole batch fails with it.
+
+One batcher serves the ``hf`` backend (kinds ``score``/``generate``/``call``) and the hfcpu rollout
+server (kind ``generate``).
 
 The worker belongs to the running event loop; a batcher used from a new loop (a new
 ``asyncio.run``) starts a new worker there.
@@ -15,11 +20,12 @@ The worker belongs to the running event loop; a batcher used from a new loop (a 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-Handler = Callable[[list[Any]], list[Any]]
+Handler = Callable[[list[Any]], Any]  # -> list of results, or an awaitable of it
 
 
 class MicroBatcher:
@@ -36,6 +42,10 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self.batches: list[tuple[str, int]] = []  # (kind, size) of every batch run, for tests/benchmarks
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [size for _, size in self.batches]
 
     async def submit(self, kind: str, item: Any) -> Any:
         if kind not in self.handlers:
@@ -70,7 +80,11 @@ class MicroBatcher:
             kind = batch[0][0]
             self.batches.append((kind, len(batch)))
             try:
-                results = await loop.run_in_executor(self._executor, self.handlers[kind], [b[1] for b in batch])
+                handler, items = self.handlers[kind], [b[1] for b in batch]
+                if inspect.iscoroutinefunction(handler):
+                    results = await handler(items)
+                else:
+                    results = await loop.run_in_executor(self._executor, handler, items)
                 if len(results) != len(batch):
                     raise RuntimeError(f"handler {kind!r} returned {len(results)} results for {len(batch)} items")
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller

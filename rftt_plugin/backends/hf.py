@@ -6,7 +6,9 @@
   next-token query reads the last position only (``logits_to_keep``), so ranking the allowed
   tags of a node costs one forward pass of its context, exactly.
 * **Generation** (:meth:`~HFBackend.generate`): requests in flight are decoded together with a
-  KV cache (left padding, explicit position ids, rows dropped from the cache as they finish).
+  KV cache (left padding, explicit position ids, rows dropped from the cache as they finish):
+  :func:`rftt_plugin.backends.decode.decode`, the loop hfcpu uses too; :meth:`HFBackend._sample`
+  is this backend's own token choice (hfcpu's follows vLLM's sampler instead).
   Each row has its own :class:`SamplingParams`: temperature (0 = greedy), top-k, top-p
   (the smallest set of most probable ids whose mass reaches ``top_p``), a ``torch.Generator``
   seeded with ``params.seed`` (or the backend seed and a request counter), stop ids, stop
@@ -35,6 +37,7 @@ from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
 from rftt_plugin.backends.batcher import MicroBatcher
+from rftt_plugin.backends.decode import decode, left_pad
 from rftt_plugin.backends.stopping import StopChecker
 
 LOGPROB_MODES = ("processed", "raw")
@@ -182,20 +185,9 @@ class HFBackend(BaseBackend):
         await self.batcher.aclose()
 
     # -- batched work (worker thread) -------------------------------------------------------------
-    def _left_pad(self, rows: list[list[int]]):
-        torch = self.torch
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
-
     def _score_batch(self, items: list[_ScoreItem]) -> list[list[float]]:
         torch = self.torch
-        ids, mask, pos = self._left_pad([it.ids for it in items])
+        ids, mask, pos = left_pad([it.ids for it in items], self.pad_id, self.device)
         width = ids.shape[1]
         # Logits are needed from the earliest queried position on; keep only that tail.
         keep = max(len(it.ids) - min(it.positions) + 1 for it in items)
@@ -250,38 +242,16 @@ class HFBackend(BaseBackend):
                 results[i] = Generation([], [], done[0], done[1])
             else:
                 active.append(i)
-        if not active:
-            return results  # type: ignore[return-value]
-        ids, mask, pos = self._left_pad([items[i].context for i in active])
-        last_pos = pos[:, -1]
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            while True:
-                next_tokens = []
-                keep = []
-                for row, i in enumerate(active):
-                    tok, lp = self._sample(logits[row], items[i].params, gens[i])
-                    ids_out[i].append(tok)
-                    lps_out[i].append(lp)
-                    done = checkers[i].check(ids_out[i])
-                    if done is not None:
-                        results[i] = Generation(ids_out[i], lps_out[i], done[0], done[1])
-                    else:
-                        keep.append(row)
-                        next_tokens.append(tok)
-                if not keep:
-                    break
-                if len(keep) < len(active):  # drop finished rows from the batch and the cache
-                    index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
-                    mask, last_pos = mask[index], last_pos[index]
-                    active = [active[r] for r in keep]
-                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=self.device)], 1)
-                last_pos = last_pos + 1
-                step = torch.tensor(next_tokens, device=self.device).unsqueeze(1)
-                out = self.model(input_ids=step, attention_mask=mask, position_ids=last_pos.unsqueeze(1),
-                                 past_key_values=cache, use_cache=True)
-                logits = out.logits[:, -1, :].float()
+
+        def pick(n: int, logits) -> tuple[int, bool]:  # n: position in the decoded batch
+            i = active[n]
+            tok, lp = self._sample(logits, items[i].params, gens[i])
+            ids_out[i].append(tok)
+            lps_out[i].append(lp)
+            done = checkers[i].check(ids_out[i])
+            if done is not None:
+                results[i] = Generation(ids_out[i], lps_out[i], done[0], done[1])
+            return tok, done is not None
+
+        decode(self.model, [items[i].context for i in active], pick, pad_id=self.pad_id, device=self.device)
         return results  # type: ignore[return-value]

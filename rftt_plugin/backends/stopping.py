@@ -1,4 +1,5 @@
-"""When does a token-by-token generation end? One pure rule shared by the local backends.
+"""When does a token-by-token generation end? One pure rule shared by the local backends (fake,
+hf) and hfcpu, which reports ``eos`` as vLLM's ``stop`` and leaves EOS out under ``ignore_eos``.
 
 After each appended token, in this order (the first that applies wins):
 
@@ -21,7 +22,10 @@ from rftt_plugin.backends.base import SamplingParams
 
 
 class StopChecker:
-    """Stateful checker for one sequence; call :meth:`check` after every appended token."""
+    """Stateful checker for one sequence; call :meth:`check` after every appended token.
+
+    ``params``: anything with ``stop``, ``stop_token_ids`` and ``max_tokens`` (the backends'
+    :class:`SamplingParams`, hfcpu's ``SamplingSpec``)."""
 
     def __init__(self, params: SamplingParams, eos_ids: Iterable[int] = (),
                  decode: Callable[[Sequence[int]], str] | None = None, max_tokens: int | None = None):

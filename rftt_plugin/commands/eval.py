@@ -100,7 +100,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
-    from rftt_plugin.data.rl import RowError
+    from rftt_plugin.data.rows import RowError
     from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
     from rftt_plugin.evaluation.selection import parse_budgets
     from rftt_plugin.commands._checks import check_backend_paths

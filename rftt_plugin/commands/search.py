@@ -111,7 +111,7 @@ def load_requests(args: argparse.Namespace) -> list:
 
     args._input_file = args.questions or args.benchmark_file
     records = read_records(args._input_file)
-    from rftt_plugin.data.rl import RowError, gold_of, question_of
+    from rftt_plugin.data.rows import RowError, gold_of, question_of
 
     out = []
     for record in records:

@@ -30,7 +30,7 @@ item must be matched; ``"$a$,$b$"`` entries split into items). ``BenchmarkItem.g
 item as text, or a JSON list of the items when there are several; ``normalize_gold(item.gold)``
 gives the same items back.
 
-A broken row (bad JSON, no question, no usable gold) raises :class:`~rftt_plugin.data.rl.RowError`
+A broken row (bad JSON, no question, no usable gold) raises :class:`~rftt_plugin.data.rows.RowError`
 naming ``file:row`` and the field; ``on_error="skip"`` collects it in ``Benchmark.rejected``
 instead (the caller must then report that the benchmark is incomplete).
 """
@@ -38,14 +38,13 @@ instead (the caller must then report that the benchmark is incomplete).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from rftt_plugin.data.rl import RowError
+from rftt_plugin.data.rows import RowError, RowFields, check_readable, field_value, plain, question_of, read_gold
 from rftt_plugin.data.sources import LOCAL_SUFFIXES, Record, SourceError, read_records
 
 __all__ = [
@@ -88,8 +87,7 @@ class BenchmarkItem:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """Where a benchmark lives and which fields hold what (field names are matched exactly
-    first, then case-insensitively, so ``Problem``/``Answer`` style copies load too)."""
+    """Where a benchmark lives and which fields hold what (see :mod:`rftt_plugin.data.rows`)."""
 
     name: str
     title: str
@@ -97,10 +95,7 @@ class BenchmarkSpec:
     hub_id: str
     hub_split: str
     hub_subset: str | None = None
-    question_fields: tuple[str, ...] = ("problem", "question")
-    gold_fields: tuple[str, ...] = ("answer",)
-    solution_fields: tuple[str, ...] = ()  # fall back to the last \boxed{} of these
-    context_field: str | None = None       # text printed before the question when present
+    fields: RowFields = RowFields(("problem", "question"), ("answer",), ())
     meta_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     native_id_fields: tuple[str, ...] = ("id",)
     expected_rows: int | None = None       # size of the reference copy (documentation, tests)
@@ -111,26 +106,24 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     for spec in (
         BenchmarkSpec(
             "math500", "MATH-500", ("math500", "math_500", "MATH-500"), "HuggingFaceH4/MATH-500", "test",
-            question_fields=("problem",), gold_fields=("answer",), solution_fields=("solution",),
+            fields=RowFields(("problem",), ("answer",), ("solution",)),
             meta_fields=(("level", ("level",)), ("subject", ("subject", "type"))),
             native_id_fields=("unique_id",), expected_rows=500),
         BenchmarkSpec(
             "gsm8k", "GSM8K", ("gsm8k_test", "gsm8k"), "openai/gsm8k", "test", hub_subset="main",
-            question_fields=("question",), gold_fields=("answer",),
-            native_id_fields=("idx", "id"), expected_rows=1319),
+            fields=RowFields(("question",), ("answer",), ()), native_id_fields=("idx", "id"), expected_rows=1319),
         BenchmarkSpec(
             "aime24", "AIME 2024", ("aime24", "aime_2024", "aime2024"), "HuggingFaceH4/aime_2024", "train",
-            question_fields=("problem", "question"), gold_fields=("answer",),
+            fields=RowFields(("problem", "question"), ("answer",), ()),
             meta_fields=(("url", ("url",)), ("year", ("year",))), native_id_fields=("id",), expected_rows=30),
         BenchmarkSpec(
             "amc23", "AMC 2023", ("amc23", "amc_2023", "amc2023"), "math-ai/amc23", "test",
-            question_fields=("problem", "question"), gold_fields=("answer",),
+            fields=RowFields(("problem", "question"), ("answer",), ()),
             meta_fields=(("url", ("url",)),), native_id_fields=("id",), expected_rows=40),
         BenchmarkSpec(
             "olympiadbench", "OlympiadBench", ("olympiadbench", "olympiad_bench", "OlympiadBench"),
             "Hothan/OlympiadBench", "train", hub_subset="OE_TO_maths_en_COMP",
-            question_fields=("question", "problem"), gold_fields=("final_answer", "answer"),
-            context_field="context",
+            fields=RowFields(("question", "problem"), ("final_answer", "answer"), (), context="context"),
             meta_fields=(("subfield", ("subfield",)), ("answer_type", ("answer_type",)), ("unit", ("unit",)),
                          ("is_multiple_answer", ("is_multiple_answer",)), ("tolerance", ("error",))),
             native_id_fields=("id",), expected_rows=675),
@@ -142,7 +135,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 # (rftt_plugin.demo.synthetic), written as jsonl with `question` and `answer`.
 EXTRA_BENCHMARKS: dict[str, BenchmarkSpec] = {
     "arith": BenchmarkSpec("arith", "Synthetic arithmetic (CPU quickstart)", ("arith_test", "arith"), "", "test",
-                           question_fields=("question",), gold_fields=("answer",)),
+                           fields=RowFields(("question",), ("answer",), ())),
 }
 
 # Names people type for the same benchmark.
@@ -153,9 +146,7 @@ _ALIASES = {"math-500": "math500", "math_500": "math500", "gsm8k_test": "gsm8k",
 
 # A benchmark of the user's own (`rftt eval --source NAME=FILE` with a NAME not listed above): the
 # fields it needs, as stated in `rftt eval --help` (USER_FIELDS_HELP).
-USER_QUESTION_FIELDS = ("problem", "question")
-USER_GOLD_FIELDS = ("answer", "final_answer")
-USER_SOLUTION_FIELDS = ("solution",)
+USER_FIELDS = RowFields(("problem", "question"), ("answer", "final_answer"), ("solution",))
 USER_FIELDS_HELP = ("one JSON object per row (.jsonl; also .json, .parquet) with the question in 'problem' or "
                     "'question' and the gold answer in 'answer' or 'final_answer' (text, a number, or a list "
                     "that must all be matched), or else a 'solution' whose last \\boxed{} is the answer; "
@@ -167,8 +158,7 @@ def user_spec(name: str) -> BenchmarkSpec:
     """The spec of a user-named benchmark read from a local file (see USER_FIELDS_HELP)."""
     if not _NAME_RE.match(name):
         raise BenchmarkError(f"benchmark name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
-    return BenchmarkSpec(name, name, (name,), "", "test", question_fields=USER_QUESTION_FIELDS,
-                         gold_fields=USER_GOLD_FIELDS, solution_fields=USER_SOLUTION_FIELDS,
+    return BenchmarkSpec(name, name, (name,), "", "test", fields=USER_FIELDS,
                          meta_fields=(("level", ("level",)), ("subject", ("subject", "type"))),
                          native_id_fields=("id", "unique_id", "idx"))
 
@@ -270,71 +260,11 @@ def resolve_source(name: str, source: str | None = None, data_dir: str | os.Path
 # Rows -> items
 # ----------------------------------------------------------------------------------------------
 
-def _get(data: dict, names: Iterable[str]) -> tuple[str | None, Any]:
-    """First present, non-None field among ``names`` (exact match first, then case-insensitive)."""
-    names = tuple(names)
-    for n in names:
-        if data.get(n) is not None:
-            return n, data[n]
-    lowered = {k.lower(): k for k in data if isinstance(k, str)}
-    for n in names:
-        key = lowered.get(n.lower())
-        if key is not None and data[key] is not None:
-            return key, data[key]
-    return None, None
-
-
-def _plain(value: Any) -> Any:
-    """numpy / pyarrow scalars and arrays -> plain Python (hub rows come through pandas/arrow)."""
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return value.tolist()
-    return value
-
-
-def _question(record: Record, spec: BenchmarkSpec) -> str:
-    name, value = _get(record.data, spec.question_fields)
-    if name is None:
-        raise RowError(record.where, "/".join(spec.question_fields), "missing")
-    if not isinstance(value, str):
-        raise RowError(record.where, name, f"expected text, got {type(value).__name__}")
-    text = value.replace("\x00", "").strip()
-    if not text:
-        raise RowError(record.where, name, "empty")
-    if spec.context_field:
-        _, context = _get(record.data, (spec.context_field,))
-        if isinstance(context, str) and context.strip():
-            text = f"{context.strip()}\n\n{text}"
-    return text
-
-
-def _gold(record: Record, spec: BenchmarkSpec) -> tuple[str, int]:
-    """(gold string, number of items) under the reward's normalisation rules."""
-    from rftt_plugin.reward.extract import last_boxed, normalize_gold
-
-    name, value = _get(record.data, spec.gold_fields)
-    if name is None and spec.solution_fields:
-        name, solution = _get(record.data, spec.solution_fields)
-        if name is not None:
-            value = last_boxed(str(solution))
-            if value is None:
-                raise RowError(record.where, name, "no answer field and no \\boxed{} in the solution")
-    if name is None:
-        raise RowError(record.where, "/".join(spec.gold_fields + spec.solution_fields), "missing")
-    value = _plain(value)
-    if isinstance(value, str) and not value.strip():
-        raise RowError(record.where, name, "empty")
-    gold = normalize_gold(value, spec.name)
-    if not gold.usable:
-        raise RowError(record.where, name, f"no usable gold answer in {str(value)[:80]!r}")
-    text = gold.items[0] if len(gold.items) == 1 else json.dumps(list(gold.items), ensure_ascii=False)
-    return text, len(gold.items)
-
-
 _LEVEL_RE = re.compile(r"^\s*(?:level\s*)?(\d+)\s*$", re.IGNORECASE)
 
 
 def _meta_value(key: str, value: Any) -> Any:
-    value = _plain(value)
+    value = plain(value)
     if key == "level" and isinstance(value, str):  # "Level 3" (MATH-lighteval) -> 3
         m = _LEVEL_RE.match(value)
         if m:
@@ -344,21 +274,20 @@ def _meta_value(key: str, value: Any) -> Any:
 
 def item_from_record(record: Record, spec: BenchmarkSpec, position: int) -> BenchmarkItem:
     """Normalise one source row; raises :class:`RowError` naming the row and field."""
-    if "__error__" in record.data:
-        raise RowError(record.where, "*", record.data["__error__"])
-    question = _question(record, spec)
-    gold, n_items = _gold(record, spec)
+    check_readable(record)
+    question = question_of(record, spec.fields)
+    gold = read_gold(record, spec.fields, spec.name)
     meta: dict[str, Any] = {"source": record.where}
-    _, native = _get(record.data, spec.native_id_fields)
+    _, native = field_value(record.data, spec.native_id_fields)
     if native is not None:
-        meta["native_id"] = _plain(native)
+        meta["native_id"] = plain(native)
     for key, names in spec.meta_fields:
-        _, value = _get(record.data, names)
+        _, value = field_value(record.data, names)
         if value is not None:
             meta[key] = _meta_value(key, value)
-    if n_items > 1:
-        meta["gold_items"] = n_items
-    return BenchmarkItem(f"{spec.name}-{position}", question, gold, meta)
+    if len(gold.items) > 1:
+        meta["gold_items"] = len(gold.items)
+    return BenchmarkItem(f"{spec.name}-{position}", question, gold.normalized_text, meta)
 
 
 @dataclass

@@ -10,129 +10,29 @@ Row schema (what verl's ``RLHFDataset`` and our reward read)::
     reward_model  {"style": "rule", "ground_truth": <gold answer string>}
     extra_info    {"index": i, "split": ..., "source": "<file:row>", "level": ..., "subject": ...}
 
-Gold answers: ``answer`` / ``final_answer`` fields when present (lists are stored as a JSON
-list string), else the last ``\\boxed{}`` of ``solution`` (MATH), else the number after ``####``
-(GSM8K). Rows without a question or a usable gold are rejected with the reason and kept in
-``rejected.jsonl`` so nothing is lost silently.
+Which fields hold the question and the gold, and how a bad row is named: :mod:`rftt_plugin.data.rows`.
+The gold is stored as the row wrote it (a list as a JSON list string, a solution's last
+``\\boxed{}``; the reward normalises it). Rows without a question or a usable gold are rejected
+with the reason and kept in ``rejected.jsonl`` so nothing is lost silently.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from rftt_plugin.data.rows import field_value, question_and_gold
 from rftt_plugin.data.sources import Record
 
-QUESTION_FIELDS = ("problem", "question", "prompt", "query")
-GOLD_FIELDS = ("answer", "final_answer", "ground_truth", "gold")
-SOLUTION_FIELDS = ("solution", "reference_solution")
 META_FIELDS = {"level": ("level",), "subject": ("subject", "type", "subfield"), "id": ("unique_id", "id", "idx")}
 DEFAULT_DATA_SOURCE = "rftt_math"
-
-
-class RowError(ValueError):
-    def __init__(self, where: str, field_name: str, reason: str):
-        super().__init__(f"{where}: field {field_name!r}: {reason}")
-        self.where, self.field, self.reason = where, field_name, reason
-
-
-def _first(data: dict, names: Iterable[str]) -> tuple[str | None, Any]:
-    for name in names:
-        if name in data and data[name] is not None:
-            return name, data[name]
-    return None, None
-
-
-def question_of(record: Record) -> str:
-    name, value = _first(record.data, QUESTION_FIELDS)
-    if name is None:
-        raise RowError(record.where, "/".join(QUESTION_FIELDS), "missing")
-    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
-        value = value[-1]["content"]  # already chat messages
-    if not isinstance(value, str):
-        raise RowError(record.where, name, f"expected text, got {type(value).__name__}")
-    text = value.replace("\x00", "").strip()
-    if not text:
-        raise RowError(record.where, name, "empty")
-    return text
-
-
-def gold_of(record: Record) -> str:
-    """The gold answer as a string the reward's ``normalize_gold`` understands."""
-    from rftt_plugin.reward.extract import last_boxed, normalize_gold
-
-    data = record.data
-    name, value = _first(data, GOLD_FIELDS)
-    present = next((k for k in GOLD_FIELDS if k in data), None)
-    if name is None and present is not None and not any(data.get(k) is not None for k in SOLUTION_FIELDS):
-        raise RowError(record.where, present, "null; expected the answer as text or a number")
-    if name is not None:
-        value = _plain_gold(record.where, name, value)
-    if name is None:
-        name, value = _first(data, SOLUTION_FIELDS)
-        if name is None:
-            raise RowError(record.where, "/".join(GOLD_FIELDS + SOLUTION_FIELDS), "missing")
-        boxed = last_boxed(str(value))
-        if boxed is None:  # a full solution without \boxed{} has no answer we could grade against
-            raise RowError(record.where, name, "no \\boxed{} answer in the solution")
-        value = boxed
-    gold = normalize_gold(value)
-    if not gold.usable:
-        raise RowError(record.where, name, f"no usable gold answer in {str(value)[:80]!r}")
-    if isinstance(value, (list, tuple)):
-        if len(value) == 1:  # [4] is the answer 4, not a one-item answer list
-            return _scalar_text(value[0])
-        return json.dumps([_scalar_text(v) for v in value], ensure_ascii=False)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _scalar_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _plain_gold(where: str, name: str, value: Any) -> Any:
-    """Refuse gold answers whose type has no sensible answer text (dict, bool, nested lists)."""
-    def bad(v: Any) -> bool:
-        return isinstance(v, (dict, bool)) or v is None or not isinstance(v, (str, int, float))
-
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        value = value.tolist()  # numpy values from parquet
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise RowError(where, name, "empty list; expected the answer as text or a number")
-        for v in value:
-            if bad(v):
-                raise RowError(where, name, f"list holds a {type(v).__name__ if v is not None else 'null'}; "
-                                            "expected text or numbers")
-        return value
-    if bad(value):
-        raise RowError(where, name, f"is a {type(value).__name__}; expected the answer as text or a number")
-    return value
-
-
-def question_and_gold(record: Record, rejected: list[dict]) -> tuple[str, str] | None:
-    """``(question, gold)`` of a record, or None after appending why it is unusable to ``rejected``
-    (``{"where": "file:row", "field": ..., "reason": ...}``): the one place bad rows are named."""
-    if "__error__" in record.data:
-        rejected.append({"where": record.where, "field": "*", "reason": record.data["__error__"]})
-        return None
-    try:
-        return question_of(record), gold_of(record)
-    except RowError as exc:
-        rejected.append({"where": exc.where, "field": exc.field, "reason": exc.reason})
-        return None
 
 
 def build_row(record: Record, index: int, question: str, gold: str, *, split: str, data_source: str) -> dict[str, Any]:
     extra: dict[str, Any] = {"index": index, "split": split, "source": record.where}
     for key, names in META_FIELDS.items():
-        _, value = _first(record.data, names)
+        _, value = field_value(record.data, names)
         if value is not None:
             extra[key] = str(value)
     return {

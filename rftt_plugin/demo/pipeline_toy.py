@@ -3,7 +3,7 @@
 ``python -m rftt_plugin.demo.pipeline_toy --out DIR`` writes
 
 * ``DIR/base/``: a tiny random Qwen2-style instruct model with a ChatML template
-  (:mod:`rftt_plugin.demo.tiny_model`; digits split so arithmetic is learnable);
+  (:mod:`rftt_plugin.tiny_model`; digits split so arithmetic is learnable);
 * ``DIR/phase1.jsonl``, ``DIR/rl.jsonl``, ``DIR/eval.jsonl``: disjoint toy sum questions
   (:mod:`rftt_plugin.demo.synthetic`) as ``{"id", "problem", "answer"}`` rows (the MATH-500 fields), which any
   ``--source`` file of ``rftt gen-sft`` / ``rftt data rl`` / ``rftt eval`` reads.
@@ -23,7 +23,7 @@ from pathlib import Path
 def write_inputs(out: str | Path, n_phase1: int = 24, n_rl: int = 64, n_eval: int = 16, seed: int = 0,
                  hidden_size: int = 64) -> dict[str, str]:
     from rftt_plugin.demo.synthetic import split_sum_problems
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

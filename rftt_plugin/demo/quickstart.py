@@ -187,7 +187,7 @@ class Quickstart:
     # -- stages -----------------------------------------------------------------------------------
     def stage_model(self) -> str:
         from rftt_plugin.prepare import prepare_model
-        from rftt_plugin.demo.tiny_model import build_tiny_model
+        from rftt_plugin.tiny_model import build_tiny_model
 
         cfg = self.config
         base = build_tiny_model(self.out / "model" / "base", seed=cfg.seed, hidden_size=cfg.hidden_size,

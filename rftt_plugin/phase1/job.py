@@ -30,7 +30,7 @@ Resumability (the job can be killed at any moment and restarted with the same co
   on disk.
 
 Bad input rows (no question, no usable gold, not JSON) are reported by ``file:row`` with the
-field and reason (reusing :mod:`rftt_plugin.data.rl`'s field heuristics) and skipped.
+field and reason (reusing :mod:`rftt_plugin.data.rows`) and skipped.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def question_key(question: str, gold: str) -> str:
 def load_questions(source: str, split: str = "train", subset: str | None = None,
                    limit: int | None = None) -> LoadResult:
     """Usable questions of ``source`` in order (first ``limit`` of them), bad rows by ``file:row``."""
-    from rftt_plugin.data.rl import question_and_gold
+    from rftt_plugin.data.rows import question_and_gold
     from rftt_plugin.data.sources import read_records
 
     out = LoadResult()

@@ -48,7 +48,7 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
 
 def build_demo_assets(root: str | Path, n_train: int = 32, n_val: int = 8) -> DemoAssets:
     """Build (or reuse) the tiny Qwen2-style model and the parquet files under ``root``."""
-    from rftt_plugin.demo.tiny_model import build_tiny_model
+    from rftt_plugin.tiny_model import build_tiny_model
 
     root = Path(root)
     model_dir = root / "tiny_qwen2"

@@ -1,13 +1,18 @@
 """Batched token-in/token-out generation with a Hugging Face causal LM (no Ray, no asyncio).
 
-One call serves a batch of requests with their own sampling parameters:
+One call serves a batch of requests with their own sampling parameters.
 
-1. prefill: the prompts are left-padded into one ``[B, Lmax]`` batch with an attention mask and
-   position ids counted from each row's first real token, one forward builds the KV cache;
-2. decode: one forward per step feeds every row's last token; each row picks its token with its
-   own parameters (``sampling.choose_token``) and stops on EOS (unless ``ignore_eos``),
-   ``stop_token_ids``, ``stop`` strings or ``max_tokens``. Rows that finished keep being fed
-   (their tokens are discarded) so the cache stays rectangular: simple, and the batch is small.
+The loop (left-padded prefill, KV-cache decode, finished rows leaving the batch) is the hf
+backend's, :func:`rftt_plugin.backends.decode.decode`, and so is the stop rule
+(:class:`~rftt_plugin.backends.stopping.StopChecker`: EOS unless ``ignore_eos``, ``stop_token_ids``,
+``stop`` strings, ``max_tokens``). What stays here is what makes hfcpu a vLLM stand-in rather than
+the backend: choosing the token and its log-prob the way vLLM's sampler does
+(:func:`.sampling.choose_token`: ``allowed_token_ids``, repetition penalty, greedy below
+``1e-5``, log-probs after top-k/top-p), the first-position read-outs (``rftt_top_logprobs``,
+``logprob_token_ids``), ``prompt_logprobs``, the OOV mask, and one shared generator for requests
+without a seed. The backend reports the log-prob *before* the top-k/top-p cut (what verl's actor
+recomputes) and has no penalties, so one token chooser for both would change one of the two
+contracts; they share everything around it.
 
 Like vLLM, the returned token ids include the token that ended the sequence (EOS, a stop token,
 or the token that completed a stop string): vLLM only trims stop strings from the *text*.
@@ -24,12 +29,13 @@ embedding rows (Qwen2.5-style checkpoints) are never sampled and every log-prob 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from rftt_plugin.backends.decode import decode as decode_batch
+from rftt_plugin.backends.stopping import StopChecker
 from rftt_plugin.cpu.hfcpu.prompt_logprobs import prompt_logprobs_layout
 from rftt_plugin.cpu.hfcpu.sampling import SamplingSpec, apply_allowed_and_penalty, choose_token
 
@@ -86,38 +92,14 @@ class BatchGenerator:
         self.pad_token_id = int(pad_token_id)
         self.decode = decode
         self.generator = torch.Generator().manual_seed(seed)  # for requests without their own seed
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     # -- helpers --------------------------------------------------------------------------------
-    def _forward(self, **kwargs):
-        if self._keeps_logits:
-            kwargs["logits_to_keep"] = 1  # only the last position is needed while generating
-        out = self.model(use_cache=True, **kwargs)
-        return self._mask_oov(out.logits[:, -1, :]), out.past_key_values
-
     def _mask_oov(self, logits: torch.Tensor) -> torch.Tensor:
         """verl's vLLM server mask: ids the tokenizer does not have get ``-inf`` (see module docstring)."""
         if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
             logits = logits.clone()
             logits[..., self.vocab_limit:] = float("-inf")
         return logits
-
-    def _stop_reason(self, row: _RowState, token: int) -> Optional[str]:
-        spec = row.spec
-        if not spec.ignore_eos and token in self.eos_token_ids:
-            return "stop"
-        if token in spec.stop_token_ids:
-            return "stop"
-        if spec.stop:
-            if self.decode is None:
-                raise RuntimeError("stop strings need a tokenizer, but the hfcpu server has none")
-            # We stop at the first match, so a match can only involve the newest token.
-            text = self.decode(row.tokens)
-            if any(s in text for s in spec.stop):
-                return "stop"
-        if len(row.tokens) >= spec.max_tokens:
-            return "length"
-        return None
 
     @staticmethod
     def _token_id_logprobs(logits: torch.Tensor, row: "_RowState") -> list[float]:
@@ -140,53 +122,37 @@ class BatchGenerator:
     def run(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
             return []
+        if min(len(r.prompt_ids) for r in requests) < 1:
+            raise ValueError("hfcpu cannot generate from an empty prompt")
+        if self.decode is None and any(r.spec.stop for r in requests):
+            raise RuntimeError("stop strings need a tokenizer, but the hfcpu server has none")
         rows = [
             _RowState(r, torch.Generator().manual_seed(r.spec.seed) if r.spec.seed is not None else self.generator)
             for r in requests
         ]
-        lengths = [len(r.prompt_ids) for r in requests]
-        if min(lengths) < 1:
-            raise ValueError("hfcpu cannot generate from an empty prompt")
-        batch, width = len(requests), max(lengths)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)
-        for i, r in enumerate(requests):  # left padding: real tokens end at the same column
-            input_ids[i, width - lengths[i]:] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention_mask[i, width - lengths[i]:] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        stops = [StopChecker(r.spec, () if r.spec.ignore_eos else self.eos_token_ids,
+                             self.decode if r.spec.stop else None) for r in requests]
 
-        logits, cache = self._forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        next_pos = position_ids[:, -1] + 1
-        max_steps = max(r.spec.max_tokens for r in requests)
-        for _step in range(max_steps):
-            next_ids = torch.full((batch,), self.pad_token_id, dtype=torch.long)
-            for i, row in enumerate(rows):
-                if row.done:
-                    continue
-                if _step == 0 and row.spec.top_logprobs:  # vLLM's processed log-probs, before top-k/top-p
-                    processed = apply_allowed_and_penalty(logits[i], row.spec, row.seen) / max(row.spec.temperature, 1e-5)
-                    top = torch.topk(torch.log_softmax(processed, dim=-1), row.spec.top_logprobs)
-                    row.top = (top.indices.tolist(), top.values.tolist())
-                if _step == 0 and row.spec.logprob_token_ids:
-                    row.token_id_lps = self._token_id_logprobs(logits[i], row)
-                token, logprob = choose_token(logits[i], row.spec, row.seen, row.generator)
-                row.tokens.append(token)
-                row.logprobs.append(logprob)
-                if row.spec.repetition_penalty != 1.0:
-                    row.seen = torch.cat([row.seen, torch.tensor([token])])
-                row.finish_reason = self._stop_reason(row, token)
-                next_ids[i] = token
-            if all(row.done for row in rows):
-                break
-            attention_mask = torch.cat([attention_mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
-            logits, cache = self._forward(
-                input_ids=next_ids[:, None],
-                attention_mask=attention_mask,
-                position_ids=next_pos[:, None],
-                past_key_values=cache,
-            )
-            next_pos = next_pos + 1
+        def pick(i: int, logits: torch.Tensor) -> tuple[int, bool]:
+            row = rows[i]
+            if not row.tokens and row.spec.top_logprobs:  # vLLM's processed log-probs, before top-k/top-p
+                processed = apply_allowed_and_penalty(logits, row.spec, row.seen) / max(row.spec.temperature, 1e-5)
+                top = torch.topk(torch.log_softmax(processed, dim=-1), row.spec.top_logprobs)
+                row.top = (top.indices.tolist(), top.values.tolist())
+            if not row.tokens and row.spec.logprob_token_ids:
+                row.token_id_lps = self._token_id_logprobs(logits, row)
+            token, logprob = choose_token(logits, row.spec, row.seen, row.generator)
+            row.tokens.append(token)
+            row.logprobs.append(logprob)
+            if row.spec.repetition_penalty != 1.0:
+                row.seen = torch.cat([row.seen, torch.tensor([token])])
+            done = stops[i].check(row.tokens)
+            if done is not None:  # vLLM's finish reasons: EOS is a "stop" too
+                row.finish_reason = "length" if done[0] == "length" else "stop"
+            return token, row.done
 
+        decode_batch(self.model, [r.prompt_ids for r in requests], pick, pad_id=self.pad_token_id,
+                     logits_filter=self._mask_oov)
         results = []
         for row in rows:
             result = GenerationResult(

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from rftt_plugin.cpu.hfcpu.batcher import MicroBatcher
+from rftt_plugin.backends.batcher import MicroBatcher
 from rftt_plugin.cpu.hfcpu.engine import BatchGenerator, GenerationRequest, GenerationResult
 from rftt_plugin.cpu.hfcpu.model import build_model, eos_token_ids, install_weights, torch_dtype
 from rftt_plugin.cpu.hfcpu.sampling import ServerLimits, UnsupportedRequest, parse_sampling_params, request_seed
@@ -124,7 +124,8 @@ class HFCPUServer:
             self.weights.mark_stale("no weights received from the actor yet")
         self._lock = asyncio.Lock()  # one forward or one weight load at a time
         self.batcher = MicroBatcher(
-            self._run_batch, max_wait_s=self.options.batch_wait_ms / 1000.0, max_batch=self.options.max_batch_size
+            {"generate": self._run_batch}, max_batch_size=self.options.max_batch_size,
+            wait_s=self.options.batch_wait_ms / 1000.0, thread_name="hfcpu",
         )
         self._event("start", load_format=self.config.load_format, dtype=str(self.config.dtype),
                     max_model_len=self.limits.max_model_len)
@@ -172,7 +173,7 @@ class HFCPUServer:
             key = (self.weights.version, tuple(prompt_ids))
             spec = replace(spec, seed=request_seed(self._seed, key[0], key[1], self._prompt_counts[key]))
             self._prompt_counts[key] += 1
-        result, global_steps = await self.batcher.submit(GenerationRequest(tuple(prompt_ids), spec))
+        result, global_steps = await self.batcher.submit("generate", GenerationRequest(tuple(prompt_ids), spec))
         extra_fields: dict[str, Any] = {"global_steps": global_steps, "num_cached_tokens": 0}
         if result.prompt_ids is not None:
             extra_fields["prompt_ids"] = result.prompt_ids

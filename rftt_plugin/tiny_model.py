@@ -1,6 +1,8 @@
 """Build a tiny random causal LM and a byte-level BPE tokenizer offline, in seconds.
 
-Used by the test-suite, the CPU dry run and the CPU quickstart: nothing is downloaded. The
+Used by the test-suite, the CPU dry run (``cpu/dryrun``) and the CPU quickstart (``demo/``):
+nothing is downloaded. A top-level module that imports nothing of the package, so ``cpu/`` and
+``demo/`` both use it without importing each other. The
 tokenizer is trained on a small math corpus so that ordinary text encodes into a few pieces,
 carries a ChatML-style chat template and ``<|im_end|>`` as end of turn, like Qwen2.5.
 
