@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftt_plugin.commands._checks import check_out
+    from rftt_plugin.jobs.checks import check_out
     from rftt_plugin.data.rl import BuildReport, build_rows, write_parquet
     from rftt_plugin.data.sources import read_records
     from rftt_plugin.errors import UserError

@@ -84,19 +84,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
     from rftt_plugin.data.rl import RowError
-    from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
+    from rftt_plugin.evaluation.job import EvalConfig, EvalError, EvalRun
     from rftt_plugin.evaluation.selection import parse_budgets
-    from rftt_plugin.commands._checks import check_backend_paths
     from rftt_plugin.commands._search_flags import search_values
-    from rftt_plugin.commands._device import resolve_device_flags
+    from rftt_plugin.jobs import EngineHandle
     from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
-    # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
-    check_backend_paths(args)
     try:
         sources = _sources(args.source)
         benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
-        resolve_device_flags(args, "eval")
         cfg = EvalConfig(
             model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
             served_model=args.served_model_name, tokenizer=args.tokenizer,
@@ -106,8 +102,10 @@ def run(args) -> int:
             seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
             **search_values(args, EvalConfig.SEARCH_FIELDS),
             overwrite=args.overwrite, progress=not args.quiet,
-            command=_command_line(), device_line=args.device_line)
-        result = evaluate(cfg)
+            command=_command_line())
+        job = EvalRun(cfg)
+        job.check()  # cheap checks before any data or model is read
+        result = job.run(EngineHandle(job.model))
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
         raise  # rftt_plugin.cli prints them as one line with a hint, exit 2
     except ValueError as exc:
