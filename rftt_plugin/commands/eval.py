@@ -81,29 +81,36 @@ def add_arguments(parser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args) -> int:
-    from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
-    from rftt_plugin.data.rl import RowError
-    from rftt_plugin.evaluation.job import EvalConfig, EvalError, EvalRun
+def build_job(args):
+    """The parsed flags as an :class:`~rftt_plugin.evaluation.job.EvalRun` (values only: nothing is read)."""
+    from rftt_plugin.data.benchmarks import parse_benchmark_list
+    from rftt_plugin.evaluation.job import EvalConfig, EvalRun
     from rftt_plugin.evaluation.selection import parse_budgets
     from rftt_plugin.commands._search_flags import search_values
+
+    sources = _sources(args.source)
+    benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
+    return EvalRun(EvalConfig(
+        model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
+        served_model=args.served_model_name, tokenizer=args.tokenizer,
+        benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
+        limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
+        search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
+        seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
+        **search_values(args, EvalConfig.SEARCH_FIELDS),
+        overwrite=args.overwrite, progress=not args.quiet,
+        command=_command_line()))
+
+
+def run(args) -> int:
+    from rftt_plugin.data.benchmarks import BenchmarkError
+    from rftt_plugin.data.rl import RowError
+    from rftt_plugin.evaluation.job import EvalError
     from rftt_plugin.jobs import EngineHandle
     from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
     try:
-        sources = _sources(args.source)
-        benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
-        cfg = EvalConfig(
-            model=args.model, out=args.out, backend=args.backend, base_url=args.base_url,
-            served_model=args.served_model_name, tokenizer=args.tokenizer,
-            benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
-            limit=args.limit, mode=args.mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
-            search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
-            seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
-            **search_values(args, EvalConfig.SEARCH_FIELDS),
-            overwrite=args.overwrite, progress=not args.quiet,
-            command=_command_line())
-        job = EvalRun(cfg)
+        job = build_job(args)
         job.check()  # cheap checks before any data or model is read
         result = job.run(EngineHandle(job.model))
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
@@ -120,7 +127,7 @@ def run(args) -> int:
 
     print(markdown(result.payload))
     print(f"wrote {result.out}/results.json, results.md, records.jsonl, accuracy_vs_rollouts.png"
-          + (", trees/" if cfg.mode == "tree" else "")
+          + (", trees/" if job.cfg.mode == "tree" else "")
           + f" ({result.ran} answered now, {result.resumed} resumed, {len(result.failed)} failed, "
             f"{result.wall_s:.1f} s)")
     return 1 if result.failed else 0

@@ -43,7 +43,10 @@ def add_arguments(parser) -> None:
                    help="discard an earlier run in --out made with other settings or model files")
     g.add_argument("--max-length", type=int, default=8192,
                    help="drop samples whose chat-templated conversation is longer (tokens; the SFT recipe's max_length)")
-    g = parser.add_argument_group("search")
+    _add_search_flags(parser.add_argument_group("search"), d)
+
+
+def _add_search_flags(g, d) -> None:
     g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"questions searched at once (default {d.concurrency})")
     g.add_argument("--iterations", type=int, default=d.iterations, help=f"MCTS iterations per question (default {d.iterations})")
     g.add_argument("--samples", default=None,
