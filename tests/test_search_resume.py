@@ -149,3 +149,33 @@ def test_search_trees_are_the_library_search_trees(tmp_path, questions):
         assert {k: got["meta"].pop(k) for k in ("model", "backend", "source")} == \
             {"model": None, "backend": "fake", "source": f"{questions}:{index + 1}"}
         assert got == want, index
+
+
+def test_search_trees_on_the_hf_backend_are_the_library_search_trees(tmp_path, tiny_model_dir):
+    from rftt_plugin.backends.hf import HFBackend
+    from rftt_plugin.search import SearchConfig, TokenLayout
+
+    rows = QUESTIONS[:2]
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert cli.main(["search", "--backend", "hf", "--model", str(tiny_model_dir), "--questions", str(q), "--out",
+                     str(out), "--token-mode", "text", "--iterations", "2", "--step-max-tokens", "4", "--seed", "3",
+                     "--concurrency", "1", "--device", "cpu", "--dtype", "float32", "--no-grade", "--quiet"]) == 0
+
+    async def library_trees() -> list[dict]:
+        backend = HFBackend.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", seed=3)
+        search = mcts.FunctionalMCTS(backend, TokenLayout.from_tokenizer(backend.tokenizer, mode="text"),
+                                     SearchConfig(iterations=2, step_max_tokens=4, seed=3, token_mode="text"))
+        try:
+            return [(await search.search(r["question"], gold=r["answer"])).tree.to_dict() for r in rows]
+        finally:
+            await backend.aclose()
+
+    for index, want in enumerate(asyncio.run(library_trees())):
+        want = json.loads(json.dumps(want))
+        want["meta"].pop("wall_s")
+        got = _tree(out / "trees" / f"{index:05d}.json")
+        assert {k: got["meta"].pop(k) for k in ("model", "backend", "source")} == \
+            {"model": str(tiny_model_dir), "backend": "hf", "source": f"{q}:{index + 1}"}
+        assert got == want, index
