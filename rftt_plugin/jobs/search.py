@@ -163,7 +163,8 @@ class SearchRun:
         self.model, self.config, self.source = model, config, source
         self.out, self.overwrite = Path(out).expanduser(), overwrite
         self.concurrency, self.reward_rule, self.progress = concurrency, reward_rule, progress
-        self.requests: list = []
+        self.requests: list = []                 # read by check()
+        self.input_file: str | None = None
         self._parts: tuple = (None, None, None)  # tokenizer, layout, fake script: loaded by check()
 
     # -- checks ------------------------------------------------------------------------------------

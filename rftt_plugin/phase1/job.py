@@ -31,6 +31,9 @@ Resumability (the job can be killed at any moment and restarted with the same co
 
 Bad input rows (no question, no usable gold, not JSON) are reported by ``file:row`` with the
 field and reason (reusing :mod:`rftt_plugin.data.rl`'s field heuristics) and skipped.
+
+:class:`GenSftRun` is the command's job (:mod:`rftt_plugin.jobs`): its ``check()`` reads the
+questions and the run directory before any model loads, its ``run(engine)`` drives :class:`GenSftJob`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rftt_plugin.jobs.model import ModelSpec
 from rftt_plugin.store.run_dir import JournalSpec, RunDir
 from rftt_plugin.data.sft_parquet import sft_row, write_sft_parquet
 from rftt_plugin.phase1.stitch import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample
@@ -345,7 +349,7 @@ class GenSftRun:
     """``rftt gen-sft`` as a job (:mod:`rftt_plugin.jobs`): :meth:`check` reads the questions and the
     run directory, :meth:`run` loads the model and drives :class:`GenSftJob`."""
 
-    model: Any                       # rftt_plugin.jobs.model.ModelSpec
+    model: ModelSpec
     source: str
     out: str
     search: PromptedConfig
