@@ -483,7 +483,8 @@ class EvalRun:
         self.model.check()
         check_out(self.cfg.out)
         self.model = self.model.with_device("eval")
-        self.cfg.device, self.cfg.dtype, self.cfg.device_line = self.model.device, self.model.dtype, self.model.device_line
+        m = self.model
+        self.cfg.device, self.cfg.dtype, self.cfg.device_line = m.device, m.dtype, m.device_line
         self.cfg.validate()
 
     def run(self, engine: Any) -> EvalResult:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rftt_plugin.errors import UserError
+from rftt_plugin.fingerprint import input_fingerprint
 from rftt_plugin.jobs.model import EngineHandle, ModelSpec
 from rftt_plugin.search.config import SearchConfig
 from rftt_plugin.store.run_dir import RUN_FILE, JournalSpec, RunDir, RunMismatch
@@ -166,36 +167,36 @@ class SearchRun:
         self.requests: list = []                 # read by check()
         self.input_file: str | None = None
         self._parts: tuple = (None, None, None)  # tokenizer, layout, fake script: loaded by check()
+        # What decides the trees (made by check()): the model, the settings, the question file's
+        # content and count.
+        self._fingerprint: dict[str, Any] = {}
 
     # -- checks ------------------------------------------------------------------------------------
     def check(self) -> None:
         from rftt_plugin.jobs.checks import check_out
 
-        for flag, value, low in (("--concurrency", self.concurrency, 1), ("--max-batch-size", self.model.max_batch_size, 1),
-                                 ("--limit", self.source.limit, 0)):
+        for flag, value, low in (("--concurrency", self.concurrency, 1),
+                                 ("--max-batch-size", self.model.max_batch_size, 1), ("--limit", self.source.limit, 0)):
             if value < low:
                 raise UserError(f"{flag} {value}: must be >= {low}", "see rftt search --help")
         self.model.check()
+        if self.reward_rule is not None and self.model.backend != "fake":  # the scripted demo grades itself
+            self._grader(None)
         check_out(str(self.out))
         self.model = self.model.with_device("search")
         self.requests, self.input_file = load_requests(self.source)
         if not self.requests:
             raise UserError(f"no questions to search in {self.input_file}",
                             "each row needs a 'question' (or 'problem') field")
+        self._fingerprint = self.model.run_fingerprint(
+            config=asdict(self.config), questions=len(self.requests), reward_rule=self.reward_rule,
+            inputs={"questions": input_fingerprint(self.input_file)})
         self._check_out_holds_this_run()
         self._parts = build_layout(self.model, self.config.token_mode)
         check_lengths(self.requests, self._parts[1], context_window(self.model, self._parts[0]))
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What decides the trees: the model, the settings, the question file's content and count."""
-        from rftt_plugin.fingerprint import input_fingerprint
-
-        return self.model.run_fingerprint(config=asdict(self.config), questions=len(self.requests),
-                                          inputs={"questions": input_fingerprint(self.input_file)},
-                                          reward_rule=self.reward_rule)
-
     def _run_dir(self) -> SearchRunDir:
-        return SearchRunDir(self.out, self.fingerprint(), self.overwrite)
+        return SearchRunDir(self.out, self._fingerprint, self.overwrite)
 
     def _check_out_holds_this_run(self) -> None:
         entries = sorted(p.name for p in self.out.iterdir()) if self.out.exists() else []
@@ -237,7 +238,7 @@ class SearchRun:
         trees.mkdir(parents=True, exist_ok=True)
         kept = {Path(r["file"]).name for r in done.values()}
         for path in trees.iterdir():
-            if path.name not in kept:
+            if path.is_file() and path.name not in kept:
                 path.unlink()
 
     def _grader(self, fake_grade):
@@ -247,7 +248,10 @@ class SearchRun:
             return None
         if fake_grade is not None:
             return lambda text, gold: fake_grade(text)  # the scripted demo grades by text alone
-        return leaf_grader(self.reward_rule)
+        try:
+            return leaf_grader(self.reward_rule)
+        except ValueError as exc:
+            raise UserError(f"--reward-rule {self.reward_rule}: {exc}", "see rftt search --help") from None
 
     async def _search(self, pending: list[int], engine: EngineHandle, journal, rows: list) -> None:
         """Search ``pending`` (``concurrency`` trees at a time); save each tree and journal its row
