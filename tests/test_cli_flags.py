@@ -9,7 +9,7 @@ import pytest
 
 from rftt_plugin import __version__
 from rftt_plugin.cli import main
-from rftt_plugin.commands._device import choose_device
+from rftt_plugin.jobs.model import choose_device
 
 
 def test_version(capsys):

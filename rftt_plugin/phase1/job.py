@@ -31,6 +31,9 @@ Resumability (the job can be killed at any moment and restarted with the same co
 
 Bad input rows (no question, no usable gold, not JSON) are reported by ``file:row`` with the
 field and reason (reusing :mod:`rftt_plugin.data.rows`) and skipped.
+
+:class:`GenSftRun` is the command's job (:mod:`rftt_plugin.jobs`): its ``check()`` reads the
+questions and the run directory before any model loads, its ``run(engine)`` drives :class:`GenSftJob`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rftt_plugin.jobs.model import ModelSpec
 from rftt_plugin.store.run_dir import JournalSpec, RunDir
 from rftt_plugin.data.sft_parquet import sft_row, write_sft_parquet
 from rftt_plugin.phase1.stitch import SAMPLE_KINDS, SampleConfig, SampleOutcome, build_sample
@@ -54,7 +58,7 @@ from rftt_plugin.phase1.chat import ChatModel
 from rftt_plugin.phase1.prompted_search import PromptedConfig, PromptedSearch
 from rftt_plugin.search.tree import Tree
 
-__all__ = ["GenSftJob", "LoadResult", "Question", "run_dir", "load_questions", "question_key",
+__all__ = ["GenSftJob", "GenSftRun", "LoadResult", "Question", "run_dir", "load_questions", "question_key",
            "run_fingerprint"]
 
 logger = logging.getLogger("rftt_plugin.gen_sft")
@@ -124,7 +128,10 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 def run_fingerprint(search: PromptedConfig, sample: SampleConfig, prm: bool, settings: dict[str, Any]) -> dict[str, Any]:
     """What decides the trees and samples of a run (``run.json``); ``settings`` adds the model's
-    names and file fingerprints (the CLI passes them)."""
+    names and file fingerprints (:meth:`rftt_plugin.jobs.model.ModelSpec.fingerprint`). The input
+    file is not part of it: questions are keyed by the hash of their text and gold answer, so an
+    extended or edited source resumes without mixing (each sample belongs to the question text it
+    was made for)."""
     search_d = search.to_dict()
     search_d.pop("concurrency")  # how fast, not what: may change between runs
     return {"search": search_d, "sample": asdict(sample), "prm": prm, **settings}
@@ -335,3 +342,92 @@ def _summary(report: dict[str, Any]) -> str:
                  " This is expected with a random or very weak model (it never answers correctly);"
                  " look at 'drops' and 'search.dropped_replies' in report.json for why.")
     return text
+
+
+@dataclass
+class GenSftRun:
+    """``rftt gen-sft`` as a job (:mod:`rftt_plugin.jobs`): :meth:`check` reads the questions and the
+    run directory, :meth:`run` loads the model and drives :class:`GenSftJob`."""
+
+    model: ModelSpec
+    source: str
+    out: str
+    search: PromptedConfig
+    sample: SampleConfig
+    split: str = "train"
+    subset: str | None = None
+    limit: int | None = None
+    overwrite: bool = False
+    prm_url: str | None = None
+    progress: bool = True
+    loaded: LoadResult = field(default_factory=LoadResult)    # read by check()
+    settings: dict[str, Any] = field(default_factory=dict)   # the model's fingerprint, made by check()
+
+    def check(self) -> None:
+        from rftt_plugin.errors import UserError
+        from rftt_plugin.jobs.checks import check_out
+
+        for flag, value in (("--limit", self.limit), ("--max-length", self.sample.max_length)):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} {value}: must be >= 1", "see rftt gen-sft --help")
+        self.model.check()
+        check_out(self.out)
+        self.model = self.model.with_device("gen-sft")
+        self.settings = self.model.fingerprint()
+        self.loaded = load_questions(self.source, self.split, self.subset, self.limit)
+        for row in self.loaded.bad_rows[:20]:
+            print(f"rftt gen-sft: skipping bad row {row['where']}: field {row['field']!r}: {row['reason']}",
+                  file=sys.stderr)
+        if len(self.loaded.bad_rows) > 20:
+            print(f"rftt gen-sft: ... and {len(self.loaded.bad_rows) - 20} more bad rows (listed in report.json)",
+                  file=sys.stderr)
+        if not self.loaded.questions:
+            raise UserError(f"no usable question in {self.source} ({len(self.loaded.bad_rows)} bad rows)",
+                            "each row needs a question and a gold answer (answer, or a solution with \\boxed{})")
+        # A resume that would mix settings or model files is refused before the model loads.
+        run_dir(self.out, self.fingerprint(), self.overwrite).check()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return run_fingerprint(self.search, self.sample, bool(self.prm_url), self.settings)
+
+    def run(self, engine) -> int:
+        from rftt_plugin.phase1.chat import BackendChat
+
+        if not self.progress:  # --quiet: no transformers "Loading weights" bar either
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        built = engine.get()
+        scorer = None
+        if self.prm_url:
+            from rftt_plugin.reward.prm import HttpStepScorer
+
+            scorer = HttpStepScorer(self.prm_url)
+        job = GenSftJob(self.out, BackendChat(built.backend, built.tokenizer, built.eos_ids), search=self.search,
+                        sample=self.sample, scorer=scorer, tokenizer=built.tokenizer, settings=self.settings,
+                        progress=self.progress, overwrite=self.overwrite)
+
+        async def main() -> dict:
+            try:
+                return await job.run(self.loaded, source=self.source)
+            finally:
+                await engine.aclose()
+
+        try:
+            report = asyncio.run(main())
+        except KeyboardInterrupt:
+            # Every finished question is already in the journals (flushed per question).
+            print(f"\nrftt gen-sft: interrupted; {_saved(self.out)} of {len(self.loaded.questions)} questions are "
+                  f"saved in {self.out}; rerun the same command to continue", file=sys.stderr)
+            return 130
+        print(report["summary"])
+        print(f"report: {job.out / REPORT_FILE}")
+        print(json.dumps({"samples": report["samples"], "drops": report["drops"], "failed": len(report["failed"])}))
+        return 1 if report["failed"] else 0
+
+
+def _saved(out: str | os.PathLike) -> int:
+    try:
+        return Path(out, SAMPLES_FILE).read_bytes().count(b"\n")
+    except OSError:
+        return 0

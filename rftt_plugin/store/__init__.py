@@ -1,2 +1,2 @@
-"""Resumable outputs: the append-only journal and the run directory that ``rftt eval`` and
-``rftt gen-sft`` resume from (fingerprint in run.json, a writer lock, journals)."""
+"""Resumable outputs: the append-only journal and the run directory that ``rftt eval``,
+``rftt gen-sft`` and ``rftt search`` resume from (fingerprint in run.json, a writer lock, journals)."""

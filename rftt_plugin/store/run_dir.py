@@ -1,4 +1,4 @@
-"""The one resumable-run directory of the project (``rftt eval``, ``rftt gen-sft``).
+"""The one resumable-run directory of the project (``rftt eval``, ``rftt gen-sft``, ``rftt search``).
 
 A long job writes into ``--out``::
 
@@ -18,7 +18,8 @@ fingerprint's ``inputs`` table may gain entries between runs (a benchmark added)
 present in both must be unchanged.
 
 The job-specific layout (file names, journal policies) is given by the caller: see
-:class:`rftt_plugin.evaluation.records.EvalRunDir` and :class:`rftt_plugin.phase1.job.GenSftJob`.
+:class:`rftt_plugin.evaluation.records.EvalRunDir`, :class:`rftt_plugin.phase1.job.GenSftJob` and
+:class:`rftt_plugin.jobs.search.SearchRunDir`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ LOCK_FILE = ".lock"
 
 
 class RunMismatch(RuntimeError):
-    """``--out`` holds a run made with other settings."""
+    """``--out`` holds a run made with other settings; ``diff`` lists the differing settings
+    (:func:`fingerprint_diff` lines; empty when run.json is missing or unreadable)."""
+
+    def __init__(self, message: str, diff: list[str] | None = None):
+        super().__init__(message)
+        self.diff = list(diff or [])
 
 
 class RunLocked(RuntimeError):
@@ -212,7 +218,7 @@ class RunDir:
             what = (f"the files it was made from changed ({', '.join(files)})" if files
                     else "it holds a run with other settings")
             raise RunMismatch(
-                f"{self.out}: {what}; resuming would mix results of two configurations: " + "; ".join(diff))
+                f"{self.out}: {what}; resuming would mix results of two configurations: " + "; ".join(diff), diff)
         return "replace"
 
     def _check_or_write_fingerprint(self) -> None:

@@ -123,14 +123,3 @@ def check_out(value: str, flag: str = "--out", *, create: bool = True) -> Path:
             raise UserError(f"{flag} {value}: cannot create the directory ({exc.strerror or exc})",
                             "choose a writable location") from None
     return out
-
-
-def check_backend_paths(args) -> None:
-    """The ``--model``/``--tokenizer``/``--out`` checks shared by the commands that load an engine
-    (the hf backend loads weights; the openai backend needs only a tokenizer)."""
-    if args.backend == "hf":
-        check_model(args.model)
-        check_model(args.tokenizer, "--tokenizer", tokenizer_only=True)
-    else:
-        check_model(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model", tokenizer_only=True)
-    check_out(args.out)
