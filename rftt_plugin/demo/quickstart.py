@@ -101,6 +101,7 @@ class QuickstartConfig:
     rl_batch_invariant: bool = False
     compare_chain: bool = False   # also run chain RL (single_turn_agent + GRPO) with the same budget
     chain_estimator: str = "grpo"
+    ablations: bool = False       # also the paper's ablations at the same budget (rftt_plugin.demo.ablations)
     eval_limit: int = 250         # held-out questions per evaluation (0 = all n_test)
     rollouts: tuple[int, ...] = (1, 2, 4)
     step_max_tokens: int = 40
@@ -269,10 +270,21 @@ class Quickstart:
                f"{_acc(tree.summary, f'k={max(cfg.rollouts)}'):.1%})"
 
     def stage_rl(self, name: str = "rl", chain: bool = False) -> str:
+        """One main_ppo run; ``name`` other than rl / rl_chain is an ablation variant
+        (:func:`rftt_plugin.demo.ablations.variant_overrides`)."""
+        import contextlib
+
+        from rftt_plugin.demo.ablations import variant_overrides
+        from rftt_plugin.demo.toy_prm import ToyPRMServer
+
         cfg = self.config
         ckpt = self.out / name / "ckpt"
-        lines = self._run([sys.executable, "-m", "verl.trainer.main_ppo", *self.rl_overrides(name, chain)], name,
-                          total_steps=cfg.rl_steps)
+        with (ToyPRMServer() if name == "rl_step_reward" else contextlib.nullcontext()) as prm:
+            overrides = variant_overrides(name, self.rl_overrides(name, chain),
+                                          prepared_model=self.out / "model" / "prepared",
+                                          prm_url=getattr(prm, "url", None))
+            lines = self._run([sys.executable, "-m", "verl.trainer.main_ppo", *overrides], name,
+                              total_steps=cfg.rl_steps)
         from rftt_plugin.cpu.dryrun.report import parse_step_metrics
 
         steps = parse_step_metrics(lines)
@@ -498,6 +510,14 @@ class Quickstart:
             self._stage("rl_chain", o / "rl_chain" / "hf" / "config.json", lambda: self.stage_rl("rl_chain", chain=True))
             self._stage("eval_rl_chain", o / "eval_rl_chain" / "summary.json",
                         lambda: self._evaluate(o / "rl_chain" / "hf", "eval_rl_chain"))
+        if self.config.ablations:
+            from rftt_plugin.demo.ablations import EXTRA
+
+            for v in EXTRA:
+                self._stage(v.name, o / v.name / "hf" / "config.json",
+                            lambda v=v: self.stage_rl(v.name, chain=v.chain))
+                self._stage(f"eval_{v.name}", o / f"eval_{v.name}" / "summary.json",
+                            lambda v=v: self._evaluate(o / v.name / "hf", f"eval_{v.name}"))
         self._stage("report", o / "__never__", self.stage_report)
         if self.config.real_model:
             self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from rftt_plugin.tokens import DEFAULT_MAX_DEPTH, TOKEN_MODES
+from rftt_plugin.tokens import DEFAULT_MAX_DEPTH, TOKEN_MODES, FunctionalTag
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class SearchConfig:
                               phase-1 search's several samples per action): the tree holds n
                               different continuations of one tag choice. Only useful with a
                               step temperature that makes samples differ.
+    blocked_tags              tags the search never expands (an ablation: ``[verify, refine]`` trains
+                              without self-correction); empty = every tag the grammar allows.
     cut_reward                reward backed up from a leaf that is not an ``<output>`` step (depth
                               or budget cut, failed generation).
     loss_on_inserted          loss mask of ids inserted by the search (opening tags, newlines,
@@ -68,6 +70,7 @@ class SearchConfig:
     max_iterations: int = 0
     min_tag_prior: float = 0.0
     samples_per_tag: int = 1
+    blocked_tags: tuple[str, ...] = ()
     cut_reward: float = 0.0
     loss_on_inserted: bool = True
     step_retries: int = 2
@@ -75,6 +78,8 @@ class SearchConfig:
     token_mode: str = "added"
 
     def __post_init__(self) -> None:
+        # Hydra hands lists (ListConfig); a tuple keeps the config hashable and comparable.
+        object.__setattr__(self, "blocked_tags", tuple(str(t) for t in self.blocked_tags))
         problems = self.problems_of(asdict(self))
         if problems:
             raise ValueError("invalid rftt.search: " + "; ".join(problems))
@@ -109,6 +114,11 @@ class SearchConfig:
             bad("max_iterations", "must be >= 0 (0 = 4 x iterations)")
         if not 0 <= v["step_retries"] <= 10:
             bad("step_retries", "must be in [0, 10]")
+        unknown = [t for t in v["blocked_tags"] if t not in {tag.value for tag in FunctionalTag}]
+        if unknown:
+            bad("blocked_tags", f"unknown tags {unknown}; tags: {', '.join(t.value for t in FunctionalTag)}")
+        elif FunctionalTag.OUTPUT.value in v["blocked_tags"]:
+            bad("blocked_tags", "output cannot be blocked: no path could end")
         if not 1 <= v["samples_per_tag"] <= 64:
             bad("samples_per_tag", "must be in [1, 64]")
         if not 0 <= v["min_tag_prior"] < 1:
@@ -125,7 +135,9 @@ class SearchConfig:
         return self.max_iterations or 4 * self.iterations
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["blocked_tags"] = list(self.blocked_tags)  # as JSON stores it: a resumed run compares equal
+        return d
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> "SearchConfig":
@@ -157,6 +169,7 @@ FIELD_HELP: dict[str, str] = {
     "max_iterations": "guard for --distinct-leaves (0 = 4 x iterations)",
     "min_tag_prior": "drop tags below this renormalised prior (0 = every allowed tag, faithful)",
     "samples_per_tag": "children per kept tag, each its own sampled step (1 = faithful)",
+    "blocked_tags": "tags the search never expands, e.g. verify,refine (an ablation)",
     "cut_reward": "reward backed up from a leaf cut by depth or budget",
     "loss_on_inserted": "train the ids the search inserts (tags, EOS)",
     "step_retries": "retries of a failed backend call before its leaf is dropped as a fault",

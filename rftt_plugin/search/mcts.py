@@ -174,8 +174,9 @@ class FunctionalMCTS:
 
     # -- expansion ------------------------------------------------------------------------------
     async def _expand(self, tree: Tree, node: Node) -> None:
-        tags = allowed_next(node.tag, node.depth, self.config.max_depth)
-        if not tags:  # defensive: _generate_step already marks these terminal
+        tags = [t for t in allowed_next(node.tag, node.depth, self.config.max_depth)
+                if t.value not in self.config.blocked_tags]
+        if not tags:  # defensive: _generate_step already marks these terminal (or every allowed tag is blocked)
             self._terminate(node, "output" if node.tag is FunctionalTag.OUTPUT else "depth")
             return
         context = tree.context_ids(node.id)
