@@ -55,19 +55,18 @@ async def _search_all(make_mcts, prompt_of, configs: dict[str, dict], questions=
 
 
 async def _search_one(mcts, question: str, prompt_ids: list[int], gold: Any):
-    assert mcts.layout.prompt_ids(question) == prompt_ids  # pre-refactor API: the layout builds them
-    return await mcts.search(question, grade=lambda t: _grade(t, gold), gold=gold)
+    return await mcts.search(question, prompt_ids, grade=lambda t: _grade(t, gold), gold=gold)
 
 
 def fake_trees() -> dict[str, Any]:
     from rftt_plugin.backends.fake import FakeBackend, TagScript
     from rftt_plugin.search import FunctionalMCTS, SearchConfig
-    from rftt_plugin.search import TokenLayout
+    from rftt_plugin.tag_ids import TagIds
 
     script = TagScript()
 
     def make(cfg):
-        tag_ids = TokenLayout.from_fake(script.vocab, cfg["token_mode"])
+        tag_ids = TagIds.from_fake(script.vocab, cfg["token_mode"])
         return FunctionalMCTS(FakeBackend.for_script(script), tag_ids, SearchConfig(**cfg)), None
 
     return asyncio.run(_search_all(make, script.vocab.prompt_ids, FAKE_CONFIGS))
@@ -79,7 +78,9 @@ def hf_trees(base_dir: str, prepared_dir: str) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from rftt_plugin.backends.hf import HFBackend
-    from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout, chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+    from rftt_plugin.search import FunctionalMCTS, SearchConfig
+    from rftt_plugin.tag_ids import TagIds
 
     out: dict[str, Any] = {}
     for mode, folder in (("added", prepared_dir), ("text", base_dir)):
@@ -87,7 +88,7 @@ def hf_trees(base_dir: str, prepared_dir: str) -> dict[str, Any]:
 
         def make(cfg, _folder=folder, _tok=tok, _mode=mode):
             backend = HFBackend.from_pretrained(str(_folder), device="cpu", dtype="float32", max_batch_size=4)
-            mcts = FunctionalMCTS(backend, TokenLayout.from_tokenizer(_tok, mode=_mode),
+            mcts = FunctionalMCTS(backend, TagIds.from_tokenizer(_tok, mode=_mode),
                                   SearchConfig(token_mode=_mode, **cfg))
             return mcts, backend.aclose
 

@@ -141,18 +141,18 @@ def load_requests(args: argparse.Namespace) -> list:
 def build_layout(args: argparse.Namespace, config: SearchConfig):
     """(tokenizer or None, layout, fake script or None): the cheap half of the engine, so prompt
     lengths are checked before the model loads."""
-    from rftt_plugin.backends.engine import EngineError, load_tokenizer, make_layout
+    from rftt_plugin.backends.engine import EngineError, load_tokenizer, make_tag_ids
     from rftt_plugin.errors import UserError
 
     if args.backend == "fake":
         from rftt_plugin.backends.fake import TagScript
-        from rftt_plugin.search.layout import TokenLayout
+        from rftt_plugin.tag_ids import TagIds
 
         script = TagScript()
-        return None, TokenLayout.from_fake(script.vocab, config.token_mode), script
+        return None, TagIds.from_fake(script.vocab, config.token_mode), script
     try:
         tokenizer = load_tokenizer(args.model)
-        return tokenizer, make_layout(tokenizer, config.token_mode), None
+        return tokenizer, make_tag_ids(tokenizer, config.token_mode), None
     except EngineError as exc:
         raise UserError(str(exc), exc.hint.replace("use token mode text", "pass --token-mode text")
                         or "use a chat/instruct checkpoint") from None
@@ -174,7 +174,7 @@ def context_window(args: argparse.Namespace, tokenizer=None) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def check_lengths(requests: list, layout, window: int | None) -> None:
+def check_lengths(requests: list, prompt, window: int | None) -> None:
     """A question whose prompt alone fills the window cannot be searched: say so before loading."""
     from rftt_plugin.errors import UserError
 
@@ -184,10 +184,10 @@ def check_lengths(requests: list, layout, window: int | None) -> None:
         # A 1 MB question would take seconds to tokenize: a prefix of 8 characters per window token
         # decides first (a cut-off last word adds at most a few tokens, hence the margin of 8).
         probe = req.question[: 8 * window]
-        n = len(layout.prompt_ids(probe))
+        n = len(prompt(probe))
         at_least = len(probe) < len(req.question)
         if at_least and n < window + 8:
-            n, at_least = len(layout.prompt_ids(req.question)), False
+            n, at_least = len(prompt(req.question)), False
         if n >= window:
             raise UserError(f"{req.meta.get('source', req.id)}: field 'question': {'more than ' if at_least else ''}"
                             f"{n} tokens with the chat template, but the model window is {window} tokens",
@@ -325,7 +325,12 @@ def run(args: argparse.Namespace) -> int:
     fingerprint = run_fingerprint(args, config, requests)
     check_out_matches(out, fingerprint, args.overwrite)
     tokenizer, layout, script = build_layout(args, config)
-    check_lengths(requests, layout, context_window(args, tokenizer))
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+
+    prompt = script.vocab.prompt_ids if script is not None else (lambda q: chat_prompt_ids(tokenizer, q))
+    check_lengths(requests, prompt, context_window(args, tokenizer))
+    for req in requests:  # the search takes prompt ids (issue #30)
+        req.prompt_ids = prompt(req.question)
     reset_out(out, fingerprint)  # every check passed: only now are old trees removed
     engine = build_engine(args, config, layout, script, tokenizer)
     t0 = time.perf_counter()

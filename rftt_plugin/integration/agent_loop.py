@@ -70,9 +70,9 @@ from rftt_plugin.config.schema import RfttSettings
 from rftt_plugin.search.credit import leaf_token_rewards
 from rftt_plugin.integration.server_backend import VerlServerBackend
 from rftt_plugin.reward.score import BLEND_PRM, NO_ANSWER_PRM_SCALE, RewardResult
-from rftt_plugin.search.layout import TokenLayout
 from rftt_plugin.search.mcts import FunctionalMCTS, SearchResult
 from rftt_plugin.search.tree import Fault, Leaf, LeafFault
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import TAGS
 
 logger = logging.getLogger("rftt_plugin")
@@ -266,7 +266,7 @@ class _TreeJob:
 @register("rftt_tree")
 class RfttTreeAgentLoop(AgentLoopBase):
     _jobs: ClassVar[dict[str, _TreeJob]] = {}
-    _layouts: ClassVar[dict[int, TokenLayout]] = {}
+    _tag_ids: ClassVar[dict[int, TagIds]] = {}
     _scorers: ClassVar[dict[Any, Any]] = {}
     _breakers: ClassVar[dict[Any, _PrmBreaker]] = {}
 
@@ -277,15 +277,15 @@ class RfttTreeAgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
 
     # -- shared per-uid search -------------------------------------------------------------------
-    def _layout(self) -> TokenLayout:
+    def _tags(self) -> TagIds:
         key = id(self.tokenizer)
-        if key not in self._layouts:
-            layout = TokenLayout.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
+        if key not in self._tag_ids:
+            tag_ids = TagIds.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
             tokenizer = self.tokenizer
             # grade (and show) the text exactly as verl decodes a response for its reward
-            self._layouts[key] = dataclasses.replace(
-                layout, decode=lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
-        return self._layouts[key]
+            self._tag_ids[key] = dataclasses.replace(
+                tag_ids, decode=lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
+        return self._tag_ids[key]
 
     def _prm_scorer(self):
         prm = self.settings.reward.prm
@@ -315,8 +315,8 @@ class RfttTreeAgentLoop(AgentLoopBase):
             base, iterations=n, token_mode=self.settings.token_mode,
             max_response_tokens=min(base.max_response_tokens, self.response_length),
             seed=base.seed + int(kwargs.get("global_steps", 0) or 0))
-        layout = dataclasses.replace(self._layout(), prompt_fn=lambda _question: prompt_ids)
-        backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=layout.eos_id,
+        tag_ids = self._tags()
+        backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=tag_ids.eos_id,
                                     readout_top_k=self.settings.tag_readout_top_k,
                                     # $RFTT_TAG_READOUT wins (benchmarks and the vLLM lane switch engines with it)
                                     readout=os.environ.get("RFTT_TAG_READOUT", "").strip() or self.settings.tag_readout)
@@ -324,8 +324,8 @@ class RfttTreeAgentLoop(AgentLoopBase):
         question = str(messages[-1].get("content", "")) if messages else ""
         grader = _LeafGrader(self.settings, question, gold, kwargs.get("data_source"), self._prm_scorer(),
                              self._prm_breaker())
-        result = await FunctionalMCTS(backend, layout, config, grader).search(question, gold=gold,
-                                                                            meta={"uid": job.key})
+        result = await FunctionalMCTS(backend, tag_ids, config, grader).search(question, prompt_ids, gold=gold,
+                                                                             meta={"uid": job.key})
         if not result.leaves:
             raise RuntimeError(f"rftt_tree: the search for uid {job.key} produced no leaf: "
                                f"{result.tree.meta.get('error', 'unknown error')}")
