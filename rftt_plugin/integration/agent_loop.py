@@ -69,7 +69,8 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from rftt_plugin.config.schema import RfttSettings
 from rftt_plugin.search.credit import leaf_token_rewards
 from rftt_plugin.integration.server_backend import VerlServerBackend
-from rftt_plugin.reward.score import BLEND_PRM, NO_ANSWER_PRM_SCALE, RewardResult
+from rftt_plugin.reward.rules import reward_rule
+from rftt_plugin.reward.score import RewardResult
 from rftt_plugin.search.mcts import FunctionalMCTS, SearchResult
 from rftt_plugin.search.tree import Fault, Leaf, LeafFault
 from rftt_plugin.tag_ids import TagIds
@@ -185,8 +186,8 @@ class _LeafGrader:
 
         try:
             prm = None
-            # the PRM only where its value is used: blend always, rftt_prm without an answer
-            if self.reward.rule == "blend" or (self.reward.rule == "rftt_prm" and not extract_answer(text).has_answer):
+            # the PRM only where the rule uses its value (blend: always, rftt_prm: without an answer)
+            if reward_rule(self.reward.rule).needs_prm(extract_answer(text).has_answer):
                 prm = await self.prm_score(_steps_of(text))
             result = await score_response_async(text, self.gold, rule=self.reward.rule,
                                                 format_penalty=self.reward.format_penalty, prm_score=prm,
@@ -367,11 +368,12 @@ class RfttTreeAgentLoop(AgentLoopBase):
                 # graded under a different text (cannot happen while both decode alike): grade it now
                 graded = await grader.grade_text(text)
             return graded.score, graded
-        if self.settings.reward.needs_prm:
-            # no answer: rftt_prm -> sigma = 0.1 x the PRM's path score; blend -> 0.4 x the same
+        rule = reward_rule(self.settings.reward.rule)
+        if rule.needs_prm(has_answer=False):
+            # a cut leaf has no answer: the rule's value of an unanswered path with its PRM score
             steps = [result.tree[i].text for i in leaf.node_ids if result.tree[i].text]
             prm = await grader.prm_score(steps)  # LeafFault("prm_error") when it has none
-            return (NO_ANSWER_PRM_SCALE * prm if self.settings.reward.rule == "rftt_prm" else BLEND_PRM * prm), None
+            return rule(correct=False, has_answer=False, prm=prm), None
         return cut_reward, None
 
     def _tree_record(self, key: str, n: int, result: SearchResult, backend: VerlServerBackend,
