@@ -112,8 +112,8 @@ async def run_tree(item: BenchmarkItem, mcts: Any, budgets: list[int], rule: str
     from rftt_plugin.reward import score_response_async
 
     t0 = time.perf_counter()
-    result = await mcts.search(item.question, prompt(item.question), grade=search_grade_fn(search_reward, item.gold), gold=item.gold,
-                               meta={"id": item.id, "benchmark": item.benchmark, "search_reward": search_reward})
+    result = await mcts.search(item.question, prompt(item.question), grade=search_grade_fn(search_reward, item.gold),
+                               gold=item.gold, meta={"id": item.id, "benchmark": item.benchmark, "search_reward": search_reward})
     tree = result.tree
     if not result.leaves:
         raise QuestionFailed(f"{item.id}: the search produced no leaf: {tree.meta.get('error', 'unknown error')}")
