@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trees_regression import fake_trees, hf_trees
+from tests.trees_regression import build_models, fake_trees, hf_trees
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trees_before_30.json"
 
@@ -57,8 +57,8 @@ def test_fake_backend_trees_unchanged(recorded):
         assert _diff(tree, got[name], name, 1e-9) is None, _diff(tree, got[name], name, 1e-9)
 
 
-def test_hf_backend_trees_unchanged(recorded, tiny_model_dir, prepared_model_dir):
-    got = hf_trees(str(tiny_model_dir), str(prepared_model_dir))
+def test_hf_backend_trees_unchanged(recorded, tmp_path):
+    got = hf_trees(*build_models(str(tmp_path)))
     assert sorted(got) == sorted(recorded["hf"])
     for name, tree in recorded["hf"].items():
         assert _diff(tree, got[name], name, 1e-4) is None, _diff(tree, got[name], name, 1e-4)

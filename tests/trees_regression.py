@@ -74,7 +74,7 @@ def fake_trees() -> dict[str, Any]:
 
 def hf_trees(base_dir: str, prepared_dir: str) -> dict[str, Any]:
     """``base_dir``: the tiny random model (text mode); ``prepared_dir``: it after prepare-model
-    (added mode). Both are what tests/conftest.py builds."""
+    (added mode); both from :func:`build_models`."""
     from transformers import AutoTokenizer
 
     from rftt_plugin.backends.hf import HFBackend
@@ -97,7 +97,10 @@ def hf_trees(base_dir: str, prepared_dir: str) -> dict[str, Any]:
     return out
 
 
-def _build_models(root: str) -> tuple[str, str]:
+def build_models(root: str) -> tuple[str, str]:
+    """(base, prepared) model folders under ``root``, built in this order every time: prepare-model
+    draws from torch's global generator (``build_tiny_model`` seeds it), so a prepared model built
+    after other work (a session fixture) can differ from the recorded one."""
     from rftt_plugin.demo.tiny_model import build_tiny_model
     from rftt_plugin.prepare import prepare_model
 
@@ -111,7 +114,7 @@ def record(path: str) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as root:
-        base, prepared = _build_models(root)
+        base, prepared = build_models(root)
         trees = {"fake": fake_trees(), "hf": hf_trees(base, prepared)}
     header = ("Search trees recorded from commit 034bcc8 (before the issue #30 refactor) by "
               "tests/trees_regression.py; re-record with: PYTHONPATH=$PWD python -m tests.trees_regression "
