@@ -356,10 +356,9 @@ async def rftt_step(engine, prompts: list[list[int]], questions: list[str], layo
     from rftt_plugin.search.mcts import FunctionalMCTS
 
     async def one(i: int):
-        lay = dataclasses.replace(layout, prompt_fn=lambda _q, _p=prompts[i]: _p)
-        backend = VerlServerBackend(engine, request_id=f"rftt-{i}", eos_id=lay.eos_id, readout_top_k=top_k,
+        backend = VerlServerBackend(engine, request_id=f"rftt-{i}", eos_id=layout.eos_id, readout_top_k=top_k,
                                     readout=readout)
-        return await FunctionalMCTS(backend, lay, config).search(questions[i], meta={"uid": i})
+        return await FunctionalMCTS(backend, layout, config).search(questions[i], prompts[i], meta={"uid": i})
 
     return await asyncio.gather(*(one(i) for i in range(len(prompts))))
 
@@ -379,7 +378,7 @@ def build_prompts(tok, count: int, pad: int) -> tuple[list[str], list[list[int]]
     """``count`` questions as chat prompts; with ``pad`` > 0 each question is preceded by its own
     filler text of about ``pad`` ids (a stand-in for long prompts and contexts: different per question,
     so trees share no more of it than distinct long questions would)."""
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
     prompts = [chat_prompt_ids(tok, padded_question(tok, q, pad, seed=i)) for i, q in enumerate(questions)]
@@ -601,12 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from rftt_plugin.search.config import SearchConfig
-    from rftt_plugin.search.layout import TokenLayout
+    from rftt_plugin.tag_ids import TagIds
 
     tmp = tempfile.TemporaryDirectory(prefix="rftt-bench-rollout-")
     model = Path(args.model) if args.model else build_default_model(Path(tmp.name), args.warm_steps, args.warm_pad)
     tok = AutoTokenizer.from_pretrained(model)
-    layout = TokenLayout.from_tokenizer(tok, mode="added")
+    layout = TagIds.from_tokenizer(tok, mode="added")
     layout = dataclasses.replace(layout, decode=lambda ids: tok.decode(list(ids), skip_special_tokens=True))
     config = SearchConfig(iterations=args.n, max_depth=args.max_depth, step_max_tokens=args.step_max_tokens,
                           direct_answer_max_tokens=args.step_max_tokens, max_response_tokens=args.budget,

@@ -35,8 +35,10 @@ import sys
 import time
 from pathlib import Path
 
-from rftt_plugin.backends.fake import FakeBackend, TagScript
-from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout, search_many
+from rftt_plugin.backends.fake import FakeBackend, FakeVocab, TagScript
+from rftt_plugin.chat_prompt import chat_prompt_ids
+from rftt_plugin.search import FunctionalMCTS, SearchConfig, search_many
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import FunctionalTag as T
 
 PAPER_LENGTHS = {T.CLARIFY: (20, 60), T.ANALYZE: (20, 50), T.SUBQUESTION: (10, 30), T.NEXT_STEP: (40, 120),
@@ -65,12 +67,18 @@ def economy(results) -> dict[str, float]:
 def fake_engine(profile: str, latency_ms: float = 0.0, per_token_ms: float = 0.0, **cfg) -> FunctionalMCTS:
     script = TagScript(step_words_by_tag=PAPER_LENGTHS if profile == "paper" else {})
     backend = FakeBackend.for_script(script, latency_s=latency_ms / 1e3, latency_per_token_s=per_token_ms / 1e3)
-    return FunctionalMCTS(backend, TokenLayout.from_fake(script.vocab), SearchConfig(**cfg), grade=script.grade)
+    return FunctionalMCTS(backend, TagIds.from_fake(script.vocab), SearchConfig(**cfg), grade=script.grade)
+
+
+def prompt_of(mcts: FunctionalMCTS):
+    """The prompt builder that goes with ``mcts``'s backend (the fake vocabulary, or the model's chat template)."""
+    tokenizer = getattr(mcts.backend, "tokenizer", None)
+    return FakeVocab().prompt_ids if tokenizer is None else (lambda q: chat_prompt_ids(tokenizer, q))
 
 
 async def timed(mcts: FunctionalMCTS, qs: list[str], concurrency: int):
     t0 = time.perf_counter()
-    results = await search_many(qs, mcts, max_concurrent_trees=concurrency)
+    results = await search_many(qs, mcts, max_concurrent_trees=concurrency, prompt=prompt_of(mcts))
     return time.perf_counter() - t0, results
 
 
@@ -130,7 +138,7 @@ def fit_format_model(cache_dir: Path, steps: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
     from rftt_plugin.tiny_model import _CORPUS, build_tiny_model
     from rftt_plugin.tokens import GRAMMAR, TAG_STRINGS, Step, render
 
@@ -190,11 +198,11 @@ async def bench_hf(args) -> None:
     path = fit_format_model(Path(args.cache_dir), args.fit_steps)
     cfg = SearchConfig(step_max_tokens=48, direct_answer_max_tokens=48, max_depth=10, step_temperature=0.1)
     backend = HFBackend.from_pretrained(str(path), max_batch_size=args.hf_trees)
-    layout = TokenLayout.from_tokenizer(backend.tokenizer, mode="added")
+    layout = TagIds.from_tokenizer(backend.tokenizer, mode="added")
     mcts = FunctionalMCTS(backend, layout, cfg)
     n = args.hf_trees
     try:
-        await mcts.search("warm up the model")
+        await mcts.search("warm up the model", prompt_of(mcts)("warm up the model"))
         one, single = await timed(mcts, questions(1, "single"), 1)
         many, results = await timed(mcts, questions(n, "many"), n)
     finally:

@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def paper_copy(tmp: Path) -> Path:
     """A copy of the package whose rftt_prm sigma is the PRM score itself (measurement only)."""
     shutil.copytree(ROOT / "rftt_plugin", tmp / "rftt_plugin")
-    score = tmp / "rftt_plugin" / "reward" / "score.py"
+    score = tmp / "rftt_plugin" / "reward" / "rules.py"
     text, n = re.subn(r"^NO_ANSWER_PRM_SCALE = .*$", "NO_ANSWER_PRM_SCALE = 1.0", score.read_text(), flags=re.M)
     if n != 1:
-        raise SystemExit("score.py has no NO_ANSWER_PRM_SCALE line to patch")
+        raise SystemExit("rules.py has no NO_ANSWER_PRM_SCALE line to patch")
     score.write_text(text)
     return tmp
 

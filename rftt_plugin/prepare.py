@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from rftt_plugin import __version__
-from rftt_plugin.tokens import TAG_STRINGS, TAGS, Step, TagVocabulary, render, tag_piece_ids
+from rftt_plugin.tag_ids import TagIds, tag_piece_ids
+from rftt_plugin.tokens import TAG_STRINGS, TAGS, Step, render
 
 MANIFEST_NAME = "rftt_tokens.json"
 INIT_METHODS = ("mean", "random")
@@ -305,7 +306,7 @@ def _verify_saved(path: Path, token_ids: Mapping[str, int], rows: int, trust_rem
     from transformers import AutoConfig
 
     tokenizer = _load_tokenizer(path, trust_remote_code)
-    vocab = TagVocabulary.from_tokenizer(tokenizer, "added")
+    vocab = TagIds.from_tokenizer(tokenizer, "added")
     problems = vocab.check(tokenizer)
     got = {t.open: vocab.open_ids[t][0] for t in TAGS} | {t.close: vocab.close_ids[t][0] for t in TAGS}
     if got != dict(token_ids):

@@ -11,7 +11,7 @@ An RFTT response is a sequence of *steps*; each step is one functional tag pair 
 
 This module is the contract the rest of the plugin codes against (design.md section 3). It is
 pure Python: no torch or transformers import, so search, reward and data code can use it in any
-process. Tokenizers are only *duck-typed* (:class:`TagVocabulary` calls ``encode``/``decode``).
+process. The token ids of the tags in one tokenizer live in :mod:`rftt_plugin.tag_ids`.
 
 Naming: the reference code spells the second tag ``analysis``; the design contract (and this
 module) uses ``analyze``, as in the paper's abstract.
@@ -39,13 +39,12 @@ import enum
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 __all__ = [
     "CLOSE_STRINGS", "DEFAULT_MAX_DEPTH", "GRAMMAR", "OPEN_STRINGS", "ROOT", "TAG_STRINGS", "TAGS",
-    "TOKEN_MODES", "FunctionalTag", "Problem", "Step", "TagFormatError", "TagVocabulary",
-    "TagVocabularyError", "ValidationReport", "allowed_next", "final_answer_block", "is_terminal",
-    "looks_like_tag", "parse", "render", "render_step", "tag_piece_ids", "validate",
+    "FunctionalTag", "Problem", "Step", "TagFormatError", "ValidationReport", "allowed_next",
+    "final_answer_block", "is_terminal", "looks_like_tag", "parse", "render", "render_step", "validate",
 ]
 
 
@@ -477,139 +476,3 @@ def final_answer_block(text: str) -> str | None:
         if tail is not None and tail >= body_start:
             end = tail
     return text[body_start:end].strip()
-
-
-# --------------------------------------------------------------------------------------------
-# Token ids (duck-typed Hugging Face tokenizers)
-# --------------------------------------------------------------------------------------------
-
-TOKEN_MODES = ("added", "text")
-
-
-class TagVocabularyError(ValueError):
-    """The tokenizer does not provide the functional tokens the requested mode needs."""
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def tag_piece_ids(tokenizer: Any, text: str, context: str = "\n") -> tuple[int, ...]:
-    """Ids of ``text`` as the tokenizer splits it in running text, after ``context``.
-
-    Encoding a string on its own can add a word-start marker (a Metaspace/SentencePiece
-    tokenizer turns ``<clarify>`` into ``▁`` ``<`` ``clar`` ...); a tag in a response follows
-    a newline, so the ids of ``context`` are encoded first and removed. If the context merges
-    with the text (no clean split), the plain encoding of ``text`` is returned instead.
-    """
-    ctx = _encode(tokenizer, context)
-    full = _encode(tokenizer, context + text)
-    if len(full) > len(ctx) and full[:len(ctx)] == ctx:
-        return tuple(full[len(ctx):])
-    return tuple(_encode(tokenizer, text))
-
-
-@dataclass(frozen=True)
-class TagVocabulary:
-    """The token ids of the 16 tag strings in one tokenizer, in one of two modes.
-
-    ``added`` (default): every tag string is one added, non-special token (see
-    ``rftt prepare-model``); stop generation on the closing-tag ids, read P(tag | context) as a
-    softmax over the opening-tag ids. ``text``: tags are ordinary multi-piece text, as in the
-    reference code, for models that were not prepared; ids are the pieces in running text
-    (after a newline) and are context-dependent, so stop on strings, not ids.
-
-    ``newline_ids`` are the ids of the ``"\\n"`` that follows a tag (for building contexts such
-    as ``... <next_step>`` + newline). In text mode, if the newline merges with the tag's last
-    piece (Qwen has ``">\\n"`` as one token), it is the newline as encoded mid-text instead.
-    """
-
-    mode: str
-    open_ids: dict[FunctionalTag, tuple[int, ...]]
-    close_ids: dict[FunctionalTag, tuple[int, ...]]
-    newline_ids: tuple[int, ...]
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Any, mode: str = "added") -> "TagVocabulary":
-        """Read the tag ids from ``tokenizer``. In ``added`` mode, every tag string must be a
-        single id, else :class:`TagVocabularyError` names the fix."""
-        if mode not in TOKEN_MODES:
-            raise ValueError(f"unknown token mode {mode!r}; choose one of {TOKEN_MODES}")
-        if mode == "added":
-            ids = {s: _encode(tokenizer, s) for s in TAG_STRINGS}
-            bad = {s: len(v) for s, v in ids.items() if len(v) != 1}
-            if bad:
-                listing = ", ".join(f"{s} ({n} pieces)" for s, n in bad.items())
-                raise TagVocabularyError(
-                    f"token mode 'added' needs every functional tag to be a single token, but "
-                    f"{len(bad)} of 16 are not: {listing}. Prepare the model first with "
-                    f"`rftt prepare-model --model <base> --out <dir>` and train from <dir>, or "
-                    f"use token mode 'text'.")
-            opens = {t: tuple(ids[t.open]) for t in TAGS}
-            closes = {t: tuple(ids[t.close]) for t in TAGS}
-        else:
-            opens = {t: tag_piece_ids(tokenizer, t.open) for t in TAGS}
-            closes = {t: tag_piece_ids(tokenizer, t.close) for t in TAGS}
-        return cls(mode, opens, closes, _newline_after(tokenizer, TAGS[0].open))
-
-    def stop_token_ids(self) -> list[int]:
-        """Closing-tag ids to stop generation on (``added`` mode); ``[]`` in ``text`` mode."""
-        if self.mode != "added":
-            return []
-        return [self.close_ids[t][0] for t in TAGS]
-
-    def stop_strings(self) -> list[str]:
-        """The eight closing-tag strings (valid in both modes)."""
-        return list(CLOSE_STRINGS)
-
-    def tag_for_open_id(self, token_id: int) -> FunctionalTag | None:
-        """The tag whose opening tag is the single id ``token_id`` (None in text mode)."""
-        for tag, ids in self.open_ids.items():
-            if ids == (token_id,):
-                return tag
-        return None
-
-    def tag_for_close_id(self, token_id: int) -> FunctionalTag | None:
-        """The tag whose closing tag is the single id ``token_id`` (None in text mode)."""
-        for tag, ids in self.close_ids.items():
-            if ids == (token_id,):
-                return tag
-        return None
-
-    def check(self, tokenizer: Any) -> list[str]:
-        """Problems (empty list = fine): every tag string must encode to the recorded ids and
-        decode back unchanged, with and without ``skip_special_tokens``; in ``added`` mode no tag
-        may be a special token; a full rendered response must round-trip too."""
-        problems: list[str] = []
-        special = set(getattr(tokenizer, "all_special_ids", ()) or ())
-        for tag in TAGS:
-            for s, ids in ((tag.open, self.open_ids[tag]), (tag.close, self.close_ids[tag])):
-                got = tuple(_encode(tokenizer, s)) if self.mode == "added" else tag_piece_ids(tokenizer, s)
-                if got != ids:
-                    problems.append(f"{s} encodes to {list(got)}, expected {list(ids)}")
-                for skip in (False, True):
-                    back = tokenizer.decode(list(ids), skip_special_tokens=skip)
-                    if back != s:
-                        problems.append(f"{s} decodes to {back!r} (skip_special_tokens={skip})")
-                if self.mode == "added" and special.intersection(ids):
-                    problems.append(f"{s} is a special token: skip_special_tokens would drop it")
-        sample = render(Step(t, f"step {i}: 2 + {i} = {2 + i}") for i, t in enumerate(TAGS))
-        ids = _encode(tokenizer, sample)
-        for skip in (False, True):
-            back = tokenizer.decode(ids, skip_special_tokens=skip)
-            if back != sample:
-                problems.append(f"a rendered response does not round-trip (skip_special_tokens={skip}): "
-                                f"{back[:60]!r}...")
-        if self.mode == "added":
-            missing = [t.value for t in TAGS if self.open_ids[t][0] not in ids or self.close_ids[t][0] not in ids]
-            if missing:
-                problems.append(f"tag ids absent from an encoded response for: {', '.join(missing)}")
-        return problems
-
-
-def _newline_after(tokenizer: Any, tag_string: str) -> tuple[int, ...]:
-    head = _encode(tokenizer, tag_string)
-    full = _encode(tokenizer, tag_string + "\n")
-    if len(full) > len(head) and full[:len(head)] == head:
-        return tuple(full[len(head):])
-    return tag_piece_ids(tokenizer, "\n", context="x")

@@ -50,10 +50,11 @@ def main() -> None:
 
     from rftt_plugin.search.advantage import rftt_tree_advantage
     from rftt_plugin.prepare import prepare_model
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
     from rftt_plugin.demo.synthetic import make_problems, tagged_solution
     from rftt_plugin.tiny_model import build_tiny_model
-    from rftt_plugin.tokens import TAGS, TagVocabulary
+    from rftt_plugin.tag_ids import TagIds
+    from rftt_plugin.tokens import TAGS
     from rftt_plugin.demo.warmup import warmed_arithmetic_model
 
     assert torch.cuda.is_available(), "this check needs a CUDA device"
@@ -63,7 +64,7 @@ def main() -> None:
     prepare_model(str(base), f"{work}/prepared", overwrite=True, progress=False, log=lambda _m: None)
     warmed_arithmetic_model(f"{work}/prepared", f"{work}/warm", steps=args.warmup_steps, log=None)
     tok = AutoTokenizer.from_pretrained(f"{work}/warm")
-    vocab = TagVocabulary.from_tokenizer(tok)
+    vocab = TagIds.from_tokenizer(tok)
     open_ids = [vocab.open_ids[t][0] for t in TAGS]
     problems = make_problems(args.questions, seed=123)
     contexts = _contexts(tok, vocab, problems, tagged_solution, chat_prompt_ids)

@@ -193,11 +193,11 @@ def _canned_search_class(tok):
         return node
 
     class CannedMCTS:
-        def __init__(self, backend, layout, config, grader=None):
-            self.layout, self.config = layout, config
+        def __init__(self, backend, tag_ids, config, grader=None):
+            self.tag_ids, self.config = tag_ids, config
 
-        async def search(self, question, gold=None, meta=None):
-            tree = Tree(question, self.layout.prompt_ids(question), self.layout.eos_id, gold, dict(meta or {}))
+        async def search(self, question, prompt_ids, gold=None, meta=None):
+            tree = Tree(question, prompt_ids, self.tag_ids.eos_id, gold, dict(meta or {}))
             tree.meta["config"] = {"cut_reward": 0.0, "loss_on_inserted": True}
             n1 = step(tree, tree.root, "analyze", "Add 7 * 7 to 4.")
             n2 = step(tree, n1, "next_step", "7 * 7 = 49, 49 + 4 = 53.")

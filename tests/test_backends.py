@@ -370,3 +370,26 @@ async def test_openai_top_logprobs_method(make):
     got = await h.backend.next_token_logprobs(h.context, [order[0], order[3], order[50]])
     assert got[:2] == pytest.approx([ref[order[0]], ref[order[3]]], abs=1e-6)
     assert got[2] == -math.inf
+
+
+# ---------------------------------------------------------------------- the engine: tag ids and prompt ids
+
+def test_fake_engine_builds_the_fake_vocabularys_prompts_and_tag_ids():
+    from rftt_plugin.backends.engine import make_engine
+    from rftt_plugin.backends.fake import TagScript
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+    from rftt_plugin.tokens import FunctionalTag as T
+
+    script = TagScript()
+    v = script.vocab
+    engine = make_engine("fake", script=script, token_mode="added")
+    q = "What is 2 + 2 ?"
+    ids = engine.prompt_ids(q)
+    # the chat-template look-alike: <|im_start|> one id per word <|im_end|> \n <|im_start|> \n
+    assert ids[0] == v.IM_START and ids[-4:] == [v.EOS, v.NEWLINE, v.IM_START, v.NEWLINE] and len(ids) == 6 + 5  # 6 words
+    assert ids == chat_prompt_ids(v, q)
+    assert engine.layout is engine.tag_ids and engine.tag_ids.eos_id == v.EOS
+    assert engine.tag_ids.open_segments[T.OUTPUT] == (*v.open_ids[T.OUTPUT], v.NEWLINE)
+    assert make_engine("fake", token_mode=None).tag_ids is None
+    with pytest.raises(ValueError, match="one user turn"):
+        v.apply_chat_template([{"role": "system", "content": "x"}, {"role": "user", "content": q}])

@@ -135,3 +135,17 @@ def test_doctor_config_runs_the_same_check():
     assert ok and "rftt_tree" in line
     ok, line = check_config(["trainer.total_epochs=1"])
     assert not ok and "no rftt section" in line
+
+
+def test_the_schema_takes_its_choices_from_their_owners():
+    # one definition each: the schema validates against the owners' tuples, not copies of them
+    from rftt_plugin.backends import base
+    from rftt_plugin.config import schema
+    from rftt_plugin.reward import prm, rules
+    from rftt_plugin.search import credit
+    from rftt_plugin import tag_ids
+
+    assert schema.REWARD_RULES is rules.REWARD_RULES and schema.PRM_RULES is rules.PRM_RULES
+    assert schema.CREDIT_MODES is credit.CREDIT_MODES and schema.NORMALIZE_MODES is credit.NORMALIZE_MODES
+    assert schema.PRM_AGGREGATES is prm.AGGREGATES and schema.TOKEN_MODES is tag_ids.TOKEN_MODES
+    assert schema.TAG_READOUTS is base.TAG_READOUTS

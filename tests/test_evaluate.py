@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from rftt_plugin.backends.fake import FakeVocab
 from rftt_plugin.cli import main
 from rftt_plugin.evaluation.aggregate import columns_for, score_record, summarize
 from rftt_plugin.evaluation.selection import (
@@ -238,20 +239,24 @@ def sevens(tmp_path):
     return str(path)
 
 
+VOCAB = FakeVocab()  # the fake backend's vocabulary stands in for the tokenizer that builds the prompts
+
+
 def _fake(p_correct=0.5):
     from rftt_plugin.backends.fake import FakeBackend, TagScript
-    from rftt_plugin.search import TokenLayout
+    from rftt_plugin.tag_ids import TagIds
 
     script = TagScript(answer="7", wrong_answer="8", p_correct=p_correct)
-    return FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab)
+    return FakeBackend.for_script(script), TagIds.from_fake(script.vocab)
 
 
 async def test_first_k_leaves_are_a_k_iteration_search():
     from rftt_plugin.search import FunctionalMCTS, SearchConfig
 
     backend, layout = _fake()
-    long = await FunctionalMCTS(backend, layout, SearchConfig(iterations=8), grade=lambda t: 1.0).search("q 1")
-    short = await FunctionalMCTS(backend, layout, SearchConfig(iterations=3), grade=lambda t: 1.0).search("q 1")
+    prompt = VOCAB.prompt_ids("q 1")
+    long = await FunctionalMCTS(backend, layout, SearchConfig(iterations=8), grade=lambda t: 1.0).search("q 1", prompt)
+    short = await FunctionalMCTS(backend, layout, SearchConfig(iterations=3), grade=lambda t: 1.0).search("q 1", prompt)
     assert [(lf.node_ids, lf.response_ids, lf.reward) for lf in short.leaves] == \
            [(lf.node_ids, lf.response_ids, lf.reward) for lf in long.leaves[:3]]
     # node_stats over all leaves reproduces the tree's own Q and N
@@ -270,7 +275,7 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     out = tmp_path / "fake"
     cfg = EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[1, 2, 4, 8], benchmarks=["gsm8k"],
                      sources={"gsm8k": sevens}, progress=False, step_max_tokens=64, concurrency=3)
-    res = evaluate(cfg, backend=backend, layout=layout)
+    res = evaluate(cfg, backend=backend, tokenizer=VOCAB, layout=layout)
     assert (res.ran, res.failed) == (5, [])
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     acc = {}
@@ -304,7 +309,7 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     # Another selection rule and a subset of budgets: recomputed from records, nothing generated.
     cfg2 = EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[2, 8], benchmarks=["gsm8k"],
                       sources={"gsm8k": sevens}, progress=False, step_max_tokens=64, selection="value")
-    res2 = evaluate(cfg2, backend=NoCalls(), layout=layout)
+    res2 = evaluate(cfg2, backend=NoCalls(), tokenizer=VOCAB, layout=layout)
     assert res2.ran == 0 and res2.resumed == 5
     saved = json.loads((out / "results.json").read_text())
     assert saved["selection"] == "value" and [c["label"] for c in saved["summary"]["columns"]] == ["k=2", "k=8"]
@@ -312,7 +317,7 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     cfg3 = EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[16], benchmarks=["gsm8k"],
                       sources={"gsm8k": sevens}, progress=False, step_max_tokens=64)
     with pytest.raises(RunMismatch, match="search.iterations: the run has 8, this command has 16"):
-        evaluate(cfg3, backend=NoCalls(), layout=layout)
+        evaluate(cfg3, backend=NoCalls(), tokenizer=VOCAB, layout=layout)
 
 
 def test_tree_eval_through_an_openai_compatible_server(tmp_path, sevens):
@@ -327,7 +332,7 @@ def test_tree_eval_through_an_openai_compatible_server(tmp_path, sevens):
     cfg_direct = EvalConfig(model="fake-policy", out=str(tmp_path / "direct"), mode="tree", rollouts=[1, 4],
                             benchmarks=["gsm8k"], sources={"gsm8k": sevens}, limit=3, progress=False,
                             step_max_tokens=64)
-    evaluate(cfg_direct, backend=direct_backend, layout=layout)
+    evaluate(cfg_direct, backend=direct_backend, tokenizer=VOCAB, layout=layout)
     served_backend, _ = _fake()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -338,7 +343,7 @@ def test_tree_eval_through_an_openai_compatible_server(tmp_path, sevens):
         cfg_http = EvalConfig(model="fake-policy", out=str(tmp_path / "http"), mode="tree", rollouts=[1, 4],
                               benchmarks=["gsm8k"], sources={"gsm8k": sevens}, limit=3, progress=False,
                               step_max_tokens=64, backend="openai", base_url=url, concurrency=2)
-        res = evaluate(cfg_http, layout=layout)   # the backend is built from the settings
+        res = evaluate(cfg_http, tokenizer=VOCAB, layout=layout)   # the backend is built from the settings
     finally:
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -29,10 +29,10 @@ class ScriptedServer:
     """verl's server manager for one tiny tokenizer: deterministic steps and tag read-outs."""
 
     def __init__(self, tok, inject=None):
-        from rftt_plugin.tokens import TagVocabulary
+        from rftt_plugin.tag_ids import TagIds
 
         self.tok = tok
-        vocab = TagVocabulary.from_tokenizer(tok, mode="added")
+        vocab = TagIds.from_tokenizer(tok, mode="added")
         self.open_of = {vocab.open_ids[t][0]: t for t in T}
         self.close_ids = {t: vocab.close_ids[t][0] for t in T}
         self.inject = inject or (lambda kind, prompt: None)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 from rftt_plugin.backends.fake import FakeBackend, TagScript
-from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout
+from rftt_plugin.backends.fake import FakeVocab
+from rftt_plugin.search import FunctionalMCTS, SearchConfig
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.search.tree import Fault
 from rftt_plugin.tokens import FunctionalTag as T
 
@@ -17,7 +19,7 @@ Q = "What is 3 + 4 ?"
 def engine(**cfg):
     script = TagScript()
     backend = FakeBackend.for_script(script)
-    layout = TokenLayout.from_fake(script.vocab)
+    layout = TagIds.from_fake(script.vocab)
     return FunctionalMCTS(backend, layout, SearchConfig(**cfg), grade=script.grade), backend, script
 
 
@@ -33,7 +35,7 @@ def _last_open(vocab, ctx):
 
 async def test_a_generation_that_fails_once_is_retried_and_the_tree_is_unchanged():
     healthy, _, _ = engine(iterations=6)
-    want = await healthy.search(Q)
+    want = await healthy.search(Q, FakeVocab().prompt_ids(Q))
     mcts, backend, script = engine(iterations=6)
     failed: set[tuple] = set()
 
@@ -45,7 +47,7 @@ async def test_a_generation_that_fails_once_is_retried_and_the_tree_is_unchanged
         return None
 
     backend.inject = once
-    got = await mcts.search(Q)
+    got = await mcts.search(Q, FakeVocab().prompt_ids(Q))
     assert failed, "the injection never fired"
     assert _nodes(got.tree) == _nodes(want.tree)
     assert [leaf.reward for leaf in got.leaves] == [leaf.reward for leaf in want.leaves]
@@ -63,7 +65,7 @@ async def test_a_readout_that_fails_once_is_retried():
         return None
 
     backend.inject = once
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, FakeVocab().prompt_ids(Q))
     assert len(res.leaves) == 4 and res.stats.faults == {}
     assert res.stats.retries == len(seen) > 0
 
@@ -80,7 +82,7 @@ async def test_a_step_that_always_fails_is_a_pruned_fault_not_a_trained_leaf():
         return None
 
     backend.inject = always
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, FakeVocab().prompt_ids(Q))
     tree = res.tree
     faulted = [n for n in tree.nodes if n.fault]
     assert faulted and all(n.tag is T.ANALYZE and n.fault == "step_error" for n in faulted)
@@ -104,7 +106,7 @@ async def test_distinct_leaves_search_on_past_faults():
     mcts, backend, script = engine(iterations=4, distinct_leaves=True)
     vocab = script.vocab
     backend.inject = lambda kind, ctx: "raise" if kind == "generate" and _last_open(vocab, ctx) is T.ANALYZE else None
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, FakeVocab().prompt_ids(Q))
     assert res.stats.faults.get("step_error", 0) >= 1
     assert all(not isinstance(s, Fault) for s in res.session_slots())  # faults are not slots here
     assert len(res.leaves) == 4
@@ -113,7 +115,7 @@ async def test_distinct_leaves_search_on_past_faults():
 async def test_root_whose_every_branch_faults_ends_the_search_with_an_error():
     mcts, backend, _ = engine(iterations=8)
     backend.inject = lambda kind, ctx: "error" if kind == "generate" else None
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, FakeVocab().prompt_ids(Q))
     assert res.leaves == []
     assert "every branch of the root faulted" in res.tree.meta["error"]
 
@@ -124,7 +126,7 @@ async def test_views_show_pruned_faults_as_not_trained():
     mcts, backend, script = engine(iterations=8)
     vocab = script.vocab
     backend.inject = lambda kind, ctx: "raise" if kind == "generate" and _last_open(vocab, ctx) is T.ANALYZE else None
-    tree = (await mcts.search(Q)).tree
+    tree = (await mcts.search(Q, FakeVocab().prompt_ids(Q))).tree
     faulted = [n for n in tree.nodes if n.fault]
     assert faulted
     text = render_text(tree)

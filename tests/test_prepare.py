@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rftt_plugin.cli import main as cli_main
 from rftt_plugin.prepare import MANIFEST_NAME, PrepareError, prepare_model, rows_needed
-from rftt_plugin.tokens import TAG_STRINGS, TAGS, FunctionalTag, Step, TagVocabulary, render
+from rftt_plugin.tag_ids import TagIds
+from rftt_plugin.tokens import TAG_STRINGS, TAGS, FunctionalTag, Step, render
 
 T = FunctionalTag
 SAMPLE = render([Step(T.CLARIFY, "Find 2 + 3."), Step(T.NEXT_STEP, "2 + 3 = 5"),
@@ -83,9 +84,12 @@ def test_every_tag_is_one_normal_token_and_round_trips(prepared, name):
 def test_tag_vocabulary_added_mode(prepared, name):
     _, out, result = prepared(name)
     tok = AutoTokenizer.from_pretrained(str(out))
-    vocab = TagVocabulary.from_tokenizer(tok)
+    vocab = TagIds.from_tokenizer(tok)
     assert vocab.mode == "added" and vocab.check(tok) == []
-    assert vocab.stop_token_ids() == [result.token_ids[t.close] for t in TAGS]
+    # a step stops on any tag id: the 8 closing ones end it, an opening one inside it is an error
+    assert vocab.stop_token_ids == tuple(result.token_ids[t.close] for t in TAGS) + tuple(
+        result.token_ids[t.open] for t in TAGS)
+    assert vocab.stop_strings == ()
     for tag in TAGS:
         assert vocab.open_ids[tag] == (result.token_ids[tag.open],)
         assert vocab.tag_for_open_id(result.token_ids[tag.open]) is tag

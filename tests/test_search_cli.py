@@ -73,13 +73,14 @@ def test_search_added_mode_needs_prepared_model(tiny_model_dir, tmp_path, questi
 
 def test_text_rendering_marks_leaves_and_limits_depth():
     from rftt_plugin.backends.fake import FakeBackend, TagScript
-    from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout
+    from rftt_plugin.search import FunctionalMCTS, SearchConfig
+    from rftt_plugin.tag_ids import TagIds
     import asyncio
 
     script = TagScript()
-    mcts = FunctionalMCTS(FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab),
+    mcts = FunctionalMCTS(FakeBackend.for_script(script), TagIds.from_fake(script.vocab),
                           SearchConfig(iterations=5), grade=script.grade)
-    tree = asyncio.run(mcts.search("q")).tree
+    tree = asyncio.run(mcts.search("q", script.vocab.prompt_ids("q"))).tree
     full = render_text(tree)
     assert full.count("it=") == len({it.leaf for it in tree.iterations})
     assert "unexplored" in full and "\x1b[" not in full

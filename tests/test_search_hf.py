@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout, chat_prompt_ids
+from rftt_plugin.chat_prompt import chat_prompt_ids
+from rftt_plugin.search import FunctionalMCTS, SearchConfig
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import TAG_STRINGS, allowed_next
 
 Q = "What is 2 + 3?"
@@ -44,10 +46,10 @@ async def test_tree_on_tiny_model_is_exact(tagged_model, mode):
 
     model, tok = tagged_model
     backend = HFBackend(model, tok, max_batch_size=4)
-    layout = TokenLayout.from_tokenizer(tok, mode=mode)
+    layout = TagIds.from_tokenizer(tok, mode=mode)
     cfg = SearchConfig(iterations=4, step_max_tokens=5, step_temperature=0.5, token_mode=mode)
     try:
-        res = await FunctionalMCTS(backend, layout, cfg).search(Q)
+        res = await FunctionalMCTS(backend, layout, cfg).search(Q, chat_prompt_ids(tok, Q))
     finally:
         await backend.aclose()
     tree = res.tree

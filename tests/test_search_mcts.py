@@ -9,17 +9,20 @@ import json
 import pytest
 
 from rftt_plugin.backends.fake import FakeBackend, TagScript
-from rftt_plugin.search import FunctionalMCTS, SearchConfig, SearchRequest, TokenLayout, search_many
+from rftt_plugin.backends.fake import FakeVocab
+from rftt_plugin.search import FunctionalMCTS, SearchConfig, SearchRequest, search_many
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import TAGS, FunctionalTag as T, allowed_next, validate
 from tests.helpers import InFlightCounter
 
 Q = "What is 3 + 4 ?"
+P = FakeVocab().prompt_ids(Q)  # the prompt ids the caller hands the search
 
 
 def engine(script: TagScript | None = None, mode: str = "added", **cfg):
     script = script or TagScript()
     backend = FakeBackend.for_script(script)
-    layout = TokenLayout.from_fake(script.vocab, mode=mode)
+    layout = TagIds.from_fake(script.vocab, mode=mode)
     return FunctionalMCTS(backend, layout, SearchConfig(token_mode=mode, **cfg), grade=script.grade), backend, script
 
 
@@ -31,7 +34,7 @@ def strip_wall(d):
 
 async def test_every_node_respects_the_grammar_and_output_paths_validate():
     mcts, backend, script = engine()
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     tree = res.tree
     assert res.stats.leaves == 16 and tree.root.N == 16
     for node in tree.nodes[1:]:
@@ -49,8 +52,8 @@ async def test_every_node_respects_the_grammar_and_output_paths_validate():
 
 async def test_children_are_all_allowed_tags_ranked_by_the_policy():
     mcts, backend, _ = engine()
-    tree = (await mcts.search(Q)).tree
-    layout = mcts.layout
+    tree = (await mcts.search(Q, P)).tree
+    layout = mcts.tag_ids
     expanded = [n for n in tree.nodes if n.expanded]
     assert len(expanded) > 3
     for node in expanded:
@@ -67,8 +70,8 @@ async def test_children_are_all_allowed_tags_ranked_by_the_policy():
 async def test_leaf_ids_and_logprobs_are_exact():
     """Every response id and log-prob equals what the model computes on prompt + prefix."""
     mcts, backend, script = engine(step_temperature=0.7)
-    res = await mcts.search(Q)
-    layout = mcts.layout
+    res = await mcts.search(Q, P)
+    layout = mcts.tag_ids
     prompt = script.vocab.prompt_ids(Q)
     close_ids = {layout.close_ids[t][0] for t in TAGS}
     open_ids = {layout.open_id(t) for t in TAGS}
@@ -92,7 +95,7 @@ async def test_leaf_ids_and_logprobs_are_exact():
 
 async def test_first_iterations_follow_greedy_chain_then_unexplored_root_children():
     mcts, _, _ = engine()
-    tree = (await mcts.search(Q)).tree
+    tree = (await mcts.search(Q, P)).tree
     first = tree.path(tree.iterations[0].leaf)
     for node in first:  # simulation always takes the most probable tag
         assert node.rank == 0
@@ -108,7 +111,7 @@ async def test_first_iterations_follow_greedy_chain_then_unexplored_root_childre
 
 async def test_backed_up_values_match_the_iterations():
     mcts, _, _ = engine()
-    tree = (await mcts.search(Q)).tree
+    tree = (await mcts.search(Q, P)).tree
     for node in tree.nodes:
         through = [it for it in tree.iterations if node.id in {0, *[n.id for n in tree.path(it.leaf)]}]
         assert node.N == len(through)
@@ -120,7 +123,7 @@ async def test_depth_cap_cuts_paths_with_the_configured_reward():
     never_done = {p: {T.NEXT_STEP: 9.0} for p in [None, *TAGS]}
     script = TagScript(preferences=never_done, next_step_decay=0.0)
     mcts, _, _ = engine(script, max_depth=4, cut_reward=-0.5)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     assert all(n.depth <= 4 for n in res.tree.nodes)
     cut = [leaf for leaf in res.leaves if leaf.terminal_reason == "depth"]
     assert cut and all(leaf.n_steps == 4 and leaf.reward == -0.5 for leaf in cut)
@@ -130,7 +133,7 @@ async def test_depth_cap_cuts_paths_with_the_configured_reward():
 async def test_faithful_mode_keeps_duplicate_leaves():
     # Depth 2 leaves only 4 + 3 + 2 + 5 = 14 distinct leaves: 16 iterations must repeat some.
     mcts, _, _ = engine(max_depth=2)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     assert len(res.leaves) == 16 and res.stats.unique_leaves <= 14
     dups = [leaf for leaf in res.leaves if leaf.duplicate]
     assert len(dups) == 16 - res.stats.unique_leaves
@@ -139,22 +142,22 @@ async def test_faithful_mode_keeps_duplicate_leaves():
 
 async def test_distinct_mode_stops_at_k_distinct_leaves_or_exhaustion():
     mcts, _, _ = engine(max_depth=2, distinct_leaves=True)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     ids = [leaf.leaf_id for leaf in res.leaves]
     assert len(ids) == len(set(ids)) == 14  # everything the tree has
     assert res.tree.is_exhausted() and len(res.tree.iterations) <= 64
     mcts, _, _ = engine(distinct_leaves=True, iterations=8)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     assert len({leaf.leaf_id for leaf in res.leaves}) == len(res.leaves) == 8
     guarded, _, _ = engine(max_depth=2, distinct_leaves=True, iterations=16, max_iterations=5)
-    assert len((await guarded.search(Q)).tree.iterations) == 5
+    assert len((await guarded.search(Q, P)).tree.iterations) == 5
 
 
 async def test_failed_steps_become_terminal_leaves_with_reasons():
     script = TagScript(failures={T.VERIFY: "raise", T.REFINE: "error", T.SUBQUESTION: "empty",
                                  T.CLARIFY: "no_close", T.ANALYZE: "eos", T.DIRECT_ANSWER: "wrong_close"})
     mcts, _, _ = engine(script, step_max_tokens=16, direct_answer_max_tokens=16)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     want = {T.VERIFY: "error", T.REFINE: "error", T.SUBQUESTION: "empty", T.CLARIFY: "length",
             T.ANALYZE: "eos", T.DIRECT_ANSWER: "wrong_tag"}
     seen = set()
@@ -189,44 +192,44 @@ async def test_ranking_failure_ends_the_branch_and_root_failure_ends_the_search(
         return None
 
     backend.inject = fail_after_next_step
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     broken = [n for n in res.tree.nodes if n.tag is T.NEXT_STEP and n.generated]
     assert broken and all(n.terminal_reason == "error" and "injected" in n.error for n in broken)
     assert all(n.fault == "step_error" and n.id not in res.tree[n.parent].children for n in broken)  # pruned
     backend.inject = lambda kind, ctx: "raise" if kind == "next_token_logprobs" else None
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     assert res.leaves == [] and "injected" in res.tree.meta["error"]
 
 
 async def test_budget_bounds_every_response():
     mcts, _, _ = engine(max_response_tokens=40)
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     assert all(len(leaf.response_ids) <= 40 for leaf in res.leaves)
     assert any(leaf.terminal_reason == "budget" for leaf in res.leaves)
 
 
 async def test_search_is_deterministic_for_a_seed():
-    a = (await engine(step_temperature=1.0, seed=5)[0].search(Q)).tree.to_dict()
-    b = (await engine(step_temperature=1.0, seed=5)[0].search(Q)).tree.to_dict()
-    c = (await engine(step_temperature=1.0, seed=6)[0].search(Q)).tree.to_dict()
+    a = (await engine(step_temperature=1.0, seed=5)[0].search(Q, P)).tree.to_dict()
+    b = (await engine(step_temperature=1.0, seed=5)[0].search(Q, P)).tree.to_dict()
+    c = (await engine(step_temperature=1.0, seed=6)[0].search(Q, P)).tree.to_dict()
     assert strip_wall(a) == strip_wall(b)
     assert strip_wall(a)["nodes"] != strip_wall(c)["nodes"]
 
 
 async def test_text_mode_ranks_multi_piece_tags_by_sequence_logprob():
     mcts, backend, script = engine(mode="text")
-    res = await mcts.search(Q)
+    res = await mcts.search(Q, P)
     tree = res.tree
     node = tree.root
     kids = tree.children(node)
     ctx = tree.context_ids(0)
     for kid in kids:
-        seg = mcts.layout.open_segments[kid.tag]
+        seg = mcts.tag_ids.open_segments[kid.tag]
         want = backend.logprobs(ctx)[seg[0]] + backend.logprobs(ctx + [seg[0]])[seg[1]]
         assert kid.prior_logprob == pytest.approx(want, abs=1e-9)
     assert any(leaf.terminal_reason == "output" for leaf in res.leaves)
     with pytest.raises(ValueError):
-        FunctionalMCTS(backend, mcts.layout, SearchConfig(token_mode="added"))
+        FunctionalMCTS(backend, mcts.tag_ids, SearchConfig(token_mode="added"))
 
 
 async def test_grader_may_be_async_and_may_fail():
@@ -235,13 +238,13 @@ async def test_grader_may_be_async_and_may_fail():
         return 0.75
 
     mcts, _, _ = engine()
-    res = await mcts.search(Q, grade=slow_grade)
+    res = await mcts.search(Q, P, grade=slow_grade)
     assert {leaf.reward for leaf in res.leaves if leaf.terminal_reason == "output"} == {0.75}
 
     def broken(text):
         raise RuntimeError("checker died")
 
-    res = await mcts.search(Q, grade=broken)
+    res = await mcts.search(Q, P, grade=broken)
     outs = [n for n in res.tree.nodes if n.terminal_reason == "output"]
     # no made-up reward: the leaf is a fault, backs up nothing and is never emitted
     assert outs and all(n.reward is None and n.fault == "grade_error" and n.error.startswith("grade:") for n in outs)
@@ -254,7 +257,7 @@ async def test_grader_may_be_async_and_may_fail():
     def timed_out(text):
         raise NoVerdict("the check timed out")
 
-    res = await mcts.search(Q, grade=timed_out)
+    res = await mcts.search(Q, P, grade=timed_out)
     assert res.stats.faults.get("grade_timeout", 0) >= 1 and set(res.stats.faults) == {"grade_timeout"}
 
 
@@ -271,11 +274,21 @@ async def test_search_many_bounds_trees_in_flight_and_reports_progress():
         return 1.0
 
     results = await search_many(questions, mcts, grade=grade, max_concurrent_trees=3,
-                                on_result=lambda i, r: done.append(i))
+                                on_result=lambda i, r: done.append(i), prompt=script.vocab.prompt_ids)
     assert [r.tree.question for r in results] == [q.question for q in questions]
+    assert [r.tree.prompt_ids for r in results] == [script.vocab.prompt_ids(q.question) for q in questions]
     assert [r.tree.meta["id"] for r in results] == [q.id for q in questions]
     assert sorted(done) == list(range(7)) and 1 < counter.peak <= 3
     assert set(golds) <= {str(i) for i in range(7)} and golds
+
+
+async def test_search_many_takes_the_callers_prompt_ids():
+    mcts, _, _ = engine(iterations=2)
+    own = [3, 1, 4, 1, 5]
+    res = await search_many([SearchRequest("a", prompt_ids=own), "b"], mcts, prompt=lambda q: [7, 7])
+    assert res[0].tree.prompt_ids == own and res[1].tree.prompt_ids == [7, 7]
+    with pytest.raises(ValueError, match="request 1 .*'b'.* no prompt_ids"):
+        await search_many([SearchRequest("a", prompt_ids=own), "b"], mcts)
 
 
 def test_config_mapping_rejects_unknown_keys():
@@ -290,7 +303,7 @@ def test_config_mapping_rejects_unknown_keys():
 async def test_min_tag_prior_prunes_unlikely_tags_but_keeps_the_best():
     full, _, _ = engine()
     pruned, _, _ = engine(min_tag_prior=0.2)
-    a, b = (await full.search(Q)).tree, (await pruned.search(Q)).tree
+    a, b = (await full.search(Q, P)).tree, (await pruned.search(Q, P)).tree
     expanded = [n for n in b.nodes if n.expanded]
     assert expanded
     for node in expanded:

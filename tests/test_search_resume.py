@@ -134,15 +134,17 @@ def test_a_torn_journal_line_and_a_failed_tree_are_searched_again(tmp_path, ques
 def test_search_trees_are_the_library_search_trees(tmp_path, questions):
     """The command adds only the model/backend/source/id meta to what FunctionalMCTS itself writes."""
     from rftt_plugin.backends.fake import FakeBackend, TagScript
-    from rftt_plugin.search import SearchConfig, TokenLayout
+    from rftt_plugin.search import SearchConfig
+    from rftt_plugin.tag_ids import TagIds
 
     out = tmp_path / "run"
     assert cli.main(_argv(questions, out)) == 0
     script = TagScript()
-    search = mcts.FunctionalMCTS(FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab),
+    search = mcts.FunctionalMCTS(FakeBackend.for_script(script), TagIds.from_fake(script.vocab),
                                  SearchConfig(iterations=4, seed=3))
     for index, row in enumerate(QUESTIONS):
-        result = asyncio.run(search.search(row["question"], grade=script.grade, gold=row["answer"]))
+        result = asyncio.run(search.search(row["question"], script.vocab.prompt_ids(row["question"]),
+                                           grade=script.grade, gold=row["answer"]))
         want = json.loads(json.dumps(result.tree.to_dict()))
         want["meta"].pop("wall_s")
         got = _tree(out / "trees" / f"{index:05d}.json")
@@ -153,7 +155,9 @@ def test_search_trees_are_the_library_search_trees(tmp_path, questions):
 
 def test_search_trees_on_the_hf_backend_are_the_library_search_trees(tmp_path, tiny_model_dir):
     from rftt_plugin.backends.hf import HFBackend
-    from rftt_plugin.search import SearchConfig, TokenLayout
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+    from rftt_plugin.search import SearchConfig
+    from rftt_plugin.tag_ids import TagIds
 
     rows = QUESTIONS[:2]
     q = tmp_path / "q.jsonl"
@@ -165,10 +169,11 @@ def test_search_trees_on_the_hf_backend_are_the_library_search_trees(tmp_path, t
 
     async def library_trees() -> list[dict]:
         backend = HFBackend.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", seed=3)
-        search = mcts.FunctionalMCTS(backend, TokenLayout.from_tokenizer(backend.tokenizer, mode="text"),
+        search = mcts.FunctionalMCTS(backend, TagIds.from_tokenizer(backend.tokenizer, mode="text"),
                                      SearchConfig(iterations=2, step_max_tokens=4, seed=3, token_mode="text"))
         try:
-            return [(await search.search(r["question"], gold=r["answer"])).tree.to_dict() for r in rows]
+            return [(await search.search(r["question"], chat_prompt_ids(backend.tokenizer, r["question"]),
+                                         gold=r["answer"])).tree.to_dict() for r in rows]
         finally:
             await backend.aclose()
 

@@ -1,6 +1,6 @@
-"""Functional tokens: grammar, render/parse/validate, final answer block, TagVocabulary (text mode).
+"""Functional tokens: grammar, render/parse/validate, final answer block, TagIds (text mode).
 
-The added-token mode of TagVocabulary needs a prepared checkpoint: see test_prepare.py.
+The added-token mode of TagIds needs a prepared checkpoint: see test_prepare.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pytest
 
 from rftt_plugin.tokens import (
     CLOSE_STRINGS, DEFAULT_MAX_DEPTH, GRAMMAR, ROOT, TAG_STRINGS, TAGS, FunctionalTag, Step,
-    TagFormatError, TagVocabulary, TagVocabularyError, allowed_next, final_answer_block, is_terminal,
-    looks_like_tag, parse, render, render_step, validate,
+    TagFormatError, allowed_next, final_answer_block, is_terminal, looks_like_tag, parse, render, render_step,
+    validate,
 )
+from rftt_plugin.tag_ids import TagIds, TagVocabularyError
 
 T = FunctionalTag
 
@@ -262,7 +263,7 @@ def test_tokens_module_imports_nothing_heavy():
     assert out.strip() == "[]"
 
 
-# ------------------------------------------------------------------ TagVocabulary on unprepared tokenizers
+# ------------------------------------------------------------------ TagIds on unprepared tokenizers
 
 @pytest.fixture(scope="module", params=["tiny_model_dir", "tiny_llama_dir"])
 def base_tokenizer(request):
@@ -273,14 +274,15 @@ def base_tokenizer(request):
 
 def test_added_mode_needs_prepared_tokenizer(base_tokenizer):
     with pytest.raises(TagVocabularyError, match="rftt prepare-model"):
-        TagVocabulary.from_tokenizer(base_tokenizer)
+        TagIds.from_tokenizer(base_tokenizer)
     with pytest.raises(ValueError):
-        TagVocabulary.from_tokenizer(base_tokenizer, mode="special")
+        TagIds.from_tokenizer(base_tokenizer, mode="special")
 
 
 def test_text_mode(base_tokenizer):
-    vocab = TagVocabulary.from_tokenizer(base_tokenizer, mode="text")
-    assert vocab.mode == "text" and vocab.stop_token_ids() == [] and vocab.stop_strings() == list(CLOSE_STRINGS)
+    vocab = TagIds.from_tokenizer(base_tokenizer, mode="text")
+    assert vocab.mode == "text" and vocab.stop_token_ids == () and vocab.stop_strings == CLOSE_STRINGS
+    assert vocab.eos_id == base_tokenizer.eos_token_id
     for tag in TAGS:
         assert len(vocab.open_ids[tag]) > 1
         assert base_tokenizer.decode(list(vocab.open_ids[tag])) == tag.open

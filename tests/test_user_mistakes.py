@@ -344,12 +344,13 @@ def tree_dict():
     import asyncio
 
     from rftt_plugin.backends.fake import FakeBackend, TagScript
-    from rftt_plugin.search import FunctionalMCTS, SearchConfig, TokenLayout
+    from rftt_plugin.search import FunctionalMCTS, SearchConfig
+    from rftt_plugin.tag_ids import TagIds
 
     script = TagScript()
-    mcts = FunctionalMCTS(FakeBackend.for_script(script), TokenLayout.from_fake(script.vocab),
+    mcts = FunctionalMCTS(FakeBackend.for_script(script), TagIds.from_fake(script.vocab),
                           SearchConfig(iterations=4), grade=script.grade)
-    return asyncio.run(mcts.search("What is 1 + 1?")).tree.to_dict()
+    return asyncio.run(mcts.search("What is 1 + 1?", script.vocab.prompt_ids("What is 1 + 1?"))).tree.to_dict()
 
 
 def _show(tmp_path, capsys, data, *extra):

@@ -61,14 +61,14 @@ def lane(tmp_path_factory):
 
 
 def _tags(tok):
-    from rftt_plugin.tokens import TagVocabulary
+    from rftt_plugin.tag_ids import TagIds
 
-    return TagVocabulary.from_tokenizer(tok, mode="added")
+    return TagIds.from_tokenizer(tok, mode="added")
 
 
 def _context(tok, question: str) -> list[int]:
     """A tree context: chat prompt, one finished step, and the newline after its closing tag."""
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     ids = chat_prompt_ids(tok, question)
     step = tok("<analyze>\nWe add the two numbers.\n</analyze>\n", add_special_tokens=False)["input_ids"]

@@ -73,7 +73,7 @@ class _Manager:
 
 
 def _context(tok):
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     return chat_prompt_ids(tok, "What is 12 plus 30?") + tok("<analyze>\nAdd.\n</analyze>\n",
                                                              add_special_tokens=False)["input_ids"]
@@ -81,9 +81,9 @@ def _context(tok):
 
 def _reference(tok, hf):
     """(opening-tag ids, context ids, reference next-token log-probs from a plain forward pass)."""
-    from rftt_plugin.tokens import TagVocabulary
+    from rftt_plugin.tag_ids import TagIds
 
-    opening = [ids[0] for ids in TagVocabulary.from_tokenizer(tok, "added").open_ids.values()]
+    opening = [ids[0] for ids in TagIds.from_tokenizer(tok, "added").open_ids.values()]
     ctx = _context(tok)
     with torch.no_grad():
         logits = hf(input_ids=torch.tensor([ctx])).logits[0, -1].double()
@@ -242,20 +242,20 @@ def test_cached_readout_refused_by_a_server_without_the_key():
 
 def test_same_seed_same_tree_with_either_readout(hfcpu):
     from rftt_plugin.search.config import SearchConfig
-    from rftt_plugin.search.layout import TokenLayout, chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
     from rftt_plugin.search.mcts import FunctionalMCTS
+    from rftt_plugin.tag_ids import TagIds
 
     server, tok, _ = hfcpu
-    layout = TokenLayout.from_tokenizer(tok, mode="added")
+    layout = TagIds.from_tokenizer(tok, mode="added")
     prompt = chat_prompt_ids(tok, "What is 12 plus 30?")
-    layout = layout.__class__(**{**layout.__dict__, "prompt_fn": lambda _q: prompt})
     config = SearchConfig(iterations=4, max_depth=3, step_max_tokens=8, direct_answer_max_tokens=8,
                           max_response_tokens=48, seed=0)
 
     async def tree(readout):
         mgr = _Manager(server)
         backend = VerlServerBackend(mgr, "rftt-x", eos_id=layout.eos_id, readout=readout)
-        result = await FunctionalMCTS(backend, layout, config).search("q")
+        result = await FunctionalMCTS(backend, layout, config).search("q", prompt)
         return [(n.id, n.parent, n.tag, n.rank, tuple(n.token_ids), round(n.prior_logprob, 5))
                 for n in result.tree.walk()], mgr.kinds
 

@@ -121,14 +121,14 @@ def _check_tree(tree, tags) -> None:
 def test_search_through_vllm_serve_matches_hf_and_trees_are_exact(served):
     from transformers import AutoTokenizer
 
-    from rftt_plugin.tokens import TagVocabulary
+    from rftt_plugin.tag_ids import TagIds
 
     qfile = served["root"] / "questions.jsonl"
     qfile.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     via_vllm = _search(served["model"], "openai", served["root"] / "out-openai", qfile,
                        ("--base-url", served["base_url"], "--served-model-name", "tiny"))
     via_hf = _search(served["model"], "hf", served["root"] / "out-hf", qfile)
-    tags = TagVocabulary.from_tokenizer(AutoTokenizer.from_pretrained(served["model"]), mode="added")
+    tags = TagIds.from_tokenizer(AutoTokenizer.from_pretrained(served["model"]), mode="added")
     assert len(via_vllm) == len(via_hf) == len(QUESTIONS)
     for tv, th in zip(via_vllm, via_hf):
         _check_tree(tv, tags)
@@ -144,7 +144,7 @@ def test_padded_rows_are_never_sampled_through_the_openai_backend(served):
 
     from rftt_plugin.backends.base import SamplingParams
     from rftt_plugin.backends.openai import OpenAIBackend, out_of_vocab_ids
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     tok = AutoTokenizer.from_pretrained(served["model"])
     banned = out_of_vocab_ids(tok, served["model"])
@@ -178,11 +178,11 @@ def test_openai_auto_readout_takes_logprob_token_ids_on_vllm_serve(served):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rftt_plugin.backends.openai import OpenAIBackend
-    from rftt_plugin.search.layout import chat_prompt_ids
-    from rftt_plugin.tokens import TagVocabulary
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+    from rftt_plugin.tag_ids import TagIds
 
     tok = AutoTokenizer.from_pretrained(served["model"])
-    opening = [ids[0] for ids in TagVocabulary.from_tokenizer(tok, mode="added").open_ids.values()]
+    opening = [ids[0] for ids in TagIds.from_tokenizer(tok, mode="added").open_ids.values()]
     context = chat_prompt_ids(tok, QUESTIONS[1]["question"])
     hf = AutoModelForCausalLM.from_pretrained(served["model"], dtype=torch.float32).eval()
     with torch.no_grad():  # plain vllm serve has no OOV mask: the full rows, padded ones included

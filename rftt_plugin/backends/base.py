@@ -35,6 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence, runtime_checkable
 
 FINISH_REASONS = ("stop", "length", "eos", "error")
+# How a server-backed backend reads the log-probs of the candidate tag ids after a context
+# (rftt.tag_readout for the agent loop's server, --logprob-method for an OpenAI server).
+TAG_READOUTS = ("auto", "token_ids", "top_logprobs", "prompt_logprobs")
 
 
 @dataclass(frozen=True)

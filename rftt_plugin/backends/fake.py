@@ -141,6 +141,15 @@ class FakeVocab:
         words = [self.WORD0 + (_key("q", w) % n_words) for w in question.split()] or [self.WORD0]
         return [self.IM_START, *words, self.EOS, self.NEWLINE, self.IM_START, self.NEWLINE]
 
+    def apply_chat_template(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True,
+                            tokenize: bool = True, **_: object) -> list[int]:
+        """The tokenizer method :func:`rftt_plugin.chat_prompt.chat_prompt_ids` calls, so that the
+        fake vocabulary can stand in for a tokenizer where prompts are built: one user turn ->
+        :meth:`prompt_ids` of its content."""
+        if not (tokenize and add_generation_prompt) or len(messages) != 1 or messages[0].get("role") != "user":
+            raise ValueError("the fake vocabulary templates one user turn, tokenized, with the generation prompt")
+        return self.prompt_ids(messages[0]["content"])
+
 
 # --------------------------------------------------------------------------------------------
 # A tag-aware script that behaves like a trained RFTT policy

@@ -69,9 +69,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
+from rftt_plugin.backends.base import TAG_READOUTS, BaseBackend, Generation, SamplingParams
 
-LOGPROB_METHODS = ("auto", "token_ids", "prompt_logprobs", "top_logprobs")
 TOKEN_IDS_KEY = "logprob_token_ids"  # vLLM's request field (OpenAI endpoints: 0.27.1+)
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 
@@ -129,8 +128,8 @@ class OpenAIBackend(BaseBackend):
                  extra_body: dict[str, Any] | None = None, banned_ids: Sequence[int] = ()):
         if not base_url:
             raise ValueError("base_url is required, e.g. http://localhost:8000/v1")
-        if logprob_method not in LOGPROB_METHODS:
-            raise ValueError(f"logprob_method must be one of {LOGPROB_METHODS}")
+        if logprob_method not in TAG_READOUTS:
+            raise ValueError(f"logprob_method must be one of {TAG_READOUTS}")
         self.url = base_url.rstrip("/") + "/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")

@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any, Sequence
 
 from rftt_plugin.search.config import FIELD_HELP, SearchConfig
-from rftt_plugin.tokens import TOKEN_MODES
+from rftt_plugin.tag_ids import TOKEN_MODES
 
 
 def add_search_flags(group: Any, names: Sequence[str], aliases: dict[str, Sequence[str]] | None = None,

@@ -24,18 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from rftt_plugin.backends.base import TAG_READOUTS
+from rftt_plugin.reward.prm import AGGREGATES as PRM_AGGREGATES
+from rftt_plugin.reward.rules import PRM_RULES, REWARD_RULES
 from rftt_plugin.search.config import SearchConfig
+from rftt_plugin.search.credit import CREDIT_MODES, NORMALIZE_MODES
+from rftt_plugin.tag_ids import TOKEN_MODES
 
 __all__ = ["ConfigError", "CreditSettings", "PrmSettings", "REWARD_RULES", "PRM_RULES", "RewardSettings",
            "RfttSettings", "check_composed_config", "settings_from_config", "settings_from_mapping"]
 
-REWARD_RULES = ("rftt", "rftt_prm", "binary", "blend")
-PRM_RULES = ("rftt_prm", "blend")          # rules whose value uses a PRM score
-CREDIT_MODES = ("outcome", "tree")
-NORMALIZE_MODES = ("global", "tree", "none")
-PRM_AGGREGATES = ("last", "mean", "min")
-TOKEN_MODES = ("added", "text")
-TAG_READOUTS = ("prompt_logprobs", "top_logprobs", "token_ids", "auto")   # rftt_plugin.integration.server_backend
 PHASE2_RECIPES = ("rftt", "rftt_tree")
 
 

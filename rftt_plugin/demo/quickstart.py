@@ -382,8 +382,9 @@ class Quickstart:
 
         async def search() -> list:
             try:
-                return await search_into_dir(requests, FunctionalMCTS(engine.backend, engine.layout, config), out,
-                                             grade=leaf_grader("rftt"), concurrency=4, meta={"model": str(hf)})
+                return await search_into_dir(requests, FunctionalMCTS(engine.backend, engine.tag_ids, config), out,
+                                             grade=leaf_grader("rftt"), concurrency=4, meta={"model": str(hf)},
+                                             prompt=engine.prompt_ids)
             finally:
                 await engine.backend.aclose()
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 def chat_pair_ids(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
     """(input ids, labels) with labels = -100 on the prompt, the answer + EOS as targets."""
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     prompt = chat_prompt_ids(tokenizer, question)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -306,16 +306,16 @@ async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eva
 
 async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: EvalRunDir, progress: _Progress,
                       backend: Any, tokenizer: Any, layout: Any) -> tuple[int, list[str]]:
-    from rftt_plugin.search.layout import chat_prompt_ids
+    from rftt_plugin.chat_prompt import chat_prompt_ids
 
     columns = cfg.columns
     if cfg.mode == "tree":
-        from rftt_plugin.search import FunctionalMCTS, TokenLayout
-        from rftt_plugin.tokens import TagVocabularyError
+        from rftt_plugin.search import FunctionalMCTS
+        from rftt_plugin.tag_ids import TagIds, TagVocabularyError
 
         if layout is None:
             try:
-                layout = TokenLayout.from_tokenizer(tokenizer, mode=cfg.token_mode)
+                layout = TagIds.from_tokenizer(tokenizer, mode=cfg.token_mode)
             except TagVocabularyError as exc:
                 raise EvalError(f"{cfg.model}: {exc}") from exc
         mcts = FunctionalMCTS(backend, layout, cfg.search_config())
@@ -324,7 +324,8 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
         async def answer(item: BenchmarkItem) -> dict:
             rel = f"trees/{item.id}.json"
             return await run_tree(item, mcts, cfg.rollouts, cfg.selection, cfg.search_reward,
-                                  tree_path=store.tree_path(item.id), tree_file=rel)
+                                  tree_path=store.tree_path(item.id), tree_file=rel,
+                                  prompt=lambda q: chat_prompt_ids(tokenizer, q))
     else:
         def decode(ids):
             # Tags are normal (not special) tokens: skipping special tokens drops only EOS/pad.
@@ -448,8 +449,8 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
 
     ``backend`` / ``tokenizer`` may be passed in (an already loaded model, a test double);
     otherwise they are built from ``cfg`` -- and only if some question still needs an answer.
-    Tree mode takes a ready :class:`~rftt_plugin.search.TokenLayout` as ``layout`` (then no
-    tokenizer is needed).
+    Tree mode takes ready :class:`~rftt_plugin.tag_ids.TagIds` as ``layout`` (the tokenizer still
+    builds the prompts).
     """
     warn = warn or (lambda msg: print(f"rftt eval: {msg}", file=sys.stderr))
     cfg.validate()
@@ -472,10 +473,10 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
         if pending:
             be, tok = backend, tokenizer
             if be is None:
-                need_tok = tok is None and not (cfg.mode == "tree" and layout is not None)
+                need_tok = tok is None  # the tokenizer builds the prompts, in tree mode too
                 be, built_tok, built_layout = build_engine(cfg, with_tokenizer=need_tok, engine=engine)
                 tok, layout = tok or built_tok, layout or built_layout
-            elif tok is None and not (cfg.mode == "tree" and layout is not None):
+            elif tok is None:
                 from rftt_plugin.backends.engine import EngineError, load_tokenizer
 
                 try:

@@ -150,11 +150,11 @@ def search_grade_fn(search_reward: str, gold: str) -> Callable | None:
     raise ValueError(f"unknown search reward {search_reward!r}; choose one of {', '.join(SEARCH_REWARDS)}")
 
 
-def _leaf_text(layout: Any, leaf: Any, eos_id: int) -> str:
+def _leaf_text(tag_ids: Any, leaf: Any, eos_id: int) -> str:
     ids = list(leaf.response_ids)
     if leaf.terminal_reason == "output" and ids and ids[-1] == eos_id:
         ids = ids[:-1]  # the EOS the search appended is not part of the answer text
-    return layout.decode(ids)
+    return tag_ids.decode(ids)
 
 
 def _path_logprob(tree: Any, node_ids: Any) -> float:
@@ -169,13 +169,15 @@ def _same_answer(a: str, b: str) -> bool:
 
 
 async def run_tree(item: BenchmarkItem, mcts: Any, budgets: list[int], rule: str, search_reward: str,
-                   tree_path: Any = None, tree_file: str | None = None) -> dict[str, Any]:
-    """One search with ``mcts.config.iterations`` (= max budget) iterations, every leaf graded."""
+                   tree_path: Any = None, tree_file: str | None = None, *,
+                   prompt: Callable[[str], list[int]]) -> dict[str, Any]:
+    """One search with ``mcts.config.iterations`` (= max budget) iterations, every leaf graded;
+    ``prompt(question)`` builds the prompt ids."""
     from rftt_plugin.reward import score_response_async
 
     t0 = time.perf_counter()
-    result = await mcts.search(item.question, grade=search_grade_fn(search_reward, item.gold), gold=item.gold,
-                               meta={"id": item.id, "benchmark": item.benchmark, "search_reward": search_reward})
+    result = await mcts.search(item.question, prompt(item.question), grade=search_grade_fn(search_reward, item.gold),
+                               gold=item.gold, meta={"id": item.id, "benchmark": item.benchmark, "search_reward": search_reward})
     tree = result.tree
     if not result.leaves:
         raise QuestionFailed(f"{item.id}: the search produced no leaf: {tree.meta.get('error', 'unknown error')}")
@@ -183,7 +185,7 @@ async def run_tree(item: BenchmarkItem, mcts: Any, budgets: list[int], rule: str
     texts: dict[int, str] = {}
     for leaf in result.leaves:
         if leaf.leaf_id not in graded:
-            texts[leaf.leaf_id] = _leaf_text(mcts.layout, leaf, tree.eos_id)
+            texts[leaf.leaf_id] = _leaf_text(mcts.tag_ids, leaf, tree.eos_id)
             graded[leaf.leaf_id] = await score_response_async(texts[leaf.leaf_id], item.gold,
                                                               data_source=item.benchmark)
     # Answer classes over valid leaves; the symbolic comparisons block, so run them off the loop.

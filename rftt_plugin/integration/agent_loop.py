@@ -69,10 +69,11 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from rftt_plugin.config.schema import RfttSettings
 from rftt_plugin.search.credit import leaf_token_rewards
 from rftt_plugin.integration.server_backend import VerlServerBackend
-from rftt_plugin.reward.score import BLEND_PRM, NO_ANSWER_PRM_SCALE, RewardResult
-from rftt_plugin.search.layout import TokenLayout
+from rftt_plugin.reward.rules import reward_rule
+from rftt_plugin.reward.score import RewardResult
 from rftt_plugin.search.mcts import FunctionalMCTS, SearchResult
 from rftt_plugin.search.tree import Fault, Leaf, LeafFault
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import TAGS
 
 logger = logging.getLogger("rftt_plugin")
@@ -185,8 +186,8 @@ class _LeafGrader:
 
         try:
             prm = None
-            # the PRM only where its value is used: blend always, rftt_prm without an answer
-            if self.reward.rule == "blend" or (self.reward.rule == "rftt_prm" and not extract_answer(text).has_answer):
+            # the PRM only where the rule uses its value (blend: always, rftt_prm: without an answer)
+            if reward_rule(self.reward.rule).needs_prm(extract_answer(text).has_answer):
                 prm = await self.prm_score(_steps_of(text))
             result = await score_response_async(text, self.gold, rule=self.reward.rule,
                                                 format_penalty=self.reward.format_penalty, prm_score=prm,
@@ -266,7 +267,7 @@ class _TreeJob:
 @register("rftt_tree")
 class RfttTreeAgentLoop(AgentLoopBase):
     _jobs: ClassVar[dict[str, _TreeJob]] = {}
-    _layouts: ClassVar[dict[int, TokenLayout]] = {}
+    _tag_ids: ClassVar[dict[int, TagIds]] = {}
     _scorers: ClassVar[dict[Any, Any]] = {}
     _breakers: ClassVar[dict[Any, _PrmBreaker]] = {}
 
@@ -277,15 +278,15 @@ class RfttTreeAgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
 
     # -- shared per-uid search -------------------------------------------------------------------
-    def _layout(self) -> TokenLayout:
+    def _tags(self) -> TagIds:
         key = id(self.tokenizer)
-        if key not in self._layouts:
-            layout = TokenLayout.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
+        if key not in self._tag_ids:
+            tag_ids = TagIds.from_tokenizer(self.tokenizer, mode=self.settings.token_mode)
             tokenizer = self.tokenizer
             # grade (and show) the text exactly as verl decodes a response for its reward
-            self._layouts[key] = dataclasses.replace(
-                layout, decode=lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
-        return self._layouts[key]
+            self._tag_ids[key] = dataclasses.replace(
+                tag_ids, decode=lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
+        return self._tag_ids[key]
 
     def _prm_scorer(self):
         prm = self.settings.reward.prm
@@ -315,8 +316,8 @@ class RfttTreeAgentLoop(AgentLoopBase):
             base, iterations=n, token_mode=self.settings.token_mode,
             max_response_tokens=min(base.max_response_tokens, self.response_length),
             seed=base.seed + int(kwargs.get("global_steps", 0) or 0))
-        layout = dataclasses.replace(self._layout(), prompt_fn=lambda _question: prompt_ids)
-        backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=layout.eos_id,
+        tag_ids = self._tags()
+        backend = VerlServerBackend(self.server_manager, request_id=f"rftt-{job.key}", eos_id=tag_ids.eos_id,
                                     readout_top_k=self.settings.tag_readout_top_k,
                                     # $RFTT_TAG_READOUT wins (benchmarks and the vLLM lane switch engines with it)
                                     readout=os.environ.get("RFTT_TAG_READOUT", "").strip() or self.settings.tag_readout)
@@ -324,8 +325,8 @@ class RfttTreeAgentLoop(AgentLoopBase):
         question = str(messages[-1].get("content", "")) if messages else ""
         grader = _LeafGrader(self.settings, question, gold, kwargs.get("data_source"), self._prm_scorer(),
                              self._prm_breaker())
-        result = await FunctionalMCTS(backend, layout, config, grader).search(question, gold=gold,
-                                                                            meta={"uid": job.key})
+        result = await FunctionalMCTS(backend, tag_ids, config, grader).search(question, prompt_ids, gold=gold,
+                                                                             meta={"uid": job.key})
         if not result.leaves:
             raise RuntimeError(f"rftt_tree: the search for uid {job.key} produced no leaf: "
                                f"{result.tree.meta.get('error', 'unknown error')}")
@@ -367,11 +368,12 @@ class RfttTreeAgentLoop(AgentLoopBase):
                 # graded under a different text (cannot happen while both decode alike): grade it now
                 graded = await grader.grade_text(text)
             return graded.score, graded
-        if self.settings.reward.needs_prm:
-            # no answer: rftt_prm -> sigma = 0.1 x the PRM's path score; blend -> 0.4 x the same
+        rule = reward_rule(self.settings.reward.rule)
+        if rule.needs_prm(has_answer=False):
+            # a cut leaf has no answer: the rule's value of an unanswered path with its PRM score
             steps = [result.tree[i].text for i in leaf.node_ids if result.tree[i].text]
             prm = await grader.prm_score(steps)  # LeafFault("prm_error") when it has none
-            return (NO_ANSWER_PRM_SCALE * prm if self.settings.reward.rule == "rftt_prm" else BLEND_PRM * prm), None
+            return rule(correct=False, has_answer=False, prm=prm), None
         return cut_reward, None
 
     def _tree_record(self, key: str, n: int, result: SearchResult, backend: VerlServerBackend,

@@ -57,7 +57,7 @@ import asyncio
 import os
 from typing import Any, Sequence
 
-from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
+from rftt_plugin.backends.base import TAG_READOUTS, BaseBackend, Generation, SamplingParams
 from rftt_plugin.integration.readout_token_ids import TOKEN_IDS_KEY, read_tag_logprobs_token_ids
 
 
@@ -99,7 +99,6 @@ async def read_tag_logprobs(server_manager: Any, request_id: str, context_ids: S
 
 
 TOP_LOGPROBS_KEY = "rftt_top_logprobs"  # == rftt_plugin.cpu.hfcpu.sampling.TOP_LOGPROBS_KEY
-READOUTS = ("auto", "token_ids", "top_logprobs", "prompt_logprobs")
 _REFUSED: dict[str, str] = {}  # read-out -> why the server refused it (once per process)
 _ANNOUNCED: set[str] = set()
 
@@ -206,8 +205,8 @@ class VerlServerBackend(BaseBackend):
                  max_model_len: int | None = None, readout: str | None = None):
         # default: $RFTT_TAG_READOUT, else "auto" (as the recipe's rftt.tag_readout)
         readout = readout or os.environ.get("RFTT_TAG_READOUT", "").strip() or "auto"
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if readout not in TAG_READOUTS:
+            raise ValueError(f"readout must be one of {TAG_READOUTS}, got {readout!r}")
         self.readout = readout
         self.usage = _UsageCounter(server_manager)
         self.server_manager = self.usage

@@ -126,10 +126,10 @@ def _tokens_check(model: str) -> Check:
     def fn():
         from transformers import AutoTokenizer
 
-        from rftt_plugin.tokens import TagVocabulary
+        from rftt_plugin.tag_ids import TagIds
 
         tok = AutoTokenizer.from_pretrained(model)
-        vocab = TagVocabulary.from_tokenizer(tok, mode="added")
+        vocab = TagIds.from_tokenizer(tok, mode="added")
         problems = vocab.check(tok)
         return not problems, "; ".join(problems) or f"16 tag ids, e.g. <output>={vocab.open_ids}"[:120]
 

@@ -22,7 +22,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +105,17 @@ def load_requests(source: QuestionSource) -> tuple[list, str]:
 def build_layout(spec: ModelSpec, token_mode: str):
     """(tokenizer or None, layout, fake script or None): the cheap half of the engine, so prompt
     lengths are checked before the model loads."""
-    from rftt_plugin.backends.engine import EngineError, load_tokenizer, make_layout
+    from rftt_plugin.backends.engine import EngineError, load_tokenizer, make_tag_ids
 
     if spec.backend == "fake":
         from rftt_plugin.backends.fake import TagScript
-        from rftt_plugin.search.layout import TokenLayout
+        from rftt_plugin.tag_ids import TagIds
 
         script = TagScript()
-        return None, TokenLayout.from_fake(script.vocab, token_mode), script
+        return None, TagIds.from_fake(script.vocab, token_mode), script
     try:
         tokenizer = load_tokenizer(spec.model)
-        return tokenizer, make_layout(tokenizer, token_mode), None
+        return tokenizer, make_tag_ids(tokenizer, token_mode), None
     except EngineError as exc:
         raise UserError(str(exc), exc.hint.replace("use token mode text", "pass --token-mode text")
                         or "use a chat/instruct checkpoint") from None
@@ -137,7 +137,14 @@ def context_window(spec: ModelSpec, tokenizer=None) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def check_lengths(requests: list, layout, window: int | None) -> None:
+def prompt_builder(tokenizer, script):
+    """question -> prompt ids: the fake vocabulary's, or the tokenizer's chat template."""
+    from rftt_plugin.chat_prompt import chat_prompt_ids
+
+    return script.vocab.prompt_ids if script is not None else (lambda q: chat_prompt_ids(tokenizer, q))
+
+
+def check_lengths(requests: list, prompt, window: int | None) -> None:
     """A question whose prompt alone fills the window cannot be searched: say so before loading."""
     if window is None:
         return
@@ -145,10 +152,10 @@ def check_lengths(requests: list, layout, window: int | None) -> None:
         # A 1 MB question would take seconds to tokenize: a prefix of 8 characters per window token
         # decides first (a cut-off last word adds at most a few tokens, hence the margin of 8).
         probe = req.question[: 8 * window]
-        n = len(layout.prompt_ids(probe))
+        n = len(prompt(probe))
         at_least = len(probe) < len(req.question)
         if at_least and n < window + 8:
-            n, at_least = len(layout.prompt_ids(req.question)), False
+            n, at_least = len(prompt(req.question)), False
         if n >= window:
             raise UserError(f"{req.meta.get('source', req.id)}: field 'question': {'more than ' if at_least else ''}"
                             f"{n} tokens with the chat template, but the model window is {window} tokens",
@@ -189,11 +196,14 @@ class SearchRun:
             raise UserError(f"no questions to search in {self.input_file}",
                             "each row needs a 'question' (or 'problem') field")
         self._fingerprint = self.model.run_fingerprint(
-            config=asdict(self.config), questions=len(self.requests), reward_rule=self.reward_rule,
+            config=self.config.to_dict(), questions=len(self.requests), reward_rule=self.reward_rule,
             inputs={"questions": input_fingerprint(self.input_file)})
         self._check_out_holds_this_run()
         self._parts = build_layout(self.model, self.config.token_mode)
-        check_lengths(self.requests, self._parts[1], context_window(self.model, self._parts[0]))
+        prompt = prompt_builder(self._parts[0], self._parts[2])
+        check_lengths(self.requests, prompt, context_window(self.model, self._parts[0]))
+        for req in self.requests:  # the search takes prompt ids
+            req.prompt_ids = prompt(req.question)
 
     def _run_dir(self) -> SearchRunDir:
         return SearchRunDir(self.out, self._fingerprint, self.overwrite)
@@ -294,7 +304,7 @@ class SearchRun:
     def _report(self, rows: list[dict[str, Any]], wall_s: float) -> int:
         from rftt_plugin.search.batch import totals
 
-        summary = {"config": asdict(self.config), "backend": self.model.backend, "model": self.model.model,
+        summary = {"config": self.config.to_dict(), "backend": self.model.backend, "model": self.model.model,
                    "totals": totals(rows, wall_s), "trees": rows}
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         t = summary["totals"]

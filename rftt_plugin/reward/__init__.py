@@ -21,8 +21,8 @@ from rftt_plugin.reward.equivalence import (
     reset_grader_stats,
 )
 from rftt_plugin.reward.extract import Extraction, GoldAnswer, extract_answer, normalize_gold
+from rftt_plugin.reward.rules import REWARD_RULES, reward_rule
 from rftt_plugin.reward.score import (
-    RULES,
     RewardResult,
     compute_score,
     compute_score_async,
@@ -33,8 +33,8 @@ from rftt_plugin.reward.score import (
 )
 
 __all__ = [
-    "RULES", "Extraction", "GoldAnswer", "GraderConfig", "RewardResult", "Verdict", "check_equivalence",
+    "REWARD_RULES", "Extraction", "GoldAnswer", "GraderConfig", "RewardResult", "Verdict", "check_equivalence",
     "check_equivalence_async", "compute_score", "compute_score_async", "configure", "extract_answer",
     "grade", "grade_async", "grader_health", "grader_stats", "is_equivalent", "normalize_gold",
-    "reset_grader_stats", "score_response", "score_response_async",
+    "reset_grader_stats", "reward_rule", "score_response", "score_response_async",
 ]

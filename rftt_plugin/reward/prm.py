@@ -271,6 +271,9 @@ class TransformersStepScorer:
 # From the recipe's `rftt.reward.prm` section
 # ----------------------------------------------------------------------------------------------
 
+AGGREGATES = ("last", "mean", "min")  # rftt.reward.prm.aggregate: how step scores become a path's score
+
+
 def path_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
     """One score for a path from its step scores (``rftt.reward.prm.aggregate``).
 
@@ -290,7 +293,7 @@ def path_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
         return sum(scores) / len(scores)
     if aggregate == "min":
         return min(scores)
-    raise ValueError(f"unknown PRM aggregate {aggregate!r}; choose last, mean or min")
+    raise ValueError(f"unknown PRM aggregate {aggregate!r}; choose one of {', '.join(AGGREGATES)}")
 
 
 def build_step_scorer(settings: Any) -> StepScorer:

@@ -1,6 +1,7 @@
-"""Reward rules and verl's ``compute_score`` entry point.
+"""The grader of one response and verl's ``compute_score`` entry point.
 
-Rules (keyword ``rule``; verl passes ``reward.custom_reward_function.reward_kwargs`` as kwargs):
+Rules (keyword ``rule``; verl passes ``reward.custom_reward_function.reward_kwargs`` as kwargs); each
+is one small function in the registry of :mod:`rftt_plugin.reward.rules`:
 
 - ``rftt`` (default; the paper's outcome reward): 1.0 correct, 0.1 answered but wrong, 0.0 no
   answer. An answer whose check gave no verdict (timed out, or the grader pool was overloaded) is
@@ -51,17 +52,13 @@ from rftt_plugin.reward.equivalence import (
     record_event,
 )
 from rftt_plugin.reward.extract import Extraction, GoldAnswer, extract_answer, normalize_gold
+from rftt_plugin.reward.rules import reward_rule
 
-__all__ = ["MissingPRMScore", "NO_ANSWER_PRM_SCALE", "PRM_RULES", "RULES", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
+__all__ = ["MissingPRMScore", "RewardResult", "compute_score", "compute_score_async", "grade", "grade_async",
            "leaf_grader", "score_response", "score_response_async"]
 
 logger = logging.getLogger("rftt_plugin.reward")
 
-RULES = ("rftt", "rftt_prm", "binary", "blend")
-PRM_RULES = ("rftt_prm", "blend")
-CORRECT, ANSWERED_WRONG, NO_ANSWER = 1.0, 0.1, 0.0   # the paper's outcome reward
-BLEND_OUTCOME, BLEND_PRM = 0.6, 0.4                 # reference code: 0.6 * c + 0.4 * p_n
-NO_ANSWER_PRM_SCALE = ANSWERED_WRONG                # rftt_prm: sigma = 0.1 x PRM, never above a wrong answer
 MAX_PRED_CHARS = 1000  # the pred string is logged by verl per sample; keep it bounded
 
 # verl adds these when a reward-model router is configured; we have no use for them.
@@ -98,8 +95,7 @@ class RewardResult:
 
 
 def _check_rule(rule: str) -> None:
-    if rule not in RULES:
-        raise ValueError(f"unknown reward rule {rule!r}; choose one of {', '.join(RULES)}")
+    reward_rule(rule)  # ValueError naming the registered rules
 
 
 def _format_ok(text: str, max_depth: int) -> bool:
@@ -147,15 +143,10 @@ def _combine(extraction: Extraction, verdict: Verdict, format_ok: bool, rule: st
              prm_score: object, prm_default: float | None) -> RewardResult:
     correct = verdict.equivalent
     has_answer = extraction.has_answer
-    if rule == "rftt":
-        score = CORRECT if correct else (ANSWERED_WRONG if has_answer else NO_ANSWER)
-    elif rule == "rftt_prm":
-        score = CORRECT if correct else (ANSWERED_WRONG if has_answer
-                                         else NO_ANSWER_PRM_SCALE * _prm_value(prm_score, prm_default, rule))
-    elif rule == "binary":
-        score = 1.0 if correct else 0.0
-    else:  # blend
-        score = BLEND_OUTCOME * float(correct) + BLEND_PRM * _prm_value(prm_score, prm_default, rule)
+    scorer = reward_rule(rule)
+    # the PRM score is looked at only where the rule uses it (a missing one raises only there)
+    prm = _prm_value(prm_score, prm_default, rule) if scorer.needs_prm(has_answer) else None
+    score = scorer(correct=correct, has_answer=has_answer, prm=prm)
     if format_penalty and not format_ok:
         score -= float(format_penalty)
     pred = extraction.answer or ""

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-NORMALIZE_MODES = ("global", "tree", "none")
+from rftt_plugin.search.credit import NORMALIZE_MODES
 DEFAULT_MIN_STD = 0.1  # the same default as rftt.credit.min_std (config.schema.CreditSettings)
 _EPS = 1e-8
 

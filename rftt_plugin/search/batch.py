@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rftt_plugin.search.many import SearchRequest, search_many
+from rftt_plugin.search.many import PromptFn, SearchRequest, search_many
 from rftt_plugin.search.mcts import FunctionalMCTS
 
 
@@ -49,9 +49,10 @@ def totals(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
 
 async def search_into_dir(requests: Sequence[SearchRequest], mcts: FunctionalMCTS, out: Path, *,
                           grade: Callable | None, concurrency: int, meta: dict[str, Any] | None = None,
-                          progress: bool = True) -> list[dict[str, Any]]:
+                          progress: bool = True, prompt: PromptFn | None = None) -> list[dict[str, Any]]:
     """Search every request (``concurrency`` trees at a time), save each tree as it finishes, and
-    return the :func:`tree_summary` rows in request order. ``meta`` is added to every tree's meta."""
+    return the :func:`tree_summary` rows in request order. ``meta`` is added to every tree's meta;
+    ``prompt`` builds the prompt ids of requests without them (see :func:`search_many`)."""
     rows: dict[int, dict[str, Any]] = {}
     (out / "trees").mkdir(parents=True, exist_ok=True)
     bar = None
@@ -71,7 +72,8 @@ async def search_into_dir(requests: Sequence[SearchRequest], mcts: FunctionalMCT
             bar.set_postfix(reward=f"{rows[index]['mean_reward']:.2f}", nodes=rows[index]["nodes"])
 
     try:
-        await search_many(requests, mcts, grade=grade, max_concurrent_trees=concurrency, on_result=done)
+        await search_many(requests, mcts, grade=grade, max_concurrent_trees=concurrency, on_result=done,
+                          prompt=prompt)
     finally:
         if bar is not None:
             bar.close()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from rftt_plugin.tokens import DEFAULT_MAX_DEPTH, TOKEN_MODES, FunctionalTag
+from rftt_plugin.tag_ids import TOKEN_MODES
+from rftt_plugin.tokens import DEFAULT_MAX_DEPTH, FunctionalTag
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+CREDIT_MODES = ("outcome", "tree")            # rftt.credit.mode: the outcome on the last token, or step credit too
+NORMALIZE_MODES = ("global", "tree", "none")  # rftt.credit.normalize: what the advantage is whitened over
+
 
 def step_credit(node_values: Sequence[float], root_value: float, weight: float) -> list[float]:
     """Per-step rewards ``weight * (V(s_k) - V(s_{k-1}))`` along a path (``s_0`` = root).

@@ -59,13 +59,13 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from rftt_plugin.backends.base import Backend, Generation, SamplingParams
 from rftt_plugin.search.config import SearchConfig
-from rftt_plugin.search.layout import TokenLayout
 from rftt_plugin.search.select import select
 from rftt_plugin.search.tree import Fault, Iteration, Leaf, Node, Tree, TreeStats
+from rftt_plugin.tag_ids import TagIds
 from rftt_plugin.tokens import TAGS, FunctionalTag, allowed_next
 
 GradeFn = Callable[[str], "float | Awaitable[float]"]
@@ -92,26 +92,30 @@ def _error_text(exc: BaseException) -> str:
 
 
 class FunctionalMCTS:
-    """Search engine bound to one backend, token layout and config; reusable across questions
+    """Search engine bound to one backend, the tag ids and a config; reusable across questions
     and safe to run for many questions concurrently (all per-search state lives in the tree)."""
 
-    def __init__(self, backend: Backend, layout: TokenLayout, config: SearchConfig | None = None,
+    def __init__(self, backend: Backend, tag_ids: TagIds, config: SearchConfig | None = None,
                  grade: GradeFn | None = None):
         self.backend = backend
-        self.layout = layout
+        self.tag_ids = tag_ids
         self.config = config or SearchConfig()
         self.grade = grade
-        if layout.mode != self.config.token_mode:
-            raise ValueError(f"layout is in {layout.mode!r} mode but config.token_mode is "
+        if tag_ids.mode != self.config.token_mode:
+            raise ValueError(f"the tag ids are in {tag_ids.mode!r} mode but config.token_mode is "
                              f"{self.config.token_mode!r}")
+        if tag_ids.eos_id is None:
+            raise ValueError("the tokenizer has no eos_token_id; pass eos_id to TagIds.from_tokenizer")
 
     # -- public ---------------------------------------------------------------------------------
-    async def search(self, question: str, grade: GradeFn | None = None, gold: Any = None,
-                     meta: dict[str, Any] | None = None) -> SearchResult:
+    async def search(self, question: str, prompt_ids: Sequence[int], grade: GradeFn | None = None,
+                     gold: Any = None, meta: dict[str, Any] | None = None) -> SearchResult:
+        """Search one question; ``prompt_ids`` are its prompt as the model sees it (the caller builds
+        them, e.g. :func:`rftt_plugin.chat_prompt.chat_prompt_ids`); ``question`` names the tree."""
         cfg = self.config
         grade = grade or self.grade
         t0 = time.perf_counter()
-        tree = Tree(question, self.layout.prompt_ids(question), self.layout.eos_id, gold,
+        tree = Tree(question, list(prompt_ids), self.tag_ids.eos_id, gold,
                     {"config": cfg.to_dict(), **(meta or {})})
         salt = zlib.crc32(question.encode("utf-8"))
         seen: set[int] = set()
@@ -184,12 +188,12 @@ class FunctionalMCTS:
             if attempt:
                 tree.meta["retries"] = int(tree.meta.get("retries", 0)) + 1
             try:
-                if self.layout.mode == "added":
+                if self.tag_ids.mode == "added":
                     scores = await self.backend.next_token_logprobs(
-                        context, [self.layout.open_id(t) for t in tags])
+                        context, [self.tag_ids.open_id(t) for t in tags])
                 else:
                     scores = await self.backend.sequence_logprobs(
-                        context, [self.layout.ranking_candidate(t) for t in tags])
+                        context, [self.tag_ids.ranking_candidate(t) for t in tags])
                 scores = [float(s) for s in scores]
                 if len(scores) != len(tags):
                     raise ValueError(f"backend returned {len(scores)} scores for {len(tags)} tags")
@@ -220,16 +224,16 @@ class FunctionalMCTS:
         return (self.config.seed * 1_000_003 + salt * 7_919 + node.id) % (2**31 - 1)
 
     async def _generate_step(self, tree: Tree, node: Node, grade: GradeFn | None, salt: int) -> None:
-        cfg, layout = self.config, self.layout
+        cfg, tag_ids = self.config, self.tag_ids
         tag = node.tag
         assert tag is not None, "the root has no step to generate"
         context = tree.context_ids(node.parent)  # type: ignore[arg-type]
         used = len(context) - len(tree.prompt_ids)
-        segment = layout.open_segments[tag]
+        segment = tag_ids.open_segments[tag]
         # The tag was chosen from the ranking distribution: carry its log-prob on the tag id.
         node.append(segment, [node.prior_logprob] + [0.0] * (len(segment) - 1), sampled=False)
         node.generated = True
-        reserve = len(layout.after_close_ids) + 1  # room for the newline and a final EOS
+        reserve = len(tag_ids.after_close_ids) + 1  # room for the newline and a final EOS
         remaining = cfg.max_response_tokens - used - len(segment) - reserve
         cap = cfg.direct_answer_max_tokens if tag is FunctionalTag.DIRECT_ANSWER else cfg.step_max_tokens
         if remaining < 1:
@@ -237,7 +241,7 @@ class FunctionalMCTS:
             return
         params = SamplingParams(max_tokens=min(cap, remaining), temperature=cfg.step_temperature,
                                 top_p=cfg.step_top_p, top_k=cfg.step_top_k,
-                                stop_token_ids=layout.stop_token_ids, stop=layout.stop_strings,
+                                stop_token_ids=tag_ids.stop_token_ids, stop=tag_ids.stop_strings,
                                 seed=self._step_seed(salt, node))
         for attempt in range(cfg.step_retries + 1):
             if attempt:
@@ -266,33 +270,33 @@ class FunctionalMCTS:
         if not allowed_next(tag, node.depth, cfg.max_depth):
             self._terminate(node, "depth")
             return
-        longest_open = max(len(s) for s in layout.open_segments.values())
+        longest_open = max(len(s) for s in tag_ids.open_segments.values())
         if used + len(node.token_ids) + longest_open + reserve >= cfg.max_response_tokens:
             self._terminate(node, "budget")  # no room for even one more id of text
 
     def _check_step(self, node: Node, gen: Generation, budget_limited: bool) -> str | None:
         """Validate a generated step; on success finish its ids, else return a terminal reason."""
-        layout = self.layout
+        tag_ids = self.tag_ids
         tag = node.tag
         ids = gen.token_ids
         if gen.finish_reason == "error":
             node.error = str(gen.stop_reason)
             return "error"
-        node.text = layout.decode(ids).strip()
+        node.text = tag_ids.decode(ids).strip()
         if gen.finish_reason == "eos":
             return "eos"
         if gen.finish_reason == "length":
             return "budget" if budget_limited else "length"
         # finish_reason == "stop": did the right closing tag end the step?
         close_index = len(node.token_ids) - 1
-        if layout.mode == "added":
-            hit = layout.tag_of_id(ids[-1]) if ids else None
-            body = layout.decode(ids[:-1])
+        if tag_ids.mode == "added":
+            hit = tag_ids.tag_of_id(ids[-1]) if ids else None
+            body = tag_ids.decode(ids[:-1])
             if hit != (tag, True):
                 return "wrong_tag"
             need_newline = True
         else:
-            text = layout.decode(ids)
+            text = tag_ids.decode(ids)
             at = text.find(tag.close)
             others = [t.close for t in TAGS if t is not tag and t.close in text]
             if at < 0 or (others and min(text.find(s) for s in others) < at):
@@ -308,7 +312,7 @@ class FunctionalMCTS:
         if not node.text:
             return "empty"
         if need_newline:
-            node.append(layout.after_close_ids, [0.0] * len(layout.after_close_ids), sampled=False)
+            node.append(tag_ids.after_close_ids, [0.0] * len(tag_ids.after_close_ids), sampled=False)
         return None
 
     def _terminate(self, node: Node, reason: str) -> None:
@@ -324,7 +328,7 @@ class FunctionalMCTS:
     async def _grade(self, tree: Tree, node: Node, grade: GradeFn | None) -> float | None:
         if grade is None:
             return 0.0
-        text = self.layout.decode(tree.response_ids(node.id))
+        text = self.tag_ids.decode(tree.response_ids(node.id))
         try:
             value = grade(text)
             if inspect.isawaitable(value):
