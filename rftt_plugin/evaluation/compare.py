@@ -118,13 +118,10 @@ def markdown(result: Mapping[str, Any], title: str = "rftt eval: chain vs self-c
 
 
 def write_plot(path: Path, result: Mapping[str, Any], title: str = "", warn: Callable[[str], None] = print) -> bool:
-    try:
-        import matplotlib
+    from rftt_plugin.evaluation.report import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warn("matplotlib is not installed: no plot (pip install 'rftt-plugin[plot]')")
+    plt = pyplot(warn)
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for mode in dict.fromkeys(p["mode"] for p in result["points"]):
@@ -143,11 +140,7 @@ def write_plot(path: Path, result: Mapping[str, Any], title: str = "", warn: Cal
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"{result['questions']} questions, numbers = budget k", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)
     return True
 
 

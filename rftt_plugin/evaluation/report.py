@@ -99,9 +99,8 @@ def write_markdown(path: Path, payload: dict[str, Any]) -> None:
     _atomic_write(path, markdown(payload))
 
 
-def write_plot(path: Path, payload: dict[str, Any], warn: Callable[[str], None] = print) -> bool:
-    """Accuracy (%) against the rollout budget, one line per benchmark (chain mode: one point
-    each at 1). Returns False (with a warning) when matplotlib is not installed."""
+def pyplot(warn: Callable[[str], None] = print):
+    """matplotlib's pyplot on the file-only backend, or None (with a warning) when not installed."""
     try:
         import matplotlib
 
@@ -109,6 +108,26 @@ def write_plot(path: Path, payload: dict[str, Any], warn: Callable[[str], None] 
         import matplotlib.pyplot as plt
     except ImportError:
         warn("matplotlib is not installed: no plot (pip install 'rftt-plugin[plot]')")
+        return None
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a figure atomically (a reader never sees half a file) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_plot(path: Path, payload: dict[str, Any], warn: Callable[[str], None] = print) -> bool:
+    """Accuracy (%) against the rollout budget, one line per benchmark (chain mode: one point
+    each at 1). Returns False (with a warning) when matplotlib is not installed."""
+    plt = pyplot(warn)
+    if plt is None:
         return False
     summary = payload["summary"]
     columns = summary["columns"]
@@ -140,9 +159,5 @@ def write_plot(path: Path, payload: dict[str, Any], warn: Callable[[str], None] 
         title += f", selection: {payload.get('selection')}"
     ax.set_title(f"{os.path.basename(str(payload.get('model', '')).rstrip('/'))}: {title}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)
     return True
