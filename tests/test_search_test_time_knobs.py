@@ -67,3 +67,22 @@ def test_the_recipe_schema_takes_blocked_tags_as_a_list():
     assert settings.search.blocked_tags == ("verify", "refine")
     with pytest.raises(ConfigError, match="rftt.search.blocked_tags.*must be a list of str"):
         settings_from_mapping({"search": {"blocked_tags": "verify"}})
+
+
+def test_rftt_search_takes_both_knobs_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from rftt_plugin.cli import main
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "What is 3 + 4 ?", "answer": "7"}) + "\n")
+    argv = ["search", "--backend", "fake", "--questions", str(questions), "--iterations", "6", "--quiet",
+            "--samples-per-tag", "2", "--blocked-tags", "verify, refine", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    tree = json.loads((tmp_path / "run" / "trees" / "00000.json").read_text())
+    assert tree["meta"]["config"]["blocked_tags"] == ["verify", "refine"]
+    assert tree["meta"]["config"]["samples_per_tag"] == 2
+    assert not {n["tag"] for n in tree["nodes"][1:]} & {"verify", "refine"}
+    assert main(argv) == 0   # a rerun resumes: the list compares equal to the stored one
+    assert main(argv[:-2] + ["--blocked-tags", "verfy", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown tags ['verfy']" in capsys.readouterr().err

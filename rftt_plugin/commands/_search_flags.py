@@ -31,8 +31,20 @@ def add_search_flags(group: Any, names: Sequence[str], aliases: dict[str, Sequen
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=default, help=text)
         elif name == "token_mode":
             group.add_argument(*flags, dest=name, choices=TOKEN_MODES, default=default, help=text)
+        elif isinstance(default, tuple):  # a list of names, comma-separated on the command line
+            group.add_argument(*flags, dest=name, type=_names, default=default, metavar="NAME[,NAME...]",
+                               help=f"{prefix_help}{FIELD_HELP[name]} (default none)")
         else:
             group.add_argument(*flags, dest=name, type=type(default), default=default, help=text)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"verify, refine"`` -> ``("verify", "refine")`` (SearchConfig checks the names).
+
+    >>> _names("verify, refine,")
+    ('verify', 'refine')
+    """
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def search_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from rftt_plugin.search.config import SearchConfig
 
 SEARCH_FLAGS = ("token_mode", "iterations", "uct_c", "max_depth", "step_temperature", "step_top_p", "step_max_tokens",
                 "direct_answer_max_tokens", "max_response_tokens", "distinct_leaves", "max_iterations",
-                "min_tag_prior", "cut_reward", "seed")
+                "min_tag_prior", "samples_per_tag", "blocked_tags", "cut_reward", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
