@@ -150,3 +150,33 @@ def test_eval_mode_names_are_checked(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--model", "m", "--out", "o", "--mode", "chain,beam"])
     assert "'chain,beam': choose from chain, sc, tree" in capsys.readouterr().err
+
+
+def test_tree_search_can_back_up_a_prm_path_score(tmp_path):
+    """--search-reward prm: an answering leaf backs up the PRM's path score (min over its steps),
+    every other leaf 0; the PRM saw each answering path's steps."""
+    from rftt_plugin.backends.fake import FakeVocab
+    from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
+    from tests.prm_server import PRMServer
+    from tests.test_evaluate import _fake
+
+    path = tmp_path / "sevens.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus {7 - i} ?", "answer": "#### 7"}) + "\n"
+                            for i in range(3)))
+    backend, tag_ids = _fake()
+    with PRMServer(step_score=0.25, last_score=0.625) as server:
+        cfg = EvalConfig(model="fake-policy", out=str(tmp_path / "prm"), mode="tree", rollouts=[1, 4], benchmarks=["gsm8k"],
+                         sources={"gsm8k": str(path)}, progress=False, step_max_tokens=64, concurrency=2,
+                         search_reward="prm", prm_url=server.url)
+        res = evaluate(cfg, backend=backend, layout=tag_ids, tokenizer=FakeVocab())
+        assert (res.ran, res.failed) == (3, [])
+        assert server.requests   # the PRM was asked
+        step_counts = [text.count("ки") for batch in server.requests for text in batch]
+    records = [json.loads(x) for x in (tmp_path / "prm" / "records.jsonl").read_text().splitlines()]
+    for r in records:
+        for leaf in r["leaves"]:
+            # min over the steps: 0.25 with two or more steps, 0.625 for a one-step path; no answer: 0
+            assert leaf["reward"] == (0.0 if leaf["pred"] is None else 0.25), leaf
+    assert min(step_counts) >= 2
+    with pytest.raises(EvalError, match="--search-reward prm and --prm-url go together"):
+        EvalConfig(model="m", out=str(tmp_path / "x"), mode="tree", search_reward="prm").validate()

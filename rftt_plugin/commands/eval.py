@@ -107,9 +107,14 @@ def _protocol_flags(m) -> None:
     m.add_argument("--selection", choices=("majority", "value"), default="majority",
                    help="tree, sc: majority vote over valid answers (ties: the policy's most probable tag path, "
                         "then summed leaf value), or value")
-    m.add_argument("--search-reward", choices=("answered", "none", "oracle"), default="answered",
-                   help="tree: reward the search backs up; answered (gold-free, default), none, or oracle "
-                        "(uses the gold answer: an upper bound, not a result)")
+    m.add_argument("--search-reward", choices=("answered", "none", "prm", "oracle"), default="answered",
+                   help="tree: reward the search backs up; answered (gold-free, default), none, prm (a process "
+                        "reward model's path score: --prm-url), or oracle (uses the gold answer: an upper bound, "
+                        "not a result)")
+    m.add_argument("--prm-url", default=None, help="tree, --search-reward prm: a Math-Shepherd-style HTTP step "
+                                                   "scorer, e.g. http://127.0.0.1:8008/get_reward")
+    m.add_argument("--prm-aggregate", choices=("last", "mean", "min"), default="min",
+                   help="tree, --search-reward prm: path score from step scores (default min)")
     add_search_flags(m, EvalConfig.SEARCH_FIELDS, prefix_help="tree: ")
 
 
@@ -131,7 +136,8 @@ def build_jobs(args) -> list:
         base_url=args.base_url, served_model=args.served_model_name, tokenizer=args.tokenizer,
         benchmarks=benchmarks, data_dir=args.data_dir, sources=sources,
         limit=args.limit, mode=mode, rollouts=parse_budgets(args.rollouts), selection=args.selection,
-        search_reward=args.search_reward, max_tokens=args.max_tokens, temperature=args.temperature,
+        search_reward=args.search_reward, prm_url=args.prm_url, prm_aggregate=args.prm_aggregate,
+        max_tokens=args.max_tokens, temperature=args.temperature,
         sc_temperature=args.sc_temperature, sc_top_p=args.sc_top_p,
         seed=args.seed, concurrency=args.concurrency, device=args.device, dtype=args.dtype,
         **search_values(args, EvalConfig.SEARCH_FIELDS),

@@ -110,3 +110,26 @@ class ToyPRMServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rftt_plugin.demo.toy_prm [--port N]``: serve until Ctrl-C (prints the url first)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m rftt_plugin.demo.toy_prm",
+                                     description="Serve the CPU toy's rule-based step checker as a Math-Shepherd PRM "
+                                                 "on 127.0.0.1 (for rftt.reward.prm.url or rftt eval --prm-url).")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    args = parser.parse_args(argv)
+    with ToyPRMServer(args.port) as server:
+        print(server.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -89,6 +89,8 @@ class EvalConfig:
     rollouts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     selection: str = "majority"
     search_reward: str = "answered"
+    prm_url: str | None = None            # search_reward prm: a Math-Shepherd-style HTTP step scorer
+    prm_aggregate: str = "min"            # path score from step scores: last | mean | min
     # chain decoding
     max_tokens: int = 4096
     temperature: float = 0.0
@@ -131,6 +133,11 @@ class EvalConfig:
         if self.mode == "sc" and not (self.sc_temperature > 0 and 0 < self.sc_top_p <= 1):
             problems.append(f"self-consistency needs sc_temperature > 0 and sc_top_p in (0, 1] (got "
                             f"{self.sc_temperature}, {self.sc_top_p}): identical samples cannot vote")
+        if self.mode == "tree" and (self.search_reward == "prm") != bool(self.prm_url):
+            problems.append("--search-reward prm and --prm-url go together (got search_reward "
+                            f"{self.search_reward!r}, prm_url {self.prm_url!r})")
+        if self.prm_aggregate not in ("last", "mean", "min"):
+            problems.append(f"prm_aggregate must be one of last, mean, min (got {self.prm_aggregate!r})")
         if self.max_tokens < 1:
             problems.append(f"max_tokens must be >= 1 (got {self.max_tokens})")
         if self.concurrency < 1:
@@ -174,6 +181,8 @@ class EvalConfig:
                       top_p=self.sc_top_p)
         else:
             fp.update(search=self.search_config().to_dict(), search_reward=self.search_reward)
+            if self.search_reward == "prm":
+                fp.update(prm_url=self.prm_url, prm_aggregate=self.prm_aggregate)
         return fp
 
     @property
@@ -320,12 +329,18 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
                 raise EvalError(f"{cfg.model}: {exc}") from exc
         mcts = FunctionalMCTS(backend, layout, cfg.search_config())
         store.trees_dir.mkdir(parents=True, exist_ok=True)
+        prm = None
+        if cfg.search_reward == "prm":
+            from rftt_plugin.reward.prm import HttpStepScorer
+
+            prm = HttpStepScorer(url=cfg.prm_url, timeout_s=30.0, retries=2)
 
         async def answer(item: BenchmarkItem) -> dict:
             rel = f"trees/{item.id}.json"
             return await run_tree(item, mcts, cfg.rollouts, cfg.selection, cfg.search_reward,
                                   tree_path=store.tree_path(item.id), tree_file=rel,
-                                  prompt=lambda q: chat_prompt_ids(tokenizer, q))
+                                  prompt=lambda q: chat_prompt_ids(tokenizer, q), prm=prm,
+                                  prm_aggregate=cfg.prm_aggregate)
     else:
         def decode(ids):
             # Tags are normal (not special) tokens: skipping special tokens drops only EOS/pad.

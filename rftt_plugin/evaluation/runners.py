@@ -13,6 +13,9 @@ backs up is ``search_reward``:
 * ``answered`` (default, gold-free): 1 for an ``<output>`` leaf that holds a boxed answer, else 0;
 * ``none``: 0 for every leaf (the search follows the policy's tag probabilities and UCT's
   exploration term only);
+* ``prm``: the path score of a process reward model (``--prm-url``, a Math-Shepherd-style HTTP
+  scorer; ``--prm-aggregate``, default ``min``) for an ``<output>`` leaf that holds a boxed answer,
+  else 0. Gold-free, but a verifier: report it as "with a PRM", beside the rewards above;
 * ``oracle``: 1 when the leaf's answer equals the gold answer. This leaks the gold answer into
   the search (and into ``--selection value``): an upper bound for analysis, never a result.
 """
@@ -29,7 +32,7 @@ from rftt_plugin.backends.base import SamplingParams
 from rftt_plugin.data.benchmarks import BenchmarkItem
 from rftt_plugin.evaluation.selection import LeafOutcome, assign_answer_classes, score_budgets
 
-SEARCH_REWARDS = ("answered", "none", "oracle")
+SEARCH_REWARDS = ("answered", "none", "prm", "oracle")
 
 
 class QuestionFailed(RuntimeError):
@@ -135,10 +138,16 @@ async def run_self_consistency(item: BenchmarkItem, backend: Any, prompt_ids: Ca
 # tree
 # ----------------------------------------------------------------------------------------------
 
-def search_grade_fn(search_reward: str, gold: str) -> Callable | None:
-    """The reward the search backs up (see the module docstring)."""
+def search_grade_fn(search_reward: str, gold: str, question: str = "", prm: Any = None,
+                    prm_aggregate: str = "min") -> Callable | None:
+    """The reward the search backs up (see the module docstring); ``prm``: a
+    :class:`~rftt_plugin.reward.prm.StepScorer` for ``search_reward="prm"``."""
     if search_reward == "none":
         return None
+    if search_reward == "prm":
+        if prm is None:
+            raise ValueError("search reward 'prm' needs a PRM (--prm-url)")
+        return _prm_grade(question, prm, prm_aggregate)
     if search_reward == "answered":
         from rftt_plugin.reward.extract import extract_answer
 
@@ -148,6 +157,24 @@ def search_grade_fn(search_reward: str, gold: str) -> Callable | None:
 
         return lambda text: grade_async(text, gold)
     raise ValueError(f"unknown search reward {search_reward!r}; choose one of {', '.join(SEARCH_REWARDS)}")
+
+
+def _prm_grade(question: str, prm: Any, aggregate: str) -> Callable:
+    """The PRM's path score of an answering leaf (steps parsed from its text), else 0."""
+    from rftt_plugin.reward.extract import extract_answer
+    from rftt_plugin.reward.prm import path_score
+    from rftt_plugin.tokens import TagFormatError, parse
+
+    async def grade(text: str) -> float:
+        if not extract_answer(text).has_answer:
+            return 0.0
+        try:
+            steps = [step.text for step in parse(text) if step.text.strip()]
+        except TagFormatError:
+            return 0.0  # a malformed path is not a solution the PRM could approve
+        return path_score(await prm.score_steps_async(question, steps), aggregate)
+
+    return grade
 
 
 def _leaf_text(tag_ids: Any, leaf: Any, eos_id: int) -> str:
@@ -170,13 +197,14 @@ def _same_answer(a: str, b: str) -> bool:
 
 async def run_tree(item: BenchmarkItem, mcts: Any, budgets: list[int], rule: str, search_reward: str,
                    tree_path: Any = None, tree_file: str | None = None, *,
-                   prompt: Callable[[str], list[int]]) -> dict[str, Any]:
+                   prompt: Callable[[str], list[int]], prm: Any = None, prm_aggregate: str = "min") -> dict[str, Any]:
     """One search with ``mcts.config.iterations`` (= max budget) iterations, every leaf graded;
     ``prompt(question)`` builds the prompt ids."""
     from rftt_plugin.reward import score_response_async
 
     t0 = time.perf_counter()
-    result = await mcts.search(item.question, prompt(item.question), grade=search_grade_fn(search_reward, item.gold),
+    grade = search_grade_fn(search_reward, item.gold, item.question, prm, prm_aggregate)
+    result = await mcts.search(item.question, prompt(item.question), grade=grade,
                                gold=item.gold, meta={"id": item.id, "benchmark": item.benchmark, "search_reward": search_reward})
     tree = result.tree
     if not result.leaves:
