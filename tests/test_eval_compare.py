@@ -180,3 +180,28 @@ def test_tree_search_can_back_up_a_prm_path_score(tmp_path):
     assert min(step_counts) >= 2
     with pytest.raises(EvalError, match="--search-reward prm and --prm-url go together"):
         EvalConfig(model="m", out=str(tmp_path / "x"), mode="tree", search_reward="prm").validate()
+
+
+def test_self_consistency_with_a_prm_weighs_the_votes():
+    """sc + --search-reward prm: each chain's reward is the PRM's path score; ``value`` is then a
+    PRM-weighted vote. The toy's step checker approves 3 + 4 = 7 and refuses 3 + 4 = 8."""
+    from rftt_plugin.demo.toy_prm import ToyPRMServer
+    from rftt_plugin.reward.prm import HttpStepScorer
+
+    class Checked(SeededAnswers):
+        async def generate(self, ids, params):
+            answer = "7" if params.seed % 4 == 0 else "8"   # mostly wrong: majority says 8
+            text = f"<output>3 + 4 = {answer}, so \\boxed{{{answer}}}</output>"
+            return Generation([ord(c) for c in text], [0.0] * len(text), "stop")
+
+    settings = SampleSettings(samples=8, max_tokens=64, seed=1)
+    seeds = [sample_seed(1, "What is 3 plus 4 ?", i) for i in range(8)]
+    answers = ["7" if s % 4 == 0 else "8" for s in seeds]
+    assert 0 < answers.count("7") < answers.count("8")   # the case worth testing
+    with ToyPRMServer() as server:
+        prm = HttpStepScorer(url=server.url, timeout_s=5, retries=0)
+        for rule, want in (("majority", "8"), ("value", "7")):
+            record = asyncio.run(run_self_consistency(_item(), Checked(), lambda q: [1], lambda ids: "".join(map(chr, ids)),
+                                                      settings, [8], rule, prm=prm))
+            assert [lf["reward"] for lf in record["leaves"]] == [1.0 if a == "7" else 0.0 for a in answers]
+            assert record["budgets"]["8"]["pred"] == want, rule

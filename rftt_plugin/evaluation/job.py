@@ -133,7 +133,7 @@ class EvalConfig:
         if self.mode == "sc" and not (self.sc_temperature > 0 and 0 < self.sc_top_p <= 1):
             problems.append(f"self-consistency needs sc_temperature > 0 and sc_top_p in (0, 1] (got "
                             f"{self.sc_temperature}, {self.sc_top_p}): identical samples cannot vote")
-        if self.mode == "tree" and (self.search_reward == "prm") != bool(self.prm_url):
+        if self.mode != "chain" and (self.search_reward == "prm") != bool(self.prm_url):
             problems.append("--search-reward prm and --prm-url go together (got search_reward "
                             f"{self.search_reward!r}, prm_url {self.prm_url!r})")
         if self.prm_aggregate not in ("last", "mean", "min"):
@@ -179,6 +179,8 @@ class EvalConfig:
         elif self.mode == "sc":
             fp.update(max_tokens=self.max_tokens, samples=max(self.rollouts), temperature=self.sc_temperature,
                       top_p=self.sc_top_p)
+            if self.search_reward == "prm":  # only a PRM changes what sc records; answered/none/oracle do not
+                fp.update(prm_url=self.prm_url, prm_aggregate=self.prm_aggregate)
         else:
             fp.update(search=self.search_config().to_dict(), search_reward=self.search_reward)
             if self.search_reward == "prm":
@@ -318,6 +320,11 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
     from rftt_plugin.chat_prompt import chat_prompt_ids
 
     columns = cfg.columns
+    prm = None
+    if cfg.search_reward == "prm" and cfg.mode != "chain":
+        from rftt_plugin.reward.prm import HttpStepScorer
+
+        prm = HttpStepScorer(url=cfg.prm_url, timeout_s=30.0, retries=2)
     if cfg.mode == "tree":
         from rftt_plugin.search import FunctionalMCTS
         from rftt_plugin.tag_ids import TagIds, TagVocabularyError
@@ -329,11 +336,6 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
                 raise EvalError(f"{cfg.model}: {exc}") from exc
         mcts = FunctionalMCTS(backend, layout, cfg.search_config())
         store.trees_dir.mkdir(parents=True, exist_ok=True)
-        prm = None
-        if cfg.search_reward == "prm":
-            from rftt_plugin.reward.prm import HttpStepScorer
-
-            prm = HttpStepScorer(url=cfg.prm_url, timeout_s=30.0, retries=2)
 
         async def answer(item: BenchmarkItem) -> dict:
             rel = f"trees/{item.id}.json"
@@ -353,7 +355,8 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
             samples = SampleSettings(max(cfg.rollouts), cfg.max_tokens, cfg.sc_temperature, cfg.sc_top_p, cfg.seed)
 
             async def answer(item: BenchmarkItem) -> dict:
-                return await run_self_consistency(item, backend, prompt, decode, samples, cfg.rollouts, cfg.selection)
+                return await run_self_consistency(item, backend, prompt, decode, samples, cfg.rollouts, cfg.selection,
+                                                  prm=prm, prm_aggregate=cfg.prm_aggregate)
         else:
             settings = ChainSettings(cfg.max_tokens, cfg.temperature, cfg.seed)
 

@@ -99,10 +99,13 @@ def sample_seed(seed: int, question: str, index: int) -> int:
 
 async def run_self_consistency(item: BenchmarkItem, backend: Any, prompt_ids: Callable[[str], list[int]],
                                decode: Callable[[list[int]], str], settings: SampleSettings,
-                               budgets: list[int], rule: str = "majority") -> dict[str, Any]:
+                               budgets: list[int], rule: str = "majority", prm: Any = None,
+                               prm_aggregate: str = "min") -> dict[str, Any]:
     """Sample ``settings.samples`` chains (all in flight at once, so a batching backend batches
     them), grade each, and score every budget k on the first k chains like tree leaves: each chain
-    is one vote, ``new_tokens`` its sampled ids, no path shared with another."""
+    is one vote, ``new_tokens`` its sampled ids, no path shared with another. With ``prm`` each
+    chain's reward is the PRM's path score (as tree mode's ``--search-reward prm``), which the
+    ``value`` rule weighs the votes by."""
     from rftt_plugin.reward import score_response_async
 
     t0 = time.perf_counter()
@@ -121,10 +124,14 @@ async def run_self_consistency(item: BenchmarkItem, backend: Any, prompt_ids: Ca
     graded = [await score_response_async(t, item.gold, data_source=item.benchmark) for t in texts]
     preds = [r.pred if r.has_answer else None for r in graded]
     classes = await asyncio.to_thread(assign_answer_classes, preds, _same_answer)
-    outcomes = [LeafOutcome(pred=pred, acc=r.acc, valid=pred is not None, format_ok=r.format_ok, reward=0.0,
+    rewards = [0.0] * len(texts)
+    if prm is not None:
+        score = _prm_grade(item.question, prm, prm_aggregate)
+        rewards = [await score(t) if pred is not None else 0.0 for t, pred in zip(texts, preds)]
+    outcomes = [LeafOutcome(pred=pred, acc=r.acc, valid=pred is not None, format_ok=r.format_ok, reward=reward,
                             node_ids=(), new_tokens=len(g.token_ids), answer_class=cls,
                             terminal_reason=g.finish_reason)
-                for r, g, pred, cls in zip(graded, gens, preds, classes)]
+                for r, g, pred, cls, reward in zip(graded, gens, preds, classes, rewards)]
     record = _base_record(item, "sc")
     record.update(
         leaves=[o.to_dict() for o in outcomes], responses=texts,

@@ -29,7 +29,9 @@ read from the final tree, so a budget never sees a later iteration.
 * ``value``: the class with the largest summed leaf value; ties go to more votes, then to the
   class seen first.
 * The *leaf value* of a leaf is the mean node value Q/N over the steps of its path (root
-  excluded) as of that budget: how well the search rated the route that produced the answer.
+  excluded) as of that budget: how well the search rated the route that produced the answer. A
+  self-consistency chain has no path in a tree: its value is its own reward (0, or the PRM's
+  path score with ``--search-reward prm``), so ``value`` is then a PRM-weighted vote.
 * The question counts as solved at budget *k* when the selected class's first leaf is correct.
   No valid leaf means no answer (not solved).
 
@@ -171,7 +173,10 @@ def node_stats(leaves: Iterable[LeafOutcome]) -> dict[int, tuple[float, int]]:
 
 
 def leaf_value(leaf: LeafOutcome, stats: dict[int, tuple[float, int]]) -> float:
-    """Mean Q/N over the leaf's path (0 for an empty path)."""
+    """Mean Q/N over the leaf's path; a leaf without nodes (a self-consistency chain: no tree to
+    back up into) is worth its own reward."""
+    if not leaf.node_ids:
+        return leaf.reward
     values = [stats[i][0] / stats[i][1] for i in leaf.node_ids if i in stats and stats[i][1]]
     return sum(values) / len(values) if values else 0.0
 
