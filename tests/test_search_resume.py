@@ -61,7 +61,12 @@ def searched(monkeypatch):
         return await real(self, question, *a, **k)
 
     monkeypatch.setattr(mcts.FunctionalMCTS, "search", spy)
-    return seen, stop_at
+    # Ctrl-C must reach asyncio.run as it does in a fresh process: earlier tests in the same session
+    # (Ray, verl, vLLM) can leave another SIGINT handler installed, and asyncio.run only takes over
+    # SIGINT from Python's default handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield seen, stop_at
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_interrupted_search_resumes_and_ends_with_the_trees_of_an_uninterrupted_run(tmp_path, questions, searched,
