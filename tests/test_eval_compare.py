@@ -84,6 +84,31 @@ def test_majority_ties_go_to_the_policys_most_probable_tag_path():
     assert select_answer(tied, "majority").pred == "b"
 
 
+def test_policy_rule_weighs_distinct_leaves_by_the_policys_tag_path_probability():
+    import math
+
+    from rftt_plugin.evaluation.selection import LeafOutcome, select_answer
+
+    def leaf(pred, cls, nodes, path_logprob):
+        return LeafOutcome(pred=pred, acc=False, valid=True, format_ok=True, reward=1.0, node_ids=nodes,
+                           answer_class=cls, path_logprob=path_logprob)
+
+    own = leaf("own", 0, (1, 2), math.log(0.9))
+    forced = leaf("forced", 1, (3, 4), math.log(1e-4))
+    # re-emitted three times, the forced path has 3 votes to 1: majority follows it, policy does not
+    leaves = [own, forced, forced, forced]
+    assert select_answer(leaves, "majority").pred == "forced"
+    assert select_answer(leaves, "policy").pred == "own"
+    # two plausible strategies both count: 0.3 + 0.3 (distinct leaves) beat 0.4
+    a1, a2 = leaf("a", 0, (1,), math.log(0.3)), leaf("a", 0, (2,), math.log(0.3))
+    b = leaf("b", 1, (3,), math.log(0.4))
+    assert select_answer([b, a1, a2], "policy").pred == "a"
+    assert select_answer([b, a1, a1], "policy").pred == "b"     # the same leaf twice weighs once
+    # chains (no nodes, path_logprob 0) all weigh 1: policy is plain majority
+    chains = [leaf("x", 0, (), 0.0), leaf("y", 1, (), 0.0), leaf("y", 1, (), 0.0)]
+    assert select_answer(chains, "policy").pred == "y"
+
+
 def _rec(mode, qid, accs, tokens):
     """A hand-made record: chain (one answer) or sc/tree (one leaf per rollout, distinct answers)."""
     if mode == "chain":

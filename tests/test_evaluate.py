@@ -274,7 +274,8 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     backend, layout = _fake()
     out = tmp_path / "fake"
     cfg = EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[1, 2, 4, 8], benchmarks=["gsm8k"],
-                     sources={"gsm8k": sevens}, progress=False, step_max_tokens=64, concurrency=3)
+                     sources={"gsm8k": sevens}, progress=False, step_max_tokens=64, concurrency=3,
+                     selection="majority")
     res = evaluate(cfg, backend=backend, tokenizer=VOCAB, layout=layout)
     assert (res.ran, res.failed) == (5, [])
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
@@ -313,6 +314,21 @@ def test_tree_eval_on_fake_policy_and_reselection(tmp_path, sevens):
     assert res2.ran == 0 and res2.resumed == 5
     saved = json.loads((out / "results.json").read_text())
     assert saved["selection"] == "value" and [c["label"] for c in saved["summary"]["columns"]] == ["k=2", "k=8"]
+    # The default rule, policy: each distinct answering leaf weighs exp(path_logprob), plain loops here.
+    import math
+
+    res3 = evaluate(EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[8], benchmarks=["gsm8k"],
+                               sources={"gsm8k": sevens}, progress=False, step_max_tokens=64),
+                    backend=NoCalls(), tokenizer=VOCAB, layout=layout)
+    right = 0
+    for r in records:
+        weight, seen_paths = {}, set()
+        for lf in r["leaves"][:8]:
+            if lf["valid"] and tuple(lf["node_ids"]) not in seen_paths:
+                seen_paths.add(tuple(lf["node_ids"]))
+                weight[lf["pred"]] = weight.get(lf["pred"], 0.0) + math.exp(lf["path_logprob"])
+        right += max(weight, key=weight.get) == "7"   # no exact weight ties on this fake
+    assert res3.summary["benchmarks"]["gsm8k"]["accuracy"]["k=8"] == right / len(records)
     # A larger search is another configuration.
     cfg3 = EvalConfig(model="fake-policy", out=str(out), mode="tree", rollouts=[16], benchmarks=["gsm8k"],
                       sources={"gsm8k": sevens}, progress=False, step_max_tokens=64)
@@ -443,7 +459,7 @@ def test_tree_end_to_end(prepared_tiny, bench_data_dir, tmp_path, capsys):
         assert sum(lf.new_tokens for lf in leaves) == r["tokens"]
     results = json.loads((out / "results.json").read_text())
     assert [c["label"] for c in results["summary"]["columns"]] == ["k=1", "k=2"]
-    assert results["search_reward"] == "answered" and results["selection"] == "majority"
+    assert results["search_reward"] == "answered" and results["selection"] == "policy"
     _png_ok(out / "accuracy_vs_rollouts.png")
     # A second run finds everything done and loads no model.
     assert main(argv) == 0

@@ -104,9 +104,11 @@ def _protocol_flags(m) -> None:
                    help="tree: MCTS iteration budgets to score, comma-separated; the search runs the largest "
                         "(the rollouts per question; rftt.search.iterations in training) (default 1,2,4,8,16)")
     deprecated_alias(m, "--rollouts", "--iterations", "rollouts", metavar="K[,K...]")
-    m.add_argument("--selection", choices=("majority", "value"), default="majority",
-                   help="tree, sc: majority vote over valid answers (ties: the policy's most probable tag path, "
-                        "then summed leaf value), or value")
+    m.add_argument("--selection", choices=("policy", "majority", "value"), default="policy",
+                   help="tree, sc: policy (default: each distinct answering leaf votes with the policy's "
+                        "probability of its tag path; sc: plain majority), majority (one vote per leaf; ties: the "
+                        "policy's most probable tag path, then summed leaf value), or value (summed leaf value: "
+                        "with --search-reward prm, a PRM-weighted vote)")
     m.add_argument("--search-reward", choices=("answered", "none", "prm", "oracle"), default="answered",
                    help="tree: reward the search backs up; answered (gold-free, default), none, prm (a process "
                         "reward model's path score: --prm-url), or oracle (uses the gold answer: an upper bound, "

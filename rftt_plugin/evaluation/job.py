@@ -87,7 +87,7 @@ class EvalConfig:
     limit: int | None = None              # first N questions of each benchmark
     mode: str = "chain"
     rollouts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    selection: str = "majority"
+    selection: str = "policy"
     search_reward: str = "answered"
     prm_url: str | None = None            # search_reward prm: a Math-Shepherd-style HTTP step scorer
     prm_aggregate: str = "min"            # path score from step scores: last | mean | min
@@ -426,7 +426,9 @@ def build_payload(cfg: EvalConfig, items: list[BenchmarkItem], records: dict[str
         protocol = (f"functional MCTS, {max(cfg.rollouts)} iterations per question, budget k scored on the first k "
                     f"leaves; step max {cfg.step_max_tokens} tokens, temperature {cfg.step_temperature:g}, "
                     f"token mode {cfg.token_mode}")
-        selection_note = {"majority": "majority vote over leaves with a valid <output> answer, ties to the policy's most probable "
+        selection_note = {"policy": "votes weighted by the policy's probability of each distinct leaf's tag path "
+                                    "(ties: votes, then summed leaf value)",
+                          "majority": "majority vote over leaves with a valid <output> answer, ties to the policy's most probable "
                                           "tag path, then by summed leaf value",
                           "value": "highest summed leaf value (mean node value along the path), ties by votes"}[cfg.selection]
     return {

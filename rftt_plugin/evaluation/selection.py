@@ -28,6 +28,14 @@ read from the final tree, so a budget never sees a later iteration.
   the wrong answer on 1 question in 10 (docs/test-time-search.md).
 * ``value``: the class with the largest summed leaf value; ties go to more votes, then to the
   class seen first.
+* ``policy`` (the default of ``rftt eval``): each *distinct* leaf votes with the policy's own
+  probability of its tag path, ``exp(path_logprob)``; the class with the largest total wins (ties:
+  more votes, then the summed value, then first seen). It estimates which answer the policy's
+  tag choices lead to, so a forced, unlikely tag path (UCT's exploration, prior 1e-4) cannot
+  outvote the path the policy prefers, however often the search re-emits it; two plausible
+  strategies both count. Without a verifier the toy's forced paths are worse than the
+  policy's own, and ``majority`` let them win: docs/test-time-search.md. A leaf without nodes
+  (a self-consistency chain) has ``path_logprob`` 0, so ``policy`` is then ``majority``.
 * The *leaf value* of a leaf is the mean node value Q/N over the steps of its path (root
   excluded) as of that budget: how well the search rated the route that produced the answer. A
   self-consistency chain has no path in a tree: its value is its own reward (0, or the PRM's
@@ -46,7 +54,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-SELECTION_RULES = ("majority", "value")
+SELECTION_RULES = ("policy", "majority", "value")
 _VALUE_DIGITS = 9  # values are compared after rounding: float sums must not decide ties by noise
 
 
@@ -192,6 +200,7 @@ class _Candidate:
     votes: int = 0
     value: float = 0.0
     path_logprob: float = -math.inf  # the best (most probable) path among the class's leaves
+    weight: float = 0.0              # policy: summed exp(path_logprob) of the class's distinct leaves
     members: list[int] = field(default_factory=list)
 
 
@@ -201,6 +210,7 @@ def select_answer(leaves: Sequence[LeafOutcome], rule: str = "majority") -> Sele
         raise ValueError(f"unknown selection rule {rule!r}; choose one of {', '.join(SELECTION_RULES)}")
     stats = node_stats(leaves)
     groups: dict[int, _Candidate] = {}
+    weighed: set[tuple[int, ...]] = set()  # policy: a re-emitted leaf weighs once
     for index, leaf in enumerate(leaves):
         if not leaf.valid:
             continue
@@ -210,13 +220,21 @@ def select_answer(leaves: Sequence[LeafOutcome], rule: str = "majority") -> Sele
         cand.votes += 1
         cand.value += leaf_value(leaf, stats)
         cand.path_logprob = max(cand.path_logprob, round(leaf.path_logprob, _VALUE_DIGITS))
+        if not leaf.node_ids or leaf.node_ids not in weighed:
+            weighed.add(leaf.node_ids)
+            cand.weight += math.exp(leaf.path_logprob)
         cand.members.append(index)
     if not groups:
         return Selection(None)
 
     def key(c: _Candidate):
         value = round(c.value, _VALUE_DIGITS)
-        primary = (c.votes, c.path_logprob, value) if rule == "majority" else (value, c.votes)
+        if rule == "policy":
+            primary = (round(c.weight, _VALUE_DIGITS), c.votes, value)
+        elif rule == "majority":
+            primary = (c.votes, c.path_logprob, value)
+        else:
+            primary = (value, c.votes)
         return (*primary, -c.first)
 
     best = max(groups.values(), key=key)
