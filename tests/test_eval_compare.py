@@ -230,3 +230,24 @@ def test_self_consistency_with_a_prm_weighs_the_votes():
                                                       settings, [8], rule, prm=prm))
             assert [lf["reward"] for lf in record["leaves"]] == [1.0 if a == "7" else 0.0 for a in answers]
             assert record["budgets"]["8"]["pred"] == want, rule
+
+
+def test_a_dead_prm_is_one_clear_error_before_any_question(tmp_path):
+    import socket
+
+    from rftt_plugin.backends.fake import FakeVocab
+    from rftt_plugin.evaluation.job import EvalConfig, EvalError, evaluate
+    from tests.test_evaluate import _fake
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/get_reward"
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "What is 3 plus 4 ?", "answer": "#### 7"}) + "\n")
+    backend, tag_ids = _fake()
+    cfg = EvalConfig(model="fake-policy", out=str(tmp_path / "run"), mode="tree", rollouts=[2], benchmarks=["gsm8k"],
+                     sources={"gsm8k": str(path)}, progress=False, search_reward="prm", prm_url=url)
+    with pytest.raises(EvalError, match=r"--prm-url http://127\.0\.0\.1:\d+/get_reward: the PRM did not score a test path"):
+        evaluate(cfg, backend=backend, layout=tag_ids, tokenizer=FakeVocab())
+    records = tmp_path / "run" / "records.jsonl"
+    assert not records.exists() or records.read_text(encoding="utf-8") == ""   # no question was answered

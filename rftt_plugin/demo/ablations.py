@@ -72,11 +72,11 @@ def variant_overrides(name: str, overrides: list[str], *, prepared_model: Path, 
 
 
 def _chain_outcomes(run: Path, eval_name: str) -> dict[str, bool] | None:
-    path = Path(run) / eval_name / "chain" / "records.jsonl"
-    if not path.exists():
-        return None
-    with path.open(encoding="utf-8") as fh:
-        return {r["id"]: bool(r["acc"]) for r in map(json.loads, fh)}
+    """The variant's chain outcomes, None when it has not run."""
+    from rftt_plugin.demo.quickstart import chain_outcomes
+
+    path = Path(run) / eval_name
+    return chain_outcomes(path) if (path / "chain" / "records.jsonl").exists() else None
 
 
 def _tree_acc(run: Path, eval_name: str) -> tuple[str, float] | None:

@@ -525,17 +525,17 @@ class Quickstart:
         return o
 
 
+def chain_outcomes(eval_dir: Path) -> dict[str, bool]:
+    """question id -> right, from an evaluation's chain records."""
+    with (Path(eval_dir) / "chain" / "records.jsonl").open() as fh:
+        return {r["id"]: bool(r["acc"]) for r in map(json.loads, fh)}
+
+
 def paired_chain(before_dir: Path, after_dir: Path) -> dict:
     """Question-by-question chain outcomes of two evaluations: gained / lost counts and McNemar's p."""
-    def load(d: Path) -> dict[str, bool]:
-        with (Path(d) / "chain" / "records.jsonl").open() as fh:
-            return {r["id"]: bool(r["acc"]) for r in map(json.loads, fh)}
+    from rftt_plugin.evaluation.stats import paired
 
-    before, after = load(before_dir), load(after_dir)
-    common = sorted(set(before) & set(after))
-    gained = sum(1 for q in common if after[q] and not before[q])
-    lost = sum(1 for q in common if before[q] and not after[q])
-    return {"n": len(common), "gained": gained, "lost": lost, "p": mcnemar_exact(gained, lost)}
+    return paired(chain_outcomes(before_dir), chain_outcomes(after_dir))
 
 
 def _ci_cell(cell: dict) -> str:

@@ -324,7 +324,14 @@ async def _answer_all(cfg: EvalConfig, pending: list[BenchmarkItem], store: Eval
     if cfg.search_reward == "prm" and cfg.mode != "chain":
         from rftt_plugin.reward.prm import HttpStepScorer
 
+        from rftt_plugin.reward.prm import PREFLIGHT_QUESTION, PREFLIGHT_STEPS
+
         prm = HttpStepScorer(url=cfg.prm_url, timeout_s=30.0, retries=2)
+        try:  # one real call before any question: a dead PRM is one clear error, not 20 failed questions
+            await asyncio.to_thread(prm.score_steps, PREFLIGHT_QUESTION, list(PREFLIGHT_STEPS))
+        except Exception as exc:  # noqa: BLE001 - any failure is the --prm-url setting's
+            raise EvalError(f"--prm-url {cfg.prm_url}: the PRM did not score a test path "
+                            f"({type(exc).__name__}: {exc})") from None
     if cfg.mode == "tree":
         from rftt_plugin.search import FunctionalMCTS
         from rftt_plugin.tag_ids import TagIds, TagVocabularyError

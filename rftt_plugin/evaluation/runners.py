@@ -127,7 +127,10 @@ async def run_self_consistency(item: BenchmarkItem, backend: Any, prompt_ids: Ca
     rewards = [0.0] * len(texts)
     if prm is not None:
         score = _prm_grade(item.question, prm, prm_aggregate)
-        rewards = [await score(t) if pred is not None else 0.0 for t, pred in zip(texts, preds)]
+        async def reward_of(text: str, pred: str | None) -> float:
+            return await score(text) if pred is not None else 0.0
+
+        rewards = list(await asyncio.gather(*(reward_of(t, p) for t, p in zip(texts, preds))))
     outcomes = [LeafOutcome(pred=pred, acc=r.acc, valid=pred is not None, format_ok=r.format_ok, reward=reward,
                             node_ids=(), new_tokens=len(g.token_ids), answer_class=cls,
                             terminal_reason=g.finish_reason)

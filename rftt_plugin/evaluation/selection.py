@@ -17,8 +17,8 @@ read from the final tree, so a budget never sees a later iteration.
 * Votes are grouped by *answer class*: leaves whose answers are equivalent share a class
   (:func:`assign_answer_classes`, first-come order, so classes of a prefix of the leaves are the
   prefix's own classes).
-* ``majority`` (default): the class with the most votes (every leaf is one rollout; a leaf the
-  search reached again counts again); ties go to the class holding the path the policy itself
+* ``majority`` (these functions' default; ``rftt eval`` defaults to ``policy``): the class with
+  the most votes (every leaf is one rollout; a leaf the search reached again counts again); ties go to the class holding the path the policy itself
   prefers (the largest sum of the tag log-probs along a path, ``path_logprob``: the tag choices
   greedy decoding would make score highest), then to the larger summed leaf value, then to the
   class seen first. Why the policy's preference and not the value first: with the gold-free
