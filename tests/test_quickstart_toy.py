@@ -141,6 +141,8 @@ def test_eval_min_tag_prior_reaches_the_search_and_is_checked():
     (["--reduced"], dict(rl_steps=40, sft_steps=600, n_test=250, rollouts=(1, 2))),
     (["--smoke"], dict(rl_steps=2, sft_steps=20, n_test=6, rollouts=(1, 2))),
     (["--reduced", "--rl-steps", "30"], dict(rl_steps=30, sft_steps=600)),
+    (["--toy", "strategies"], dict(toy="strategies", sft_steps=1500, rl_steps=60)),
+    (["--toy", "strategies", "--sft-steps", "900"], dict(toy="strategies", sft_steps=900)),
 ])
 def test_cli_size_presets(monkeypatch, tmp_path, flag, expected):
     """--reduced (CI's learning check) and --smoke pick their sizes; explicit flags still win."""

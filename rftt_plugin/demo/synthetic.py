@@ -187,3 +187,103 @@ def phase1_sample(p: Problem, rng: random.Random, direct_fraction: float = 0.7,
     if merged:
         return "merged", tagged_solution(p, self_correct=True, rng=rng)
     return "plain", tagged_solution(p)
+
+
+# --------------------------------------------------------------------------------------------
+# The strategies toy: the same sums, four ways to solve them, one per opening tag
+# --------------------------------------------------------------------------------------------
+#
+# Each opening tag starts its own computation, so a tree whose root children are the four tags
+# holds four solutions that use different arithmetic facts:
+#
+#   <analyze>      left to right:   a + b = s, s + c = t, t +/- d = u
+#   <next_step>    right to left:   c +/- d = v, b + v = w, a + w = u
+#   <subquestion>  pairs:           a + b = s, c +/- d = v, s + v = u
+#   <clarify>      all at once:     <direct_answer> a + b + c +/- d = u
+#
+# The direct answer is a four-operand sum in one go, which the tiny model gets right only on some
+# questions; the three step strategies use small facts but different ones, so their slips fall on
+# different questions. A search that opens every tag can outvote one strategy's slip; greedy
+# decoding follows whichever tag the policy prefers.
+
+STRATEGIES = ("left_to_right", "right_to_left", "pairs", "direct")
+STRATEGY_OPENING = {"left_to_right": T.ANALYZE, "right_to_left": T.NEXT_STEP, "pairs": T.SUBQUESTION,
+                    "direct": T.CLARIFY}
+
+
+def _signed_operands(p: Problem) -> list[int]:
+    tokens = p.expression.split()
+    values = [int(tokens[0])]
+    for sign, number in zip(tokens[1::2], tokens[2::2]):
+        values.append(int(number) if sign == "+" else -int(number))
+    return values
+
+
+def _plus(x: int, y: int) -> str:
+    """``x + y`` written with the sign of ``y`` (``5 - 2``, not ``5 + -2``)."""
+    return f"{x} + {y}" if y >= 0 else f"{x} - {-y}"
+
+
+def strategy_steps(p: Problem, strategy: str) -> list[Step]:
+    """The steps of ``strategy`` for ``p`` (no ``<output>``).
+
+    >>> p = Problem("x", "What is 1 + 2 + 3 - 4?", "1 + 2 + 3 - 4", 2, ())
+    >>> [s.text for s in strategy_steps(p, "right_to_left")]
+    ['3 - 4 = -1', '2 - 1 = 1', '1 + 1 = 2']
+    >>> [s.text for s in strategy_steps(p, "pairs")][1:]
+    ['1 + 2 = 3', '3 - 4 = -1', '3 - 1 = 2']
+    """
+    v = _signed_operands(p)
+    if len(v) != 4:
+        raise ValueError(f"the strategies toy needs four operands, got {p.expression!r}")
+    a, b, c, d = v
+    if strategy == "left_to_right":
+        s, t = a + b, a + b + c
+        return [Step(T.ANALYZE, "Add from left to right."), Step(T.NEXT_STEP, f"{_plus(a, b)} = {s}"),
+                Step(T.NEXT_STEP, f"{_plus(s, c)} = {t}"), Step(T.NEXT_STEP, f"{_plus(t, d)} = {t + d}")]
+    if strategy == "right_to_left":
+        w = c + d
+        return [Step(T.NEXT_STEP, f"{_plus(c, d)} = {w}"), Step(T.NEXT_STEP, f"{_plus(b, w)} = {b + w}"),
+                Step(T.NEXT_STEP, f"{_plus(a, b + w)} = {a + b + w}")]
+    if strategy == "pairs":
+        s, w = a + b, c + d
+        return [Step(T.SUBQUESTION, f"What are {_plus(a, b)} and {_plus(c, d)}?"),
+                Step(T.NEXT_STEP, f"{_plus(a, b)} = {s}"), Step(T.NEXT_STEP, f"{_plus(c, d)} = {w}"),
+                Step(T.NEXT_STEP, f"{_plus(s, w)} = {s + w}")]
+    if strategy == "direct":
+        return [Step(T.CLARIFY, "Add all four numbers at once."), Step(T.DIRECT_ANSWER, f"{p.expression} = {p.answer}")]
+    raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+
+
+def strategy_solution(p: Problem, strategy: str, self_correct: bool = False, rng: random.Random | None = None) -> str:
+    """A whole tagged response; with ``self_correct`` the last step first slips, then <verify>/<refine>.
+
+    >>> p = make_problems(1, seed=0)[0]
+    >>> from rftt_plugin.tokens import validate
+    >>> q = sum_problems()[0]
+    >>> all(validate(strategy_solution(q, s, sc)).ok for s in STRATEGIES for sc in (False, True))
+    True
+    """
+    steps = strategy_steps(p, strategy)
+    if self_correct and strategy != "direct":
+        last = steps[-1]
+        lhs, result = last.text.rsplit(" = ", 1)
+        slip = int(result) + (rng or random.Random(p.id)).choice((-2, -1, 1, 2))
+        steps[-1:] = [Step(T.NEXT_STEP, f"{lhs} = {slip}"), Step(T.VERIFY, f"Check: {lhs} is not {slip}."),
+                      Step(T.REFINE, f"{lhs} = {result}")]
+    steps.append(Step(T.OUTPUT, f"The answer is \\boxed{{{p.answer}}}."))
+    return render(steps)
+
+
+def strategy_sample(p: Problem, rng: random.Random, self_correct_fraction: float = 0.1) -> tuple[str, str]:
+    """(strategy, tagged response) for the strategies toy's SFT data.
+
+    A strategy is drawn uniformly among those whose answer a phase-1 instruct model gets right:
+    all four on all-plus questions, the three step strategies on minus questions (the hurried
+    direct answer adds the last number). A ``self_correct_fraction`` of step samples slip, then
+    verify and refine.
+    """
+    allowed = [s for s in STRATEGIES if s != "direct" or "-" not in p.expression]
+    strategy = rng.choice(allowed)
+    merged = strategy != "direct" and rng.random() < self_correct_fraction
+    return (f"{strategy}+merged" if merged else strategy), strategy_solution(p, strategy, merged, rng)
