@@ -3,6 +3,7 @@ wheel-installed ``tests`` package from shadowing ours)."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -60,3 +61,13 @@ class InFlightCounter:
                 self.in_flight -= 1
 
         setattr(obj, method, counting)
+
+
+def two_sided_sign_test(gained: int, lost: int) -> float:
+    """Exact McNemar (sign test on the discordant questions), written out here as the reference."""
+    n = gained + lost
+    k = min(gained, lost)
+    tail = 0.0
+    for i in range(k + 1):
+        tail += math.comb(n, i) * 0.5 ** n
+    return min(1.0, 2 * tail)

@@ -13,25 +13,14 @@ threshold p < 0.01 is what the test asserts, not a measured value.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import clean_env
+from tests.helpers import clean_env, two_sided_sign_test
 
 pytestmark = pytest.mark.e2e
-
-
-def _two_sided_sign_test(gained: int, lost: int) -> float:
-    """Exact McNemar (sign test on the discordant questions), written out here as the reference."""
-    n = gained + lost
-    k = min(gained, lost)
-    tail = 0.0
-    for i in range(k + 1):
-        tail += math.comb(n, i) * 0.5 ** n
-    return min(1.0, 2 * tail)
 
 
 def _chain_outcomes(run_dir):
@@ -75,7 +64,7 @@ def test_quickstart_reduced_learns_and_resumes(reduced_run):
     gained = sum(1 for q in before if after[q] and not before[q])
     lost = sum(1 for q in before if before[q] and not after[q])
     acc_before, acc_after = sum(before.values()) / 250, sum(after.values()) / 250
-    p = _two_sided_sign_test(gained, lost)
+    p = two_sided_sign_test(gained, lost)
     verdict = f"chain pass@1 {acc_before:.1%} -> {acc_after:.1%}, {gained} gained / {lost} lost, McNemar p = {p:.2g}"
     print(verdict)
     assert gained > lost and p < 0.01, "RL did not beat SFT by more than chance: " + verdict
@@ -128,7 +117,7 @@ def test_tree_search_with_the_toy_step_checker_beats_greedy(reduced_run, tmp_pat
     assert sorted(chain) == sorted(tree) and len(tree) == 250
     gained = sum(1 for q in tree if tree[q] and not chain[q])
     lost = sum(1 for q in tree if chain[q] and not tree[q])
-    p = _two_sided_sign_test(gained, lost)
+    p = two_sided_sign_test(gained, lost)
     verdict = (f"greedy {sum(chain.values()) / 250:.1%} -> tree+PRM@16 {sum(tree.values()) / 250:.1%}, "
                f"{gained} gained / {lost} lost, McNemar p = {p:.2g}")
     print(verdict)

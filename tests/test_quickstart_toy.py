@@ -206,3 +206,37 @@ def test_rl_overrides_keep_the_recipe_replay_order_and_batching_switch(tmp_path)
     chain = Quickstart(QuickstartConfig(out=str(tmp_path)), log=lambda _m: None).rl_overrides("rl_chain", chain=True)
     assert "actor_rollout_ref.rollout.engine_kwargs.hfcpu.request_seeds=true" in chain
     assert "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent" in chain
+
+
+def test_stop_after_ends_the_run_after_that_stage_and_a_rerun_goes_on(tmp_path):
+    from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig
+
+    calls = []
+
+    def fake(name, done):
+        def fn():
+            calls.append(name)
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text("{}")
+            return ""
+        return fn
+
+    def patched(config):
+        q = Quickstart(config, log=lambda _m: None)
+        o = q.out
+        q.stage_model = fake("model", o / "model" / "prepared" / "rftt_tokens.json")
+        q.stage_data = fake("data", o / "data" / "arith_test.jsonl")
+        q.stage_sft = fake("sft", o / "sft" / "hf" / "config.json")
+        q._evaluate = lambda model, name: fake(name, o / name / "summary.json")()
+        return q
+
+    out = tmp_path / "qs"
+    patched(QuickstartConfig(out=str(out), stop_after="data")).run()
+    assert calls == ["model", "data"]
+    assert [s["name"] for s in json.loads((out / "stages.json").read_text())] == ["model", "data"]
+    patched(QuickstartConfig(out=str(out), stop_after="eval_sft")).run()
+    assert calls == ["model", "data", "sft", "eval_sft"]  # done stages skipped, then on to the next stop
+    with pytest.raises(ValueError, match="unknown stage 'sft2'"):
+        QuickstartConfig(stop_after="sft2")
+    with pytest.raises(ValueError, match="unknown toy"):
+        QuickstartConfig(toy="words")

@@ -33,6 +33,11 @@ def add_arguments(parser) -> None:
 
 
 def _add_study_flags(parser) -> None:
+    from rftt_plugin.demo.quickstart import STOP_STAGES
+
+    parser.add_argument("--stop-after", choices=STOP_STAGES, default=None,
+                        help="end after this stage (e.g. sft, to look at the SFT model first); rerun without it "
+                             "to go on from there")
     parser.add_argument("--toy", choices=("sums", "strategies"), default=None,
                         help="sums (default): one step-by-step way, and a direct answer RL has to unlearn; "
                              "strategies: four ways to solve the same sums, one per opening tag (left to right, "
@@ -57,7 +62,8 @@ def _add_study_flags(parser) -> None:
 def _changes(args) -> dict:
     """The QuickstartConfig fields the flags set (the preset keeps the rest)."""
     changes = {k: v for k, v in {"sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
-                                 "eval_limit": args.eval_limit, "toy": args.toy}.items() if v is not None}
+                                 "eval_limit": args.eval_limit, "toy": args.toy,
+                                 "stop_after": args.stop_after}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True
     if args.compare_chain or args.ablations:
@@ -96,7 +102,8 @@ def run(args) -> int:
         except RuntimeError as exc:
             print(f"rftt quickstart failed: {exc}", file=sys.stderr)
             return 1
-    _reports(args, outs)
+    if args.stop_after is None:
+        _reports(args, outs)
     return 0
 
 

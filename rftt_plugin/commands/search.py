@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     src.add_argument("--served-model-name", help="model name on the server (default: --model)")
     src.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
-    readouts = ("auto", "token_ids", "prompt_logprobs", "top_logprobs")
+    from rftt_plugin.backends.base import TAG_READOUTS as readouts  # one list for the flag and the recipe key
     src.add_argument("--tag-readout", dest="logprob_method", choices=readouts, default="auto",
                      help="openai: how tag probabilities are read from the server: auto (default: token_ids, "
                           "falling back once, announced, to prompt_logprobs where the server does not accept "

