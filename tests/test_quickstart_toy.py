@@ -236,7 +236,25 @@ def test_stop_after_ends_the_run_after_that_stage_and_a_rerun_goes_on(tmp_path):
     assert [s["name"] for s in json.loads((out / "stages.json").read_text())] == ["model", "data"]
     patched(QuickstartConfig(out=str(out), stop_after="eval_sft")).run()
     assert calls == ["model", "data", "sft", "eval_sft"]  # done stages skipped, then on to the next stop
+    with pytest.raises(RuntimeError, match="toy 'sums', not 'strategies'"):  # a folder of another toy is not resumed
+        patched(QuickstartConfig(out=str(out), toy="strategies")).run()
+    assert calls == ["model", "data", "sft", "eval_sft"]
     with pytest.raises(ValueError, match="unknown stage 'sft2'"):
         QuickstartConfig(stop_after="sft2")
     with pytest.raises(ValueError, match="unknown toy"):
         QuickstartConfig(toy="words")
+
+
+def test_comparison_line_reads_greedy_tree_and_sc_at_equal_tokens():
+    from rftt_plugin.demo.quickstart import comparison_line
+
+    result = {"points": [{"mode": "chain", "label": "pass@1", "k": 1, "accuracy": 0.712},
+                         {"mode": "tree", "label": "k=4", "k": 4, "accuracy": 0.8},
+                         {"mode": "tree", "label": "k=16", "k": 16, "accuracy": 0.848}],
+              "paired": [{"a": "chain pass@1", "b": "tree k=4", "gained": 1, "lost": 1, "p": 1.0},
+                         {"a": "chain pass@1", "b": "tree k=16", "gained": 39, "lost": 5, "p": 1.4e-7},
+                         {"a": "sc k=8", "b": "tree k=16", "equal_tokens": True, "gained": 29, "lost": 6, "p": 1.2e-4}]}
+    assert comparison_line(result) == ("greedy 71.2% -> tree@16 84.8% (39 gained / 5 lost, p 1.4e-07); against SC at "
+                                       "equal tokens (k=8): 29 gained / 6 lost, p 0.00012")
+    result["paired"].pop()  # no sc mode: no SC clause
+    assert comparison_line(result).endswith("p 1.4e-07)")

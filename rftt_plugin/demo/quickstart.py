@@ -14,6 +14,9 @@ interrupted quickstart resumes where it stopped):
                  tiny model learns the shortcut but cannot add four digits in one go: phase 1
                  leaves a clear error mode (about half the held-out questions wrong) that phase
                  2's verifiable reward can fix. Also the RL parquets and the held-out jsonl.
+                 With ``toy="strategies"`` (``--toy strategies``) the same questions are solved four
+                 ways, one per opening tag (:func:`~rftt_plugin.demo.synthetic.strategy_sample`), and
+                 the report adds ``strategies.md`` (:mod:`rftt_plugin.demo.strategies`).
 3. ``sft``       phase 1: verl's own SFT trainer (``torchrun -m verl.trainer.sft_trainer
                  +recipe=rftt_sft``) on the CPU platform, saving a Hugging Face checkpoint.
 4. ``eval_sft``  ``rftt eval`` on the held-out split: chain (greedy) and tree (functional MCTS,
@@ -22,7 +25,9 @@ interrupted quickstart resumes where it stopped):
                  checkpoint, saving a Hugging Face checkpoint; only scale settings are overridden
                  (:func:`rl_overrides` lists them, each with its reason); the reward per step is
                  read from verl's console metrics.
-6. ``eval_rl``   the same evaluation after RL.
+   ``testtime_sft`` (only with ``--test-time``): greedy chain, self-consistency and tree search
+                 at budgets 1-16 with rftt eval's default settings, compared question by question.
+6. ``eval_rl``   the same evaluation after RL (then ``testtime_rl`` with ``--test-time``).
    ``rl_chain`` / ``eval_rl_chain`` (only with ``--compare-chain``): the baseline the paper
                  compares against: the same main_ppo run, same budget (prompts x samples x
                  steps, lr, KL), but verl's stock ``single_turn_agent`` sampling whole chains and
@@ -310,14 +315,13 @@ class Quickstart:
         from rftt_plugin.evaluation.compare import write_comparison
         from rftt_plugin.evaluation.job import EvalConfig, evaluate
 
-        cfg = self.config
         modes = ("chain", "sc", "tree")
         for mode in modes:
             evaluate(EvalConfig(out=str(self.out / name / mode), mode=mode, rollouts=list(TEST_TIME_BUDGETS),
                                 **self._eval_common(model)))
             self.log(f"[quickstart]   {name}: {mode} done")
         result = write_comparison(self.out / name, modes, TEST_TIME_BUDGETS, "policy", warn=lambda _m: None)
-        return "(" + test_time_line(result) + ")"
+        return "(" + comparison_line(result) + ")"
 
     def stage_rl(self, name: str = "rl", chain: bool = False) -> str:
         """One main_ppo run; ``name`` other than rl / rl_chain is an ablation variant
@@ -563,6 +567,7 @@ class Quickstart:
     # -- driver -----------------------------------------------------------------------------------
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_same_task()
         _write_json(self.out / "config.json", asdict(self.config))
         try:
             self._run_stages()
@@ -570,6 +575,18 @@ class Quickstart:
             _write_json(self.out / "stages.json", [asdict(s) for s in self.stages])
             self.log(f"[quickstart] stopped after {self.config.stop_after} (--stop-after); rerun without it to go on")
         return self.out
+
+    def _check_same_task(self) -> None:
+        """Finished stages are reused, so a folder made for another toy or seed must not be resumed."""
+        path = self.out / "config.json"
+        if not path.is_file():
+            return
+        old = json.loads(path.read_text())
+        for key, before in (("toy", old.get("toy", "sums")), ("seed", old.get("seed"))):
+            now = getattr(self.config, key)
+            if before != now:
+                raise RuntimeError(f"{self.out} holds a run with {key} {before!r}, not {now!r}; its finished "
+                                   f"stages would be reused. Use another --out.")
 
     def _run_stages(self) -> None:
         o = self.out
@@ -606,7 +623,7 @@ class _Stopped(Exception):
     """Raised after the stage named by ``QuickstartConfig.stop_after``."""
 
 
-def test_time_line(result: dict) -> str:
+def comparison_line(result: dict) -> str:
     """One line of a chain/sc/tree comparison: greedy, tree and SC at the largest budget, paired tests."""
     points = {(p["mode"], p["label"]): p for p in result["points"]}
     k = max(p["k"] for p in result["points"] if p["mode"] == "tree")
@@ -750,7 +767,7 @@ def seeds_report(outs: list[Path]) -> str:
         for name, label in (("testtime_sft", "after SFT"), ("testtime_rl", "after tree RL")):
             path = Path(out) / name / "compare.json"
             if path.is_file():
-                lines.append(f"- test-time, seed {seed}, {label}: {test_time_line(json.loads(path.read_text()))}")
+                lines.append(f"- test-time, seed {seed}, {label}: {comparison_line(json.loads(path.read_text()))}")
     g = gains["tree_minus_chain"]
     if g:
         lines.append(f"- tree RL minus chain RL, chain pass@1 points: min {min(g):+.1f}, mean {sum(g) / len(g):+.1f}, "
