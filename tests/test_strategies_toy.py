@@ -139,3 +139,11 @@ def test_a_missing_tree_names_the_file(tmp_path):
         load_tree_run(run)
     with pytest.raises(FileNotFoundError, match="records.jsonl"):
         load_tree_run(tmp_path)
+
+
+def test_a_broken_record_line_names_file_and_line(tmp_path):
+    run = _write_run(tmp_path)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text(lines[0] + "\n" + lines[1][:20] + "\n")  # a cut-off second record
+    with pytest.raises(ValueError, match=r"records.jsonl:2: not a JSON record"):
+        load_tree_run(run)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rftt_plugin.demo.synthetic import STRATEGY_OPENING
+from rftt_plugin.evaluation.compare import load_records
 from rftt_plugin.evaluation.stats import wilson_interval
 
 OPENING_STRATEGY = {tag.value: name for name, tag in STRATEGY_OPENING.items()}
@@ -78,7 +79,7 @@ def load_tree_run(run: Path) -> tuple[list[dict], dict[str, dict]]:
     records_path = run / "records.jsonl"
     if not records_path.is_file():
         raise FileNotFoundError(f"{records_path}: not a tree-mode rftt eval run (no records.jsonl)")
-    records = [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    records = load_records(run)
     trees = {}
     for r in records:
         path = run / "trees" / f"{r['id']}.json"

@@ -258,7 +258,6 @@ def strategy_steps(p: Problem, strategy: str) -> list[Step]:
 def strategy_solution(p: Problem, strategy: str, self_correct: bool = False, rng: random.Random | None = None) -> str:
     """A whole tagged response; with ``self_correct`` the last step first slips, then <verify>/<refine>.
 
-    >>> p = make_problems(1, seed=0)[0]
     >>> from rftt_plugin.tokens import validate
     >>> q = sum_problems()[0]
     >>> all(validate(strategy_solution(q, s, sc)).ok for s in STRATEGIES for sc in (False, True))

@@ -145,9 +145,17 @@ def write_plot(path: Path, result: Mapping[str, Any], title: str = "", warn: Cal
 
 
 def load_records(run_dir: Path) -> list[dict]:
+    """The records of an ``rftt eval`` run; a broken line is a ValueError naming ``file:line``."""
     path = Path(run_dir) / "records.jsonl"
+    out = []
     with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not a JSON record ({exc.msg})") from None
+    return out
 
 
 def write_comparison(out: Path, modes: Sequence[str], budgets: Sequence[int], rule: str = "majority",
