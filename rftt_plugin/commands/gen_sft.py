@@ -60,6 +60,11 @@ def _add_search_flags(g, d) -> None:
     g.add_argument("--no-root-direct-answer", action="store_true", help="do not ask for a direct answer at the root")
     g.add_argument("--no-root-fork", action="store_true",
                    help="never merge with a wrong path that shares only the question (plain sample instead)")
+    g.add_argument("--pick-path", choices=("best", "opening"), default="best",
+                   help="which correct path becomes the sample: best = highest search value (ties: fewer steps; "
+                        "the paper's rule); opening = first draw the first step's tag uniformly among those with "
+                        "a correct path, then the best path under it (keeps the instruct model's different "
+                        "openings in the warm-up data)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -99,7 +104,8 @@ def build_job(args):
     try:
         search = _search_config(args)
         sample = SampleConfig(allow_root_fork=not args.no_root_fork, max_length=args.max_length,
-                              verify_temperature=args.temperature, seed=args.seed)
+                              verify_temperature=args.temperature, seed=args.seed,
+                              pick=args.pick_path)
     except ValueError as exc:
         raise UserError(str(exc), "see rftt gen-sft --help") from None
     model = ModelSpec(args.backend, args.model, tokenizer=args.tokenizer, base_url=args.base_url,

@@ -43,6 +43,11 @@ def _add_study_flags(parser) -> None:
                              "strategies: four ways to solve the same sums, one per opening tag (left to right, "
                              "right to left, pairs, a direct answer), so the tag choice matters; adds "
                              "OUT/strategies.md (each opening's share and accuracy after SFT and after RL)")
+    parser.add_argument("--phase1-data", choices=("written", "search"), default=None,
+                        help="how the SFT data is made: written (default) = samples written directly in the shape "
+                             "phase 1 stitches (seconds); search = rftt gen-sft's own job searches every training "
+                             "question with the phase-1 MCTS, answered by the toy's scripted instruct model, grades "
+                             "and stitches one sample per question (about a minute; OUT/data/phase1/report.json)")
     parser.add_argument("--test-time", action="store_true",
                         help="also test-time scaling on the SFT and the RL model with rftt eval's default settings: "
                              "greedy chain, self-consistency and tree search at budgets 1-16, question by question "
@@ -62,7 +67,7 @@ def _add_study_flags(parser) -> None:
 def _changes(args) -> dict:
     """The QuickstartConfig fields the flags set (the preset keeps the rest)."""
     changes = {k: v for k, v in {"sft_steps": args.sft_steps, "rl_steps": args.rl_steps,
-                                 "eval_limit": args.eval_limit, "toy": args.toy,
+                                 "eval_limit": args.eval_limit, "toy": args.toy, "phase1_data": args.phase1_data,
                                  "stop_after": args.stop_after}.items() if v is not None}
     if args.real_model:
         changes["real_model"] = True

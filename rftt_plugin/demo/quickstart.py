@@ -70,6 +70,19 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabl
 # right 42-63% of the time, after 1,500 steps 68-82%.
 TOY_SFT_STEPS = {"sums": 600, "strategies": 1500}
 TEST_TIME_BUDGETS = (1, 2, 4, 8, 16)
+# How the SFT data is made (QuickstartConfig.phase1_data); "search" runs phase 1 for real:
+PHASE1_DATA = ("written", "search")
+# The phase-1 search on the toys: one reply per action except next_step (2, so a slip and a right step
+# can be siblings), no direct answer at the root (it can never start a sample), paths of at most
+# 5 steps (a strategy takes 3-4; with <verify>, <refine>, <output> a merged sample stays within the
+# evaluation's depth cap of 8), and no merge with a wrong path that shares only the question (the
+# stitched sample would be a whole wrong attempt and a whole redo; the toys' self-corrections fix one step).
+TOY_PHASE1_SEARCH = dict(iterations=16, samples={"clarify": 1, "analyze": 1, "subquestion": 1, "next_step": 2,
+                                                  "direct_answer": 1},
+                         root_direct_answer=False, max_depth=5, temperature=0.7, concurrency=8)
+# max_length 192 (the templated conversation; the question and template take about 33 tokens) keeps every
+# response within the toy's max_response_tokens of 160, so RL and evaluation can reproduce any SFT sample.
+TOY_PHASE1_SAMPLE = dict(allow_root_fork=False, max_length=192, pick="opening")
 STOP_STAGES = ("model", "data", "sft", "eval_sft", "testtime_sft", "rl", "eval_rl", "testtime_rl", "rl_chain",
                "eval_rl_chain")
 
@@ -87,6 +100,9 @@ class QuickstartConfig:
     n_test: int = 250             # held-out questions (evaluation); never seen in training
     toy: str = "sums"             # "sums" (the default toy) or "strategies" (four solution strategies, one per
                                   # opening tag: rftt_plugin.demo.synthetic.strategy_solution)
+    phase1_data: str = "written"  # "written": SFT samples written directly, as phase 1 would stitch them (fast, the
+                                  # measured default); "search": rftt gen-sft's job searches and stitches them with a
+                                  # scripted instruct model (PHASE1_DATA, rftt_plugin.demo.toy_instruct/strategies_instruct)
     direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
     self_correct_fraction: float = 0.1  # step-by-step samples merged with a wrong step (<verify>/<refine>)
     sft_steps: int | None = None  # verl SFT trainer steps; None: the toy's own (TOY_SFT_STEPS: sums 600, where the step
@@ -132,6 +148,8 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if self.toy not in TOY_SFT_STEPS:
             raise ValueError(f"unknown toy {self.toy!r}; known: {', '.join(TOY_SFT_STEPS)}")
+        if self.phase1_data not in PHASE1_DATA:
+            raise ValueError(f"unknown phase1_data {self.phase1_data!r}; known: {', '.join(PHASE1_DATA)}")
         if self.stop_after is not None and self.stop_after not in STOP_STAGES:
             raise ValueError(f"unknown stage {self.stop_after!r} for stop_after; known: {', '.join(STOP_STAGES)}")
         if self.sft_steps is None:
@@ -242,13 +260,17 @@ class Quickstart:
         data.mkdir(parents=True, exist_ok=True)
         kinds: dict[str, int] = {}
         sft = []
-        for p in train:
-            if cfg.toy == "strategies":
-                kind, text = strategy_sample(p, rng, cfg.self_correct_fraction)
-            else:
-                kind, text = phase1_sample(p, rng, cfg.direct_fraction, cfg.self_correct_fraction)
-            kinds[kind] = kinds.get(kind, 0) + 1
-            sft.append({"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": text}]})
+        if cfg.phase1_data == "search":
+            sft, kinds = self._phase1_search(train, data / "phase1")
+        else:
+            for p in train:
+                if cfg.toy == "strategies":
+                    kind, text = strategy_sample(p, rng, cfg.self_correct_fraction)
+                else:
+                    kind, text = phase1_sample(p, rng, cfg.direct_fraction, cfg.self_correct_fraction)
+                kinds[kind] = kinds.get(kind, 0) + 1
+                sft.append({"messages": [{"role": "user", "content": p.question},
+                                         {"role": "assistant", "content": text}]})
         pd.DataFrame(sft).to_parquet(data / "sft.parquet")
         _write_json(data / "phase1_samples.json", kinds)
         pd.DataFrame([rl_row(p, i, "train") for i, p in enumerate(train)]).to_parquet(data / "rl_train.parquet")
@@ -258,6 +280,47 @@ class Quickstart:
                 fh.write(json.dumps({"id": p.id, "question": p.question, "answer": str(p.answer)}) + "\n")
         mix = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
         return f"({len(train)} train / {len(test)} held-out questions; SFT samples: {mix})"
+
+    def _phase1_search(self, train: list, out: Path) -> tuple[list[dict], dict[str, int]]:
+        """SFT rows from rftt gen-sft's own job (search, grading, stitching; resumable in ``out``), with
+        the toy's scripted instruct model in process. Kinds are counted as ``<opening>+<sample kind>``."""
+        import asyncio
+
+        import pandas as pd
+        from transformers import AutoTokenizer
+
+        from rftt_plugin.demo.toy_instruct import ScriptedChat, ToyInstructModel
+        from rftt_plugin.phase1.job import GenSftJob, LoadResult, Question, question_key
+        from rftt_plugin.phase1.prompted_search import PromptedConfig
+        from rftt_plugin.phase1.stitch import SampleConfig
+        from rftt_plugin.tokens import parse
+
+        cfg = self.config
+        if cfg.toy == "strategies":
+            from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
+
+            model = StrategiesInstructModel(slip_rate=cfg.self_correct_fraction)
+        else:
+            model = ToyInstructModel()
+        questions = [Question(question_key(p.question, str(p.answer)), f"train:{i}", p.question, str(p.answer))
+                     for i, p in enumerate(train)]
+        job = GenSftJob(out, ScriptedChat(model), search=PromptedConfig(**TOY_PHASE1_SEARCH, seed=cfg.seed),
+                        sample=SampleConfig(**TOY_PHASE1_SAMPLE, seed=cfg.seed),
+                        tokenizer=AutoTokenizer.from_pretrained(self.out / "model" / "prepared"),
+                        settings={"instruct_model": type(model).__name__, "toy": cfg.toy}, progress=False)
+        report = asyncio.run(job.run(LoadResult(questions, [], 0, len(questions)), source="quickstart train split"))
+        self.log(f"[quickstart] phase 1: {report['summary']}")
+        if report["failed"] or not report["rows"]:
+            raise RuntimeError(f"phase 1 made {report['rows']} samples and {len(report['failed'])} questions failed; "
+                               f"see {out / 'report.json'}")
+        frame = pd.read_parquet(out / "train.parquet")
+        kinds: dict[str, int] = {}
+        for messages, kind in zip(frame["messages"], frame["kind"]):
+            name = f"{parse(messages[1]['content'])[0].tag.value}+{kind}"
+            kinds[name] = kinds.get(name, 0) + 1
+        rows = [{"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+                for messages in frame["messages"]]
+        return rows, kinds
 
     def stage_sft(self) -> str:
         cfg = self.config
@@ -582,7 +645,8 @@ class Quickstart:
         if not path.is_file():
             return
         old = json.loads(path.read_text())
-        for key, before in (("toy", old.get("toy", "sums")), ("seed", old.get("seed"))):
+        for key, before in (("toy", old.get("toy", "sums")), ("seed", old.get("seed")),
+                            ("phase1_data", old.get("phase1_data", "written"))):
             now = getattr(self.config, key)
             if before != now:
                 raise RuntimeError(f"{self.out} holds a run with {key} {before!r}, not {now!r}; its finished "

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
 
-__all__ = ["ToyInstructModel", "ToyInstructBackend", "main"]
+__all__ = ["ScriptedChat", "ToyInstructModel", "ToyInstructBackend", "main", "scripted_reply"]
 
 _QUESTION_RE = re.compile(r"What is ((?:\d+ [+-] )+\d+)\?")
 _DONE_STEP_RE = re.compile(r"^\d+\. \[step\] .*=\s*-?\d+", re.MULTILINE)
@@ -57,7 +57,8 @@ class NotAToyPrompt(ValueError):
 class ToyInstructModel:
     """Replies by request kind to phase-1 prompts about "What is a + b + ... +/- z?" questions."""
 
-    def reply(self, kind: str | None, question: str, steps_block: str) -> str:
+    def reply(self, kind: str | None, question: str, steps_block: str, seed: int | None = None) -> str:
+        # ``seed`` (the call's sampling seed) is accepted for a common interface; this solver never slips.
         m = _QUESTION_RE.search(question)
         if m is None:
             raise NotAToyPrompt(f"not a toy sum question: {question[:80]!r}")
@@ -88,11 +89,58 @@ class ToyInstructModel:
         raise NotAToyPrompt(f"unknown request kind {kind!r}")
 
 
+    def verify(self, wrong_tail_block: str) -> str:
+        """The cross-verification: the only mistake this solver makes is the hurried direct answer."""
+        return VERIFY_TEXT
+
+
+def _block(content: str, heading: str) -> str:
+    """The text under ``heading`` in a phase-1 prompt, up to the next blank line ('' when absent)."""
+    return content.split(heading, 1)[1].split("\n\n", 1)[0] if heading in content else ""
+
+
 def _split_request(content: str) -> tuple[str, str]:
     """(problem text, steps block) of a phase-1 request (see ``phase1.prompt_templates``)."""
-    problem = content.split("Problem:\n", 1)[1].split("\n\n", 1)[0] if "Problem:\n" in content else ""
-    steps = content.split("Steps so far:\n", 1)[1].split("\n\n", 1)[0] if "Steps so far:\n" in content else ""
-    return problem, steps
+    return _block(content, "Problem:\n"), _block(content, "Steps so far:\n")
+
+
+_ATTEMPT_HEADING = "Attempt under review (continues after the shared steps):\n"
+
+
+def scripted_reply(model: Any, content: str, seed: int | None = None) -> str:
+    """``model``'s reply to one phase-1 user turn (a step request or the cross-verification).
+
+    ``model`` has ``reply(kind, question, steps_block, seed)`` and ``verify(wrong_tail_block)``
+    (:class:`ToyInstructModel`, :class:`rftt_plugin.demo.strategies_instruct.StrategiesInstructModel`).
+    """
+    from rftt_plugin.phase1.prompt_templates import request_kind
+
+    kind = request_kind([{"content": content}])
+    if kind == "verify":
+        return model.verify(_block(content, _ATTEMPT_HEADING))
+    problem, steps = _split_request(content)
+    return model.reply(kind, problem, steps, seed=seed)
+
+
+class ScriptedChat:
+    """A :class:`rftt_plugin.phase1.chat.ChatModel` over a scripted model, in process (no server,
+    no tokenizer): what ``rftt quickstart --phase1-data search`` hands to the gen-sft job.
+
+    A reply the model refuses (not a toy prompt) comes back as a failed call, which phase 1 counts
+    as a dropped reply, as it would a server error.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    async def complete(self, messages, params):
+        from rftt_plugin.phase1.chat import Completion
+
+        content = str(messages[-1].get("content", "")) if messages else ""
+        try:
+            return Completion(scripted_reply(self.model, content, params.seed))
+        except ValueError as exc:
+            return Completion.failed(f"scripted instruct model: {exc}")
 
 
 class ToyInstructBackend(BaseBackend):
@@ -113,17 +161,13 @@ class ToyInstructBackend(BaseBackend):
         raise NotImplementedError("the toy instruct stand-in only generates (phase 1); it has no probabilities")
 
     async def generate(self, context_ids: Sequence[int], params: SamplingParams) -> Generation:
-        from rftt_plugin.phase1.prompt_templates import request_kind
-
         text = self.tokenizer.decode(list(context_ids), skip_special_tokens=False)
         turns = _USER_TURN_RE.findall(text)
         if not turns:
             return Generation.failed("toy instruct: no ChatML user turn in the prompt")
-        content = turns[-1]
-        problem, steps = _split_request(content)
         try:
-            reply = self.model.reply(request_kind([{"content": content}]), problem, steps)
-        except NotAToyPrompt as exc:
+            reply = scripted_reply(self.model, turns[-1], params.seed)
+        except ValueError as exc:
             return Generation.failed(f"toy instruct: {exc}")
         ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"]
         if len(ids) >= params.max_tokens:

@@ -134,7 +134,10 @@ def run_fingerprint(search: PromptedConfig, sample: SampleConfig, prm: bool, set
     was made for)."""
     search_d = search.to_dict()
     search_d.pop("concurrency")  # how fast, not what: may change between runs
-    return {"search": search_d, "sample": asdict(sample), "prm": prm, **settings}
+    sample_d = asdict(sample)
+    if sample_d["pick"] == "best":  # the rule before the option existed: such runs still resume
+        del sample_d["pick"]
+    return {"search": search_d, "sample": sample_d, "prm": prm, **settings}
 
 
 def run_dir(out: str | os.PathLike, fingerprint: dict[str, Any], overwrite: bool = False) -> RunDir:

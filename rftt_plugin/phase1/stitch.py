@@ -24,6 +24,14 @@ over the path's nodes of Q/N (for a node never visited, its own value: 1/0 for a
 **Choice.**
 
 * best correct path = highest score; ties: fewer steps, then the earlier node (lower id).
+  With ``pick="opening"`` the path is chosen in two draws instead: first the *opening* (the tag
+  of the first step), uniformly among the openings that have an eligible correct path, seeded
+  by ``seed`` and the question; then the best correct path under it by the rule above. Why:
+  "highest score, then fewer steps" gives every question the same kind of path whenever the
+  scores tie, e.g. the shortest strategy wherever it is right, so the warm-up data would teach
+  one way to start. Drawing the opening keeps every first move the instruct model solved the
+  question with, which is what phase 2 needs to choose between (the CPU strategies toy:
+  ``rftt quickstart --toy strategies --phase1-data search``).
 * the wrong path it is merged with = the *lowest* score among eligible wrong paths that *share a
   prefix* with it. Both are root-to-leaf paths of one tree, so "sharing" means sharing tree
   nodes: the shared prefix is the path to their lowest common ancestor, and it is non-empty
@@ -79,6 +87,7 @@ chat-templated conversation fits in ``max_length`` tokens (the SFT recipe refuse
 
 from __future__ import annotations
 
+import random
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -89,11 +98,12 @@ from rftt_plugin.search.tree import Node, Tree
 from rftt_plugin.tokens import GRAMMAR, ROOT, FunctionalTag, Step, parse, render, validate
 
 __all__ = [
-    "DROP_REASONS", "SAMPLE_KINDS", "PathInfo", "SampleConfig", "SampleOutcome", "build_sample", "choose",
+    "DROP_REASONS", "PICK_RULES", "SAMPLE_KINDS", "PathInfo", "SampleConfig", "SampleOutcome", "build_sample", "choose",
     "collect_paths", "merge_steps", "output_step", "plain_steps",
 ]
 
 SAMPLE_KINDS = ("merged", "merged_root", "plain")
+PICK_RULES = ("best", "opening")
 DROP_REASONS = ("empty_tree", "no_answer_path", "no_correct_path", "no_eligible_correct_path", "invalid",
                 "output_not_correct", "too_long")
 
@@ -110,8 +120,11 @@ class SampleConfig:
     verify_attempts: int = 2              # calls (different seeds) before falling back to plain
     max_length: int | None = None         # tokens of the templated conversation; None = unchecked
     seed: int = 0
+    pick: str = "best"                    # PICK_RULES: how the correct path is chosen (module docstring)
 
     def __post_init__(self) -> None:
+        if self.pick not in PICK_RULES:
+            raise ValueError(f"pick must be one of {', '.join(PICK_RULES)} (got {self.pick!r})")
         if self.verify_attempts < 1:
             raise ValueError(f"verify_attempts must be >= 1 (got {self.verify_attempts})")
         if self.verify_max_tokens < 1:
@@ -215,11 +228,21 @@ class Choice:
     shared: int                       # steps shared with ``wrong`` (0 = only the question)
 
 
-def choose(paths: Sequence[PathInfo], use_prm: bool = False, allow_root_fork: bool = True) -> Choice | None:
-    """The best correct path and the wrong path to merge it with (None: no eligible correct path)."""
+def choose(paths: Sequence[PathInfo], use_prm: bool = False, allow_root_fork: bool = True,
+           pick: str = "best", rng: random.Random | None = None) -> Choice | None:
+    """The best correct path and the wrong path to merge it with (None: no eligible correct path).
+
+    ``pick="opening"`` first draws the opening with ``rng`` (see the module docstring).
+    """
     correct = [p for p in paths if p.correct and p.eligible]
     if not correct:
         return None
+    if pick == "opening":
+        openings = sorted({p.steps[0].tag.value for p in correct})  # sorted: the draw must not depend on path order
+        chosen = (rng or random.Random(0)).choice(openings)
+        correct = [p for p in correct if p.steps[0].tag.value == chosen]
+    elif pick != "best":
+        raise ValueError(f"pick must be one of {', '.join(PICK_RULES)} (got {pick!r})")
     best = max(correct, key=lambda p: (p.score(use_prm), -len(p.steps), -p.leaf_id))
     wrong = [p for p in paths if p.wrong and p.eligible]
     forks = [(p, shared_steps(best, p)) for p in wrong]
@@ -332,12 +355,13 @@ async def build_sample(tree: Tree, chat: ChatModel | None, *, scorer: Any = None
     if scorer is not None:
         await _score_with_prm(question, paths, scorer)
     choice = choose(paths, use_prm=scorer is not None,
-                    allow_root_fork=cfg.allow_root_fork and chat is not None)
+                    allow_root_fork=cfg.allow_root_fork and chat is not None,
+                    pick=cfg.pick, rng=random.Random(f"{cfg.seed}:{zlib.crc32(question.encode('utf-8'))}"))
     if choice is None:
         return SampleOutcome(drop="no_eligible_correct_path", details=details)
     best = choice.best
     details.update(best_leaf=best.leaf_id, best_score=best.score(scorer is not None), best_steps=len(best.steps),
-                   answer=best.answer)
+                   answer=best.answer, opening=best.steps[0].tag.value)
     kind, steps = "plain", None
     if choice.wrong is not None and chat is not None:
         wrong = choice.wrong
