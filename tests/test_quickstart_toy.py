@@ -239,8 +239,11 @@ def test_stop_after_ends_the_run_after_that_stage_and_a_rerun_goes_on(tmp_path):
     with pytest.raises(RuntimeError, match="toy 'sums', not 'strategies'"):  # a folder of another toy is not resumed
         patched(QuickstartConfig(out=str(out), toy="strategies")).run()
     assert calls == ["model", "data", "sft", "eval_sft"]
+    with pytest.raises(RuntimeError, match="toy 'sums', not 'strategies'"):
+        patched(QuickstartConfig(out=str(out), toy="strategies", phase1_data="search")).run()
+    (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()), "toy": "strategies"}))
     with pytest.raises(RuntimeError, match="phase1_data 'written', not 'search'"):  # nor one with other SFT data
-        patched(QuickstartConfig(out=str(out), phase1_data="search")).run()
+        patched(QuickstartConfig(out=str(out), toy="strategies", phase1_data="search")).run()
     assert calls == ["model", "data", "sft", "eval_sft"]
     with pytest.raises(ValueError, match="unknown phase1_data 'mcts'"):
         QuickstartConfig(phase1_data="mcts")

@@ -197,6 +197,8 @@ def test_quickstart_phase1_search_makes_valid_correct_samples_with_every_opening
     pd = pytest.importorskip("pandas")
     from rftt_plugin.demo.quickstart import Quickstart, QuickstartConfig
 
+    with pytest.raises(ValueError, match="strategies toy only"):
+        QuickstartConfig(phase1_data="search")
     cfg = QuickstartConfig.smoke(out=str(tmp_path / "qs"), toy="strategies", phase1_data="search", n_train=48)
     q = Quickstart(cfg, log=lambda _m: None)
     q.stage_model()

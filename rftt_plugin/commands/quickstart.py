@@ -45,9 +45,10 @@ def _add_study_flags(parser) -> None:
                              "OUT/strategies.md (each opening's share and accuracy after SFT and after RL)")
     parser.add_argument("--phase1-data", choices=("written", "search"), default=None,
                         help="how the SFT data is made: written (default) = samples written directly in the shape "
-                             "phase 1 stitches (seconds); search = rftt gen-sft's own job searches every training "
-                             "question with the phase-1 MCTS, answered by the toy's scripted instruct model, grades "
-                             "and stitches one sample per question (about a minute; OUT/data/phase1/report.json)")
+                             "phase 1 stitches (seconds); search (with --toy strategies) = rftt gen-sft's own job "
+                             "searches every training question with the phase-1 MCTS, answered by the toy's scripted "
+                             "instruct model, grades and stitches one sample per question (about 30 s; "
+                             "OUT/data/phase1/report.json)")
     parser.add_argument("--test-time", action="store_true",
                         help="also test-time scaling on the SFT and the RL model with rftt eval's default settings: "
                              "greedy chain, self-consistency and tree search at budgets 1-16, question by question "

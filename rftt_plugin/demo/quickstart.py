@@ -72,7 +72,7 @@ TOY_SFT_STEPS = {"sums": 600, "strategies": 1500}
 TEST_TIME_BUDGETS = (1, 2, 4, 8, 16)
 # How the SFT data is made (QuickstartConfig.phase1_data); "search" runs phase 1 for real:
 PHASE1_DATA = ("written", "search")
-# The phase-1 search on the toys: one reply per action except next_step (2, so a slip and a right step
+# The phase-1 search on the strategies toy: one reply per action except next_step (2, so a slip and a right step
 # can be siblings), no direct answer at the root (it can never start a sample), paths of at most
 # 5 steps (a strategy takes 3-4; with <verify>, <refine>, <output> a merged sample stays within the
 # evaluation's depth cap of 8), and no merge with a wrong path that shares only the question (the
@@ -101,8 +101,8 @@ class QuickstartConfig:
     toy: str = "sums"             # "sums" (the default toy) or "strategies" (four solution strategies, one per
                                   # opening tag: rftt_plugin.demo.synthetic.strategy_solution)
     phase1_data: str = "written"  # "written": SFT samples written directly, as phase 1 would stitch them (fast, the
-                                  # measured default); "search": rftt gen-sft's job searches and stitches them with a
-                                  # scripted instruct model (PHASE1_DATA, rftt_plugin.demo.toy_instruct/strategies_instruct)
+                                  # measured default); "search" (strategies toy): rftt gen-sft's job searches and stitches
+                                  # them with a scripted instruct model (rftt_plugin.demo.strategies_instruct)
     direct_fraction: float = 0.7  # phase-1 trees of all-plus questions that reached a direct answer
     self_correct_fraction: float = 0.1  # step-by-step samples merged with a wrong step (<verify>/<refine>)
     sft_steps: int | None = None  # verl SFT trainer steps; None: the toy's own (TOY_SFT_STEPS: sums 600, where the step
@@ -150,6 +150,11 @@ class QuickstartConfig:
             raise ValueError(f"unknown toy {self.toy!r}; known: {', '.join(TOY_SFT_STEPS)}")
         if self.phase1_data not in PHASE1_DATA:
             raise ValueError(f"unknown phase1_data {self.phase1_data!r}; known: {', '.join(PHASE1_DATA)}")
+        if self.phase1_data == "search" and self.toy != "strategies":
+            # Measured: the sums toy's scripted solver (demo.toy_instruct) writes long steps and a long check,
+            # so its merged samples run to ~300 tokens, past the toy's 160-token responses, and all were dropped.
+            raise ValueError("phase1_data='search' is built for the strategies toy only; the default toy's phase 1 "
+                             "runs in examples/pipeline (presets/cpu-tiny.env)")
         if self.stop_after is not None and self.stop_after not in STOP_STAGES:
             raise ValueError(f"unknown stage {self.stop_after!r} for stop_after; known: {', '.join(STOP_STAGES)}")
         if self.sft_steps is None:
@@ -289,19 +294,16 @@ class Quickstart:
         import pandas as pd
         from transformers import AutoTokenizer
 
-        from rftt_plugin.demo.toy_instruct import ScriptedChat, ToyInstructModel
+        from rftt_plugin.demo.toy_instruct import ScriptedChat
         from rftt_plugin.phase1.job import GenSftJob, LoadResult, Question, question_key
         from rftt_plugin.phase1.prompted_search import PromptedConfig
         from rftt_plugin.phase1.stitch import SampleConfig
         from rftt_plugin.tokens import parse
 
-        cfg = self.config
-        if cfg.toy == "strategies":
-            from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
+        from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
 
-            model = StrategiesInstructModel(slip_rate=cfg.self_correct_fraction)
-        else:
-            model = ToyInstructModel()
+        cfg = self.config
+        model = StrategiesInstructModel(slip_rate=cfg.self_correct_fraction)
         questions = [Question(question_key(p.question, str(p.answer)), f"train:{i}", p.question, str(p.answer))
                      for i, p in enumerate(train)]
         job = GenSftJob(out, ScriptedChat(model), search=PromptedConfig(**TOY_PHASE1_SEARCH, seed=cfg.seed),
