@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def _add_study_flags(parser) -> None:
-    from rftt_plugin.demo.quickstart import STOP_STAGES
+    from rftt_plugin.demo.quickstart import PHASE1_DATA, STOP_STAGES
 
     parser.add_argument("--stop-after", choices=STOP_STAGES, default=None,
                         help="end after this stage (e.g. sft, to look at the SFT model first); rerun without it "
@@ -43,7 +43,7 @@ def _add_study_flags(parser) -> None:
                              "strategies: four ways to solve the same sums, one per opening tag (left to right, "
                              "right to left, pairs, a direct answer), so the tag choice matters; adds "
                              "OUT/strategies.md (each opening's share and accuracy after SFT and after RL)")
-    parser.add_argument("--phase1-data", choices=("written", "search"), default=None,
+    parser.add_argument("--phase1-data", choices=PHASE1_DATA, default=None,
                         help="how the SFT data is made: written (default) = samples written directly in the shape "
                              "phase 1 stitches (seconds); search (with --toy strategies) = rftt gen-sft's own job "
                              "searches every training question with the phase-1 MCTS, answered by the toy's scripted "

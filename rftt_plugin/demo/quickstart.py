@@ -294,13 +294,12 @@ class Quickstart:
         import pandas as pd
         from transformers import AutoTokenizer
 
+        from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
         from rftt_plugin.demo.toy_instruct import ScriptedChat
         from rftt_plugin.phase1.job import GenSftJob, LoadResult, Question, question_key
         from rftt_plugin.phase1.prompted_search import PromptedConfig
         from rftt_plugin.phase1.stitch import SampleConfig
         from rftt_plugin.tokens import parse
-
-        from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
 
         cfg = self.config
         model = StrategiesInstructModel(slip_rate=cfg.self_correct_fraction)

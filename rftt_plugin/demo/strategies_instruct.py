@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass
 
 from rftt_plugin.demo.synthetic import Problem, strategy_steps
+from rftt_plugin.demo.toy_prm import chain_value
 from rftt_plugin.tokens import FunctionalTag as T
 
 __all__ = ["StrategiesInstructModel", "NotAStrategiesPrompt", "listing_steps"]
@@ -89,7 +90,7 @@ class StrategiesInstructModel:
         if m is None:
             raise NotAStrategiesPrompt(f"not a four-operand toy sum: {question[:80]!r}")
         expression = m.group(1)
-        p = Problem("scripted", question, expression, _value(expression), ())
+        p = Problem("scripted", question, expression, chain_value(expression), ())
         steps = listing_steps(steps_block)
         method = next((_METHOD_BY_LABEL[label] for label, _ in steps if label in _METHOD_BY_LABEL), None)
         if kind == "clarify":
@@ -125,17 +126,9 @@ class StrategiesInstructModel:
     def verify(self, wrong_tail_block: str) -> str:
         """The cross-verification of a wrong continuation (its listing, as the verify prompt shows it)."""
         for label, text in reversed(listing_steps(wrong_tail_block)):
-            if label == "solution" and " = " in text and text.count(" = ") == 1 and "," not in text:
+            if label == "solution" and text.count(" = ") == 1 and "," not in text:  # the one-shot sum
                 return HURRIED_CHECK
             for lhs, result in _EQUATION_RE.findall(text):
-                if _value(lhs) != int(result):
+                if chain_value(lhs) != int(result):
                     return f"{lhs} is not {result}; that computation has to be redone."
         return "The last computation does not add up; it has to be redone one operation at a time."
-
-
-def _value(expression: str) -> int:
-    tokens = expression.split()
-    total = int(tokens[0])
-    for sign, number in zip(tokens[1::2], tokens[2::2]):
-        total += int(number) if sign == "+" else -int(number)
-    return total

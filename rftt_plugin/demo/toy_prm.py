@@ -31,10 +31,10 @@ _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 _TERM = re.compile(r"([+-]?)\s*(\d+)")
 
 
-def _value(expression: str) -> int:
+def chain_value(expression: str) -> int:
     """An integer ``+`` / ``-`` chain, left to right.
 
-    >>> _value("5 + 3 - 2")
+    >>> chain_value("5 + 3 - 2")
     6
     """
     total = 0
@@ -50,7 +50,7 @@ def score_toy_steps(steps: Sequence[str]) -> list[float]:
     for step in steps:
         ok = True
         for lhs, rhs in _EQUATION.findall(step):
-            ok = ok and _value(lhs) == int(rhs)
+            ok = ok and chain_value(lhs) == int(rhs)
             last_result = int(rhs)
         boxed = _BOXED.findall(step)
         if boxed and last_result is not None and int(boxed[-1]) != last_result:
