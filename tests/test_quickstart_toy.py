@@ -236,14 +236,33 @@ def test_stop_after_ends_the_run_after_that_stage_and_a_rerun_goes_on(tmp_path):
     assert [s["name"] for s in json.loads((out / "stages.json").read_text())] == ["model", "data"]
     patched(QuickstartConfig(out=str(out), stop_after="eval_sft")).run()
     assert calls == ["model", "data", "sft", "eval_sft"]  # done stages skipped, then on to the next stop
-    with pytest.raises(RuntimeError, match="toy 'sums', not 'strategies'"):  # a folder of another toy is not resumed
+    with pytest.raises(RuntimeError, match="toy 'sums' -> 'strategies'"):  # a folder of another toy is not resumed
         patched(QuickstartConfig(out=str(out), toy="strategies")).run()
     assert calls == ["model", "data", "sft", "eval_sft"]
-    with pytest.raises(RuntimeError, match="toy 'sums', not 'strategies'"):
+    with pytest.raises(RuntimeError, match="toy 'sums' -> 'strategies'"):
         patched(QuickstartConfig(out=str(out), toy="strategies", phase1_data="search")).run()
-    (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()), "toy": "strategies"}))
-    with pytest.raises(RuntimeError, match="phase1_data 'written', not 'search'"):  # nor one with other SFT data
+    # nor one with other SFT data, other SFT steps or another evaluation size; each change is named
+    with pytest.raises(RuntimeError, match=r"\(sft_steps 600 -> 700; eval_limit 250 -> 100\)"):
+        patched(QuickstartConfig(out=str(out), sft_steps=700, eval_limit=100)).run()
+    first = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**first, "toy": "strategies", "sft_steps": 1500}))
+    with pytest.raises(RuntimeError, match=r"\(phase1_data 'written' -> 'search'\)"):
         patched(QuickstartConfig(out=str(out), toy="strategies", phase1_data="search")).run()
+    assert calls == ["model", "data", "sft", "eval_sft"]
+    # studies that only add stages may be switched on in a finished folder
+    (out / "config.json").write_text(json.dumps(first))
+    patched(QuickstartConfig(out=str(out), stop_after="eval_sft", compare_chain=True, timeout_s=60)).run()
+    assert calls == ["model", "data", "sft", "eval_sft"]
+    # a config.json from before a setting existed is resumed (the missing setting is not compared) ...
+    (out / "config.json").write_text(json.dumps({k: v for k, v in first.items() if k != "rl_min_tag_prior"}))
+    patched(QuickstartConfig(out=str(out), stop_after="eval_sft", rl_min_tag_prior=0.2)).run()
+    # ... but toy and phase1_data default to the values such runs used (sft_steps, missing, is not compared)
+    (out / "config.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(RuntimeError, match=r"\(toy 'sums' -> 'strategies'\)"):
+        patched(QuickstartConfig(out=str(out), toy="strategies")).run()
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match="config.json: not readable JSON"):
+        patched(QuickstartConfig(out=str(out))).run()
     assert calls == ["model", "data", "sft", "eval_sft"]
     with pytest.raises(ValueError, match="unknown phase1_data 'mcts'"):
         QuickstartConfig(phase1_data="mcts")

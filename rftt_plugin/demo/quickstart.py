@@ -83,6 +83,10 @@ TOY_PHASE1_SEARCH = dict(iterations=16, samples={"clarify": 1, "analyze": 1, "su
 # max_length 192 (the templated conversation; the question and template take about 33 tokens) keeps every
 # response within the toy's max_response_tokens of 160, so RL and evaluation can reproduce any SFT sample.
 TOY_PHASE1_SAMPLE = dict(allow_root_fork=False, max_length=192, pick="opening")
+# Settings a rerun may change in a finished folder: they add stages or bound the run, and change no finished
+# stage's result (Quickstart._check_same_task refuses any other change).
+RESUMABLE_CHANGES = frozenset({"out", "stop_after", "test_time", "compare_chain", "ablations", "real_model",
+                               "real_model_questions", "timeout_s"})
 STOP_STAGES = ("model", "data", "sft", "eval_sft", "testtime_sft", "rl", "eval_rl", "testtime_rl", "rl_chain",
                "eval_rl_chain")
 
@@ -641,17 +645,24 @@ class Quickstart:
         return self.out
 
     def _check_same_task(self) -> None:
-        """Finished stages are reused, so a folder made for another toy or seed must not be resumed."""
+        """Finished stages are reused, so a folder made with other settings must not be resumed: only the
+        settings in ``RESUMABLE_CHANGES`` (studies that add stages, limits) may differ from its config.json.
+        A key the old file lacks (a run from before that setting existed) is not compared."""
         path = self.out / "config.json"
         if not path.is_file():
             return
-        old = json.loads(path.read_text())
-        for key, before in (("toy", old.get("toy", "sums")), ("seed", old.get("seed")),
-                            ("phase1_data", old.get("phase1_data", "written"))):
-            now = getattr(self.config, key)
-            if before != now:
-                raise RuntimeError(f"{self.out} holds a run with {key} {before!r}, not {now!r}; its finished "
-                                   f"stages would be reused. Use another --out.")
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as err:
+            raise RuntimeError(f"{path}: not readable JSON ({err}); move it away or use another --out") from None
+        # The first three are always compared: runs from before they existed used the defaults below.
+        old = {"toy": "sums", "phase1_data": "written", **old}
+        now = json.loads(json.dumps(asdict(self.config), default=str))
+        changed = [f"{key} {old[key]!r} -> {value!r}" for key, value in now.items()
+                   if key in old and key not in RESUMABLE_CHANGES and old[key] != value]
+        if changed:
+            raise RuntimeError(f"{self.out} holds a run made with other settings ({'; '.join(changed)}); its finished "
+                               f"stages would be reused. Use another --out, or the settings of that run.")
 
     def _run_stages(self) -> None:
         o = self.out
