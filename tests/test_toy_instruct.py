@@ -53,3 +53,31 @@ async def test_served_through_the_phase1_chat_path(tiny_model_dir):
     assert cut.finish_reason == "length" and len(cut.token_ids) == 2
     other = await chat.complete(action_messages("next_step", "Solve 2x + 4 = 10.", []), ChatParams())
     assert other.finish_reason == "error" and "not a toy sum" in other.error
+
+
+async def test_the_server_plays_the_strategies_toy_when_asked(tiny_model_dir):
+    """`--toy strategies`: the same backend answers with the strategies solver (a first sub-question
+    pairs the operands; worked by hand: 5 + 4 and 3 - 2), and a bad --slip-rate or a slip rate for the
+    sums toy is refused before anything is served."""
+    from transformers import AutoTokenizer
+
+    from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
+    from rftt_plugin.demo.toy_instruct import main, scripted_model
+
+    model = scripted_model("strategies", 0.0)
+    assert isinstance(model, StrategiesInstructModel) and model.slip_rate == 0.0
+    assert scripted_model("strategies").slip_rate == StrategiesInstructModel().slip_rate
+    assert isinstance(scripted_model("sums"), ToyInstructModel)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    chat = BackendChat(ToyInstructBackend(tok, model), tok)
+    reply = await chat.complete(action_messages("subquestion", Q, []), ChatParams(max_tokens=64))
+    assert reply.text == "What are 5 + 4 and 3 - 2?"
+    reply = await chat.complete(action_messages("next_step", Q, [Step("subquestion", "What are 5 + 4 and 3 - 2?")]),
+                                ChatParams(max_tokens=64))
+    assert reply.text == "5 + 4 = 9"
+    with pytest.raises(SystemExit):
+        main(["--tokenizer", str(tiny_model_dir), "--toy", "strategies", "--slip-rate", "1.5"])
+    with pytest.raises(SystemExit):
+        main(["--tokenizer", str(tiny_model_dir), "--slip-rate", "0.1"])
+    with pytest.raises(ValueError, match="unknown toy 'words'"):
+        scripted_model("words")

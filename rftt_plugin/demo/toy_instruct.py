@@ -20,6 +20,7 @@ template by ``rftt gen-sft --backend openai``, and the replies go through the sa
 search, grading and stitching. It is not a model and claims nothing about one::
 
     python -m rftt_plugin.demo.toy_instruct --tokenizer runs/pipeline/model --port 8011
+    python -m rftt_plugin.demo.toy_instruct --toy strategies --slip-rate 0.1 --tokenizer ... # the strategies toy
 
 >>> model = ToyInstructModel()
 >>> model.reply("next_step", "What is 1 + 2 + 3 - 4?", "1. [step] 1 + 2 = 3.")
@@ -38,7 +39,7 @@ from typing import Any, Sequence
 
 from rftt_plugin.backends.base import BaseBackend, Generation, SamplingParams
 
-__all__ = ["ScriptedChat", "ToyInstructModel", "ToyInstructBackend", "main", "scripted_reply"]
+__all__ = ["ScriptedChat", "ToyInstructModel", "ToyInstructBackend", "main", "scripted_model", "scripted_reply"]
 
 _QUESTION_RE = re.compile(r"What is ((?:\d+ [+-] )+\d+)\?")
 _DONE_STEP_RE = re.compile(r"^\d+\. \[step\] .*=\s*-?\d+", re.MULTILINE)
@@ -144,12 +145,13 @@ class ScriptedChat:
 
 
 class ToyInstructBackend(BaseBackend):
-    """A token-level backend over :class:`ToyInstructModel`: decode the prompt, reply, encode.
+    """A token-level backend over a scripted model (default :class:`ToyInstructModel`; see
+    :func:`scripted_model`): decode the prompt, reply, encode.
 
     Only :meth:`generate` is meaningful (phase 1 never reads tag probabilities).
     """
 
-    def __init__(self, tokenizer: Any, model: ToyInstructModel | None = None):
+    def __init__(self, tokenizer: Any, model: Any = None):
         self.tokenizer = tokenizer
         self.model = model or ToyInstructModel()
         self.eos_id = tokenizer.eos_token_id
@@ -177,26 +179,50 @@ class ToyInstructBackend(BaseBackend):
         return Generation(ids, [0.0] * len(ids), "eos")
 
 
+def scripted_model(toy: str, slip_rate: float | None = None) -> Any:
+    """The scripted instruct model of a quickstart toy: ``sums`` (:class:`ToyInstructModel`, never slips)
+    or ``strategies`` (:class:`~rftt_plugin.demo.strategies_instruct.StrategiesInstructModel`)."""
+    if toy == "sums":
+        if slip_rate:
+            raise ValueError("the sums toy's scripted solver has no slips; --slip-rate is for --toy strategies")
+        return ToyInstructModel()
+    if toy == "strategies":
+        from rftt_plugin.demo.strategies_instruct import StrategiesInstructModel
+
+        return StrategiesInstructModel() if slip_rate is None else StrategiesInstructModel(slip_rate=slip_rate)
+    raise ValueError(f"unknown toy {toy!r}; known: sums, strategies")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rftt_plugin.demo.toy_instruct",
-        description="Serve the scripted toy instruct model (phase 1 on the toy sums, CPU pipeline and CI) "
+        description="Serve a scripted toy instruct model (phase 1 on a quickstart toy: CPU pipeline and CI) "
                     "over a vLLM-style /v1/completions API.")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (the prepared model)")
+    parser.add_argument("--toy", choices=("sums", "strategies"), default="sums",
+                        help="sums (default): the default toy's solver (left to right; a hurried direct answer "
+                             "that is wrong on minus sums); strategies: the strategies toy's solver (the method "
+                             "each opening tag asks for, last steps that slip at --slip-rate)")
+    parser.add_argument("--slip-rate", type=float, default=None,
+                        help="strategies toy: the share of last steps that slip by 1 or 2 (default 0.1)")
     parser.add_argument("--served-model-name", default="toy-instruct")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
     args = parser.parse_args(argv)
+    try:
+        model = scripted_model(args.toy, args.slip_rate)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     async def run() -> None:
         from transformers import AutoTokenizer
 
         from rftt_plugin.backends.openai_server import CompletionServer
 
-        backend = ToyInstructBackend(AutoTokenizer.from_pretrained(args.tokenizer))
+        backend = ToyInstructBackend(AutoTokenizer.from_pretrained(args.tokenizer), model)
         server = CompletionServer(backend, args.served_model_name, decode=backend.decode,
                                   host=args.host, port=args.port)
-        print(f"serving {args.served_model_name} (scripted toy instruct model) at {await server.start()}", flush=True)
+        print(f"serving {args.served_model_name} (scripted {args.toy} instruct model) at {await server.start()}", flush=True)
         await asyncio.Event().wait()
 
     try:
