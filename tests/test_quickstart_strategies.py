@@ -48,3 +48,7 @@ def test_strategies_toy_with_test_time_stages_runs_and_reports(tmp_path):
         for tag in ("analyze", "next_step", "subquestion", "clarify"):
             assert f"| {label} | `<{tag}>` (" in table, table
     assert "after chain RL" not in table  # not run without --compare-chain
+    # the self-check tables: every greedy chain of the 3 questions is counted once per model
+    checks = table.split("## Self-checks", 1)[1]
+    for label in ("after SFT", "after tree RL"):
+        assert f"| {label} | 3 | " in checks and checks.count(f"| {label} | ") == 2, checks

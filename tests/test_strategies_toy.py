@@ -147,3 +147,81 @@ def test_a_broken_record_line_names_file_and_line(tmp_path):
     (run / "records.jsonl").write_text(lines[0] + "\n" + lines[1][:20] + "\n")  # a cut-off second record
     with pytest.raises(ValueError, match=r"records.jsonl:2: not a JSON record"):
         load_tree_run(run)
+
+
+def _node(i, parent, tag, text="", prior=0.0, children=(), generated=True):
+    return {"id": i, "parent": parent, "tag": tag, "text": text, "prior": prior, "children": list(children),
+            "generated": generated}
+
+
+def test_verify_priors_compare_the_check_after_a_slip_with_the_check_after_right_steps(tmp_path):
+    """Hand-made tree for 1 + 2 + 3 + 4: a left-to-right path with a slip on its last step (3 + 3 = 6,
+    then 6 + 4 = 11: false), a right one (6 + 4 = 10), a direct answer (1 + 2 + 3 + 4 = 10, right),
+    and nodes that must not count: a step before the sum is complete, a node after a check, and a
+    verify child that was never generated under a node that was not generated either."""
+    from rftt_plugin.demo.strategies import verify_prior_table, verify_priors
+
+    nodes = [_node(0, None, None, children=[1, 20]),
+             _node(1, 0, "analyze", "Add from left to right.", children=[2]),
+             _node(2, 1, "next_step", "1 + 2 = 3", children=[3, 9]),
+             _node(9, 2, "verify", prior=0.9, generated=False),              # before the sum is done: skipped
+             _node(3, 2, "next_step", "3 + 3 = 6", children=[4, 5]),
+             _node(9 + 1, 3, "verify", prior=0.0),
+             _node(4, 3, "next_step", "6 + 4 = 11", children=[6, 7]),        # false: 10
+             _node(6, 4, "verify", prior=0.30, children=[11]),
+             _node(7, 4, "output", prior=0.70),
+             _node(11, 6, "refine", "6 + 4 = 10", children=[12]),
+             _node(12, 11, "next_step", "10 + 0 = 10", children=[13]),      # after a check: skipped
+             _node(13, 12, "verify", prior=0.99),
+             _node(5, 3, "next_step", "6 + 4 = 10", children=[8]),           # right
+             _node(8, 5, "verify", prior=0.10),
+             _node(20, 0, "direct_answer", "1 + 2 + 3 + 4 = 10", children=[21]),
+             _node(21, 20, "verify", prior=0.20),
+             _node(22, 0, "direct_answer", "1 + 2 + 3 + 4 = 12", children=[23], generated=False),
+             _node(23, 22, "verify", prior=0.5)]
+    p = verify_priors({"q": {"nodes": nodes}})
+    assert p.after_false == [0.30]
+    assert sorted(p.after_true) == [0.10, 0.20]
+    run = tmp_path / "tree"
+    (run / "trees").mkdir(parents=True)
+    (run / "trees" / "q.json").write_text(json.dumps({"nodes": nodes}))
+    (run / "records.jsonl").write_text(json.dumps({"id": "q", "question": "What is 1 + 2 + 3 + 4?", "leaves": []}) + "\n")
+    assert "| m | 1, 0.300 | 2, 0.150 |" in verify_prior_table({"m": run})
+
+
+@pytest.mark.parametrize("response, gold, right, kind", [
+    ("<next_step>\n2 + 2 = 5\n</next_step>\n<verify>\n2 + 2 is not 5.\n</verify>\n<refine>\n2 + 2 = 4\n</refine>\n"
+     "<output>\nThe answer is \\boxed{4}.\n</output>", "4", True, "checked_wrong_fixed"),
+    ("<next_step>\n2 + 2 = 5\n</next_step>\n<verify>\nLooks fine.\n</verify>\n<output>\n\\boxed{5}\n</output>",
+     "4", False, "checked_wrong_kept"),
+    # true arithmetic but the wrong result for the question (a wrong operand): wrong before the check
+    ("<next_step>\n2 + 3 = 5\n</next_step>\n<verify>\nOK\n</verify>\n<output>\n\\boxed{4}\n</output>",
+     "4", True, "checked_wrong_fixed"),
+    ("<next_step>\n2 + 2 = 4\n</next_step>\n<verify>\nOK\n</verify>\n<output>\n\\boxed{4}\n</output>",
+     "4", True, "checked_right"),
+    ("<next_step>\n2 + 2 = 4\n</next_step>\n<output>\n\\boxed{4}\n</output>", "4", True, "unchecked_right"),
+    ("<next_step>\n2 + 2 = 4\n</next_step>\n<output>\n\\boxed{5}\n</output>", "4", False, "unchecked_wrong"),
+    ("", "4", False, "unchecked_wrong"),                                     # empty response
+    ("<next_step>\n2 + 2 = 4", "4", False, "unchecked_wrong"),               # cut off: read leniently
+])
+def test_self_check_kind_by_hand(response, gold, right, kind):
+    from rftt_plugin.demo.strategies import self_check_kind
+
+    assert self_check_kind(response, gold, right) == kind
+
+
+def test_self_check_table_counts_a_chain_run(tmp_path):
+    from rftt_plugin.demo.strategies import self_check_table
+
+    run = tmp_path / "chain"
+    run.mkdir()
+    fixed = ("<next_step>\n2 + 2 = 5\n</next_step>\n<verify>\nno\n</verify>\n<refine>\n2 + 2 = 4\n</refine>\n"
+             "<output>\n\\boxed{4}\n</output>")
+    plain = "<next_step>\n2 + 2 = 4\n</next_step>\n<output>\n\\boxed{4}\n</output>"
+    rows = [{"id": "a", "gold": "4", "acc": True, "response": fixed},
+            {"id": "b", "gold": "4", "acc": True, "response": plain},
+            {"id": "c", "gold": "5", "acc": False, "response": plain},
+            {"id": "d", "gold": "4", "acc": True, "response": plain}]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # 4 chains, 1 checked (25.0%): fixed 1 / kept 0, 0 after a right attempt, 1 wrong and never checked
+    assert "| m | 4 | 1 (25.0%) | 1 / 0 | 0 | 1 |" in self_check_table({"m": run})

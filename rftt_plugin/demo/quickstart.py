@@ -487,15 +487,26 @@ class Quickstart:
         return ""
 
     def _strategy_report(self) -> None:
-        from rftt_plugin.demo.strategies import strategy_table
+        from rftt_plugin.demo.strategies import self_check_table, strategy_table, verify_prior_table
 
-        runs = {label: self.out / f"eval_{name}" / "tree" for name, label in
-                (("sft", "after SFT"), ("rl", "after tree RL"), ("rl_chain", "after chain RL"))}
-        table = strategy_table({k: v for k, v in runs.items() if (v / "records.jsonl").is_file()})
+        labels = (("sft", "after SFT"), ("rl", "after tree RL"), ("rl_chain", "after chain RL"))
+        trees = {label: self.out / f"eval_{name}" / "tree" for name, label in labels}
+        trees = {k: v for k, v in trees.items() if (v / "records.jsonl").is_file()}
+        chains = {label: self.out / f"eval_{name}" / "chain" for name, label in labels}
+        chains = {k: v for k, v in chains.items() if (v / "records.jsonl").is_file()}
+        table = strategy_table(trees)
         (self.out / "strategies.md").write_text(
             "# Strategies: the policy's choice of opening tag and each opening's accuracy\n\n"
             "Share: the policy's probability of the opening, mean over the held-out questions. Right: the "
-            "policy's own continuation after that opening (the search's first leaf under it).\n\n" + table + "\n")
+            "policy's own continuation after that opening (the search's first leaf under it).\n\n" + table + "\n\n"
+            "## Self-checks: does `<verify>` follow the policy's own wrong steps?\n\n"
+            "Greedy chains (an attempt is wrong before its first `<verify>` when an equation in it is false or its "
+            "last result is not the answer; rftt_plugin.demo.strategies.self_check_kind):\n\n"
+            + self_check_table(chains) + "\n\n"
+            "The policy's probability of `<verify>` where the sum is complete (where it chooses between `<output>` "
+            "and `<verify>`), over the search trees' nodes, after a false equation and after right steps. A "
+            "policy that catches its own slips gives the first column the larger number:\n\n"
+            + verify_prior_table(trees) + "\n")
         self.log("\n" + table)
 
     def stage_real_model(self) -> str:

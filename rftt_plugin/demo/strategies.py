@@ -107,3 +107,120 @@ def strategy_table(runs: dict[str, Path]) -> str:
             acc = "{:.1%} [{:.1%}, {:.1%}]".format(k / n, *wilson_interval(k, n)) if n else "-"
             lines.append(f"| {label} | {name} | {s.share_sum / len(records):.1%} | {acc} | {cell('plus')} | {cell('minus')} |")
     return "\n".join(lines)
+
+
+# -- self-checks: does a <verify> follow the policy's own wrong steps, and does <refine> fix them? ------------------
+
+SELF_CHECK_KINDS = ("checked_wrong_fixed", "checked_wrong_kept", "checked_right", "unchecked_wrong", "unchecked_right")
+
+
+def self_check_kind(response: str, gold: str, right: bool) -> str:
+    """Where one greedy chain stands on self-correction (``SELF_CHECK_KINDS``).
+
+    The attempt before the first ``<verify>`` is *wrong* when one of its equations is false (the toy's
+    step checker, :func:`rftt_plugin.demo.toy_prm.score_toy_steps`) or the last result it states is
+    not the gold answer. A chain without ``<verify>`` is judged on all its steps the same way.
+
+    >>> slip = "<next_step>\\n3 + 2 = 6\\n</next_step>\\n<verify>\\n3 + 2 is not 6.\\n</verify>\\n"
+    >>> self_check_kind(slip + "<refine>\\n3 + 2 = 5\\n</refine>\\n<output>\\n\\\\boxed{5}\\n</output>", "5", True)
+    'checked_wrong_fixed'
+    >>> self_check_kind("<next_step>\\n3 + 2 = 5\\n</next_step>\\n<verify>\\nRight.\\n</verify>", "5", True)
+    'checked_right'
+    >>> self_check_kind("<next_step>\\n3 + 2 = 5\\n</next_step>", "6", False)
+    'unchecked_wrong'
+    """
+    from rftt_plugin.demo.toy_prm import last_result, score_toy_steps
+    from rftt_plugin.tokens import FunctionalTag, validate
+
+    steps = validate(response, require_output=False).steps
+    first_check = next((i for i, s in enumerate(steps) if s.tag == FunctionalTag.VERIFY), None)
+    before = [s.text for s in (steps if first_check is None else steps[:first_check])]
+    stated = last_result(before)
+    wrong = 0.0 in score_toy_steps(before) or (stated is not None and str(stated) != str(gold).strip())
+    if first_check is None:
+        return "unchecked_wrong" if wrong or not right else "unchecked_right"
+    if not wrong:
+        return "checked_right"
+    return "checked_wrong_fixed" if right else "checked_wrong_kept"
+
+
+def self_check_counts(records: list[dict]) -> dict[str, int]:
+    """:func:`self_check_kind` counted over a chain-mode run's records."""
+    counts = dict.fromkeys(SELF_CHECK_KINDS, 0)
+    for r in records:
+        counts[self_check_kind(r.get("response") or "", str(r.get("gold", "")), bool(r.get("acc")))] += 1
+    return counts
+
+
+def self_check_table(runs: dict[str, Path]) -> str:
+    """A markdown table per model (``runs``: label -> chain-mode ``rftt eval`` folder): how often the
+    greedy chain checks itself, after a wrong or a right attempt, and how often the check fixes it."""
+    lines = ["| model | chains | with `<verify>` | after a wrong attempt: fixed / kept wrong | after a right attempt "
+             "| wrong, never checked |", "|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        c = self_check_counts(load_records(Path(run)))
+        n = sum(c.values())
+        checked = c["checked_wrong_fixed"] + c["checked_wrong_kept"] + c["checked_right"]
+        lines.append(f"| {label} | {n} | {checked} ({checked / n:.1%}) | {c['checked_wrong_fixed']} / "
+                     f"{c['checked_wrong_kept']} | {c['checked_right']} | {c['unchecked_wrong']} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class CheckPriors:
+    """The policy's probability of ``<verify>`` at search nodes, split by whether the steps so far hold
+    a false equation (:func:`rftt_plugin.demo.toy_prm.score_toy_steps`)."""
+
+    after_false: list[float] = field(default_factory=list)
+    after_true: list[float] = field(default_factory=list)
+
+
+def verify_priors(trees: dict[str, dict]) -> CheckPriors:
+    """At every generated node that completes the sum, the prior of its ``<verify>`` child, filed under
+    whether the path so far holds a false equation. A policy that checks its own slips gives
+    ``after_false`` the larger priors.
+
+    A node completes the sum when it is a ``<direct_answer>`` or its path holds three equations (each
+    of the toy's step strategies takes three computations for four operands), so both groups are
+    compared at the same point: where the policy chooses between ``<output>`` and ``<verify>``.
+    """
+    from rftt_plugin.demo.toy_prm import score_toy_steps
+
+    out = CheckPriors()
+    for tree in trees.values():
+        nodes = {n["id"]: n for n in tree["nodes"]}
+        for node in tree["nodes"]:
+            if node.get("tag") not in ("next_step", "direct_answer") or not node.get("generated"):
+                continue
+            check = next((nodes[c] for c in node.get("children") or [] if nodes[c].get("tag") == "verify"), None)
+            if check is None:
+                continue
+            path, at = [], node
+            while at is not None and at.get("parent") is not None:
+                path.append(at)
+                at = nodes.get(at["parent"])
+            path.reverse()
+            if any(n.get("tag") in ("verify", "refine") for n in path):
+                continue  # a second check: not the first decision
+            texts = [n.get("text") or "" for n in path]
+            if node["tag"] != "direct_answer" and sum(t.count(" = ") for t in texts) < 3:
+                continue
+            false = 0.0 in score_toy_steps(texts)
+            (out.after_false if false else out.after_true).append(float(check.get("prior") or 0.0))
+    return out
+
+
+def verify_prior_table(runs: dict[str, Path]) -> str:
+    """A markdown table per model (``runs``: label -> tree-mode run): the policy's mean probability of
+    ``<verify>`` right after a computation, when the steps so far hold a false equation and when not."""
+    lines = ["| model | after a false equation: nodes, mean P(`<verify>`) | after right steps: nodes, mean P(`<verify>`) |",
+             "|---|---|---|"]
+    for label, run in runs.items():
+        _records, trees = load_tree_run(run)
+        p = verify_priors(trees)
+
+        def cell(xs: list[float]) -> str:
+            return f"{len(xs)}, {sum(xs) / len(xs):.3f}" if xs else "0, -"
+
+        lines.append(f"| {label} | {cell(p.after_false)} | {cell(p.after_true)} |")
+    return "\n".join(lines)

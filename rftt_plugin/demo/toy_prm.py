@@ -59,6 +59,24 @@ def score_toy_steps(steps: Sequence[str]) -> list[float]:
     return scores
 
 
+def last_result(steps: Sequence[str]) -> int | None:
+    """The last number the steps state as a result: the right side of their last equation, or a
+    boxed answer written after it (None when they state none).
+
+    >>> last_result(["Add from left to right.", "3 + 4 = 7", "7 - 2 = 6"])
+    6
+    >>> last_result(["3 + 4 = 7", "The answer is \\\\boxed{8}."]), last_result(["Add them up."])
+    (8, None)
+    """
+    result = None
+    for step in steps:
+        found = [(m.start(), int(m.group(2))) for m in _EQUATION.finditer(step)]
+        found += [(m.start(), int(m.group(1))) for m in _BOXED.finditer(step)]
+        if found:
+            result = max(found)[1]
+    return result
+
+
 def split_math_shepherd(text: str, step_tag: str = DEFAULT_STEP_TAG) -> list[str]:
     """The steps of a Math-Shepherd-formatted path (``rftt_plugin.reward.prm.format_math_shepherd``).
 
