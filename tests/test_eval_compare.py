@@ -169,6 +169,38 @@ def test_eval_chain_sc_tree_end_to_end(prepared_model_dir, bench_data_dir, tmp_p
     assert capsys.readouterr().out.count("0 answered now, 2 resumed") == 3
 
 
+def test_several_modes_load_an_hf_model_once_and_answer_as_separate_runs(prepared_model_dir, bench_data_dir,
+                                                                         tmp_path, monkeypatch):
+    """`--mode chain,sc,tree` builds one engine for the three modes and closes it at the end; every
+    request carries its own seed, so each mode's records equal those of a run of that mode alone."""
+    import rftt_plugin.backends.engine as engine_mod
+    from rftt_plugin.cli import main
+
+    built, real = [], engine_mod.make_engine
+
+    def counting(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(engine_mod, "make_engine", counting)
+    common = ["eval", "--model", str(prepared_model_dir), "--benchmarks", "gsm8k", "--limit", "2",
+              "--iterations", "1,2", "--max-tokens", "6", "--step-max-tokens", "4", "--data-dir", bench_data_dir,
+              "--quiet", "--concurrency", "2"]
+    assert main(common + ["--mode", "chain,sc,tree", "--out", str(tmp_path / "all")]) == 0
+    assert len(built) == 1
+    assert built[0].backend.batcher._executor._shutdown  # closed after the last mode
+
+    def answers(path):
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        return {r["id"]: r.get("response") or [lf.get("text") or lf.get("pred") for lf in r.get("leaves") or []]
+                for r in rows}
+
+    for mode in ("chain", "sc", "tree"):
+        assert main(common + ["--mode", mode, "--out", str(tmp_path / mode)]) == 0
+        assert answers(tmp_path / "all" / mode / "records.jsonl") == answers(tmp_path / mode / "records.jsonl")
+    assert len(built) == 4  # one engine per single-mode run
+
+
 def test_eval_mode_names_are_checked(capsys):
     from rftt_plugin.cli import main
 

@@ -147,6 +147,21 @@ def build_jobs(args) -> list:
         command=_command_line())) for mode in args.mode]
 
 
+def _shared_engine(jobs: list):
+    """One engine for every mode when the model is loaded here (``hf``, ``fake``) and every mode names
+    the same one: a 7B checkpoint is then read once, not once per mode. Tree mode also reads the
+    functional-token layout, which chain and sc ignore, so the engine is built with it. ``openai`` keeps
+    one client per mode (nothing is loaded here, and an HTTP client's connections belong to one event loop)."""
+    from dataclasses import replace
+
+    from rftt_plugin.jobs import EngineHandle
+
+    specs = [job.model for job in jobs]
+    if len(specs) < 2 or specs[0].backend == "openai" or len({replace(s, token_mode=None) for s in specs}) > 1:
+        return None
+    return EngineHandle(next((s for s in specs if s.token_mode), specs[0]))
+
+
 def run(args) -> int:
     from rftt_plugin.data.benchmarks import BenchmarkError
     from rftt_plugin.data.rows import RowError
@@ -159,10 +174,20 @@ def run(args) -> int:
         for job in jobs:
             job.check()  # cheap checks of every mode before any data or model is read
         results = []
-        for job in jobs:
-            if len(jobs) > 1:
-                print(f"== rftt eval --mode {job.cfg.mode} -> {job.cfg.out}", file=sys.stderr)
-            results.append(job.run(EngineHandle(job.model)))
+        shared = _shared_engine(jobs)
+        try:
+            for i, job in enumerate(jobs):
+                if len(jobs) > 1:
+                    print(f"== rftt eval --mode {job.cfg.mode} -> {job.cfg.out}", file=sys.stderr)
+                if shared is None:
+                    results.append(job.run(EngineHandle(job.model)))
+                else:
+                    results.append(job.run(shared, close=i == len(jobs) - 1))
+        finally:
+            if shared is not None and shared.built:
+                import asyncio
+
+                asyncio.run(shared.aclose())  # after an error; closing twice is harmless
     except (BenchmarkError, RowError, EvalError, RunMismatch, RunLocked):
         raise  # rftt_plugin.cli prints them as one line with a hint, exit 2
     except ValueError as exc:

@@ -304,14 +304,14 @@ class _Progress:
 
 
 async def _run_pending(cfg: EvalConfig, pending: list[BenchmarkItem], store: EvalRunDir, progress: _Progress,
-                       backend: Any, tokenizer: Any, layout: Any = None) -> tuple[int, list[str]]:
+                       backend: Any, tokenizer: Any, layout: Any = None, close: bool = True) -> tuple[int, list[str]]:
     """Answer ``pending`` with at most ``cfg.concurrency`` questions in flight; append records.
-    The backend is closed on the way out, whatever happens."""
+    With ``close`` the backend is closed on the way out, whatever happens."""
     try:
         return await _answer_all(cfg, pending, store, progress, backend, tokenizer, layout)
     finally:
         aclose = getattr(backend, "aclose", None)
-        if aclose is not None:
+        if close and aclose is not None:
             await aclose()
 
 
@@ -471,13 +471,14 @@ def write_reports(out: Path, payload: dict[str, Any], warn: Callable[[str], None
 
 
 def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, layout: Any = None,
-             warn: Callable[[str], None] | None = None, engine: Any = None) -> EvalResult:
+             warn: Callable[[str], None] | None = None, engine: Any = None, close: bool = True) -> EvalResult:
     """Run (or resume) an evaluation and write every output file; see the module docstring.
 
     ``backend`` / ``tokenizer`` may be passed in (an already loaded model, a test double);
     otherwise they are built from ``cfg`` -- and only if some question still needs an answer.
     Tree mode takes ready :class:`~rftt_plugin.tag_ids.TagIds` as ``layout`` (the tokenizer still
-    builds the prompts).
+    builds the prompts). ``close=False`` leaves the backend open for another evaluation on the same
+    ``engine`` (``rftt eval --mode chain,sc,tree`` loads an ``hf`` model once); its owner closes it.
     """
     warn = warn or (lambda msg: print(f"rftt eval: {msg}", file=sys.stderr))
     cfg.validate()
@@ -513,7 +514,7 @@ def evaluate(cfg: EvalConfig, *, backend: Any = None, tokenizer: Any = None, lay
             initial = [score_record(records[i.id], cfg.columns, cfg.selection) for i in items if i.id in records]
             progress = _Progress(len(pending), initial, cfg.columns[-1].label, cfg.progress)
             try:
-                ran, failed = asyncio.run(_run_pending(cfg, pending, store, progress, be, tok, layout))
+                ran, failed = asyncio.run(_run_pending(cfg, pending, store, progress, be, tok, layout, close))
             finally:
                 progress.close()
         wall = time.perf_counter() - t0
@@ -542,5 +543,6 @@ class EvalRun:
         self.cfg.device, self.cfg.dtype, self.cfg.device_line = m.device, m.dtype, m.device_line
         self.cfg.validate()
 
-    def run(self, engine: Any) -> EvalResult:
-        return evaluate(self.cfg, engine=engine)
+    def run(self, engine: Any, close: bool = True) -> EvalResult:
+        """:func:`evaluate` on ``engine``; ``close=False`` keeps its backend open for the next mode."""
+        return evaluate(self.cfg, engine=engine, close=close)
