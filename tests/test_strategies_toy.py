@@ -159,7 +159,7 @@ def test_verify_priors_compare_the_check_after_a_slip_with_the_check_after_right
     then 6 + 4 = 11: false), a right one (6 + 4 = 10), a direct answer (1 + 2 + 3 + 4 = 10, right),
     and nodes that must not count: a step before the sum is complete, a node after a check, and a
     verify child that was never generated under a node that was not generated either."""
-    from rftt_plugin.demo.strategies import verify_prior_table, verify_priors
+    from rftt_plugin.demo.strategies import checked_leaves, verify_prior_table, verify_priors
 
     nodes = [_node(0, None, None, children=[1, 20]),
              _node(1, 0, "analyze", "Add from left to right.", children=[2]),
@@ -185,8 +185,15 @@ def test_verify_priors_compare_the_check_after_a_slip_with_the_check_after_right
     run = tmp_path / "tree"
     (run / "trees").mkdir(parents=True)
     (run / "trees" / "q.json").write_text(json.dumps({"nodes": nodes}))
-    (run / "records.jsonl").write_text(json.dumps({"id": "q", "question": "What is 1 + 2 + 3 + 4?", "leaves": []}) + "\n")
-    assert "| m | 1, 0.300 | 2, 0.150 |" in verify_prior_table({"m": run})
+    # leaves: through the check after the slip (right after <refine>), through the check after the
+    # slip again (a second, wrong leaf), through the check of the direct answer (right), and a leaf
+    # without a check (not counted)
+    leaves = [{"node_ids": [1, 2, 3, 4, 6, 11, 12], "acc": True}, {"node_ids": [1, 2, 3, 4, 6], "acc": False},
+              {"node_ids": [20, 21], "acc": True}, {"node_ids": [1, 2, 3, 5], "acc": True}]
+    record = {"id": "q", "question": "What is 1 + 2 + 3 + 4?", "leaves": leaves}
+    (run / "records.jsonl").write_text(json.dumps(record) + "\n")
+    assert checked_leaves([record], {"q": {"nodes": nodes}}) == {"after_false": [2, 1], "after_true": [1, 1]}
+    assert "| m | 1, 0.300 | 2, 0.150 | 1 / 2 (50%) | 1 / 1 (100%) |" in verify_prior_table({"m": run})
 
 
 @pytest.mark.parametrize("response, gold, right, kind", [

@@ -210,17 +210,46 @@ def verify_priors(trees: dict[str, dict]) -> CheckPriors:
     return out
 
 
+def checked_leaves(records: list[dict], trees: dict[str, dict]) -> dict[str, list[int]]:
+    """The search's leaves whose path passes a ``<verify>``, as ``[leaves, right]``, filed under whether
+    the steps before the first ``<verify>`` hold a false equation (``after_false``) or not
+    (``after_true``): how often the check and its ``<refine>`` end in the right answer."""
+    from rftt_plugin.demo.toy_prm import score_toy_steps
+
+    out = {"after_false": [0, 0], "after_true": [0, 0]}
+    for record in records:
+        nodes = {n["id"]: n for n in trees[record["id"]]["nodes"]}
+        for leaf in record.get("leaves") or []:
+            ids = [i for i in leaf.get("node_ids") or [] if i in nodes]
+            tags = [nodes[i].get("tag") for i in ids]
+            if "verify" not in tags:
+                continue
+            before = [nodes[i].get("text") or "" for i in ids[:tags.index("verify")]]
+            cell = out["after_false" if 0.0 in score_toy_steps(before) else "after_true"]
+            cell[0] += 1
+            cell[1] += bool(leaf.get("acc"))
+    return out
+
+
 def verify_prior_table(runs: dict[str, Path]) -> str:
     """A markdown table per model (``runs``: label -> tree-mode run): the policy's mean probability of
-    ``<verify>`` right after a computation, when the steps so far hold a false equation and when not."""
-    lines = ["| model | after a false equation: nodes, mean P(`<verify>`) | after right steps: nodes, mean P(`<verify>`) |",
-             "|---|---|---|"]
+    ``<verify>`` where the sum is complete, when the steps so far hold a false equation and when not
+    (:func:`verify_priors`), and how often the leaves through a ``<verify>`` are right (:func:`checked_leaves`)."""
+    lines = ["| model | after a false equation: nodes, mean P(`<verify>`) | after right steps: nodes, mean P(`<verify>`) "
+             "| leaves through `<verify>` after a false equation: right / all | after right steps: right / all |",
+             "|---|---|---|---|---|"]
     for label, run in runs.items():
-        _records, trees = load_tree_run(run)
+        records, trees = load_tree_run(run)
         p = verify_priors(trees)
+        leaves = checked_leaves(records, trees)
 
         def cell(xs: list[float]) -> str:
             return f"{len(xs)}, {sum(xs) / len(xs):.3f}" if xs else "0, -"
 
-        lines.append(f"| {label} | {cell(p.after_false)} | {cell(p.after_true)} |")
+        def share(n_right: list[int]) -> str:
+            n, right = n_right
+            return f"{right} / {n} ({right / n:.0%})" if n else "0 / 0"
+
+        lines.append(f"| {label} | {cell(p.after_false)} | {cell(p.after_true)} | {share(leaves['after_false'])} "
+                     f"| {share(leaves['after_true'])} |")
     return "\n".join(lines)
