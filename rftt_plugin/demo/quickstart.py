@@ -494,6 +494,9 @@ class Quickstart:
         trees = {k: v for k, v in trees.items() if (v / "records.jsonl").is_file()}
         chains = {label: self.out / f"eval_{name}" / "chain" for name, label in labels}
         chains = {k: v for k, v in chains.items() if (v / "records.jsonl").is_file()}
+        # the test-time searches (16 iterations, --test-time) go deeper into <verify> branches than the evaluation's
+        searched = {f"{label}, test-time tree": self.out / f"testtime_{name}" / "tree" for name, label in labels[:2]}
+        searched = {k: v for k, v in searched.items() if (v / "records.jsonl").is_file()}
         table = strategy_table(trees)
         (self.out / "strategies.md").write_text(
             "# Strategies: the policy's choice of opening tag and each opening's accuracy\n\n"
@@ -506,7 +509,7 @@ class Quickstart:
             "The policy's probability of `<verify>` where the sum is complete (where it chooses between `<output>` "
             "and `<verify>`), over the search trees' nodes, after a false equation and after right steps. A "
             "policy that catches its own slips gives the first column the larger number:\n\n"
-            + verify_prior_table(trees) + "\n")
+            + verify_prior_table({**trees, **searched}) + "\n")
         self.log("\n" + table)
 
     def stage_real_model(self) -> str:
