@@ -48,7 +48,9 @@ def test_strategies_toy_with_test_time_stages_runs_and_reports(tmp_path):
         for tag in ("analyze", "next_step", "subquestion", "clarify"):
             assert f"| {label} | `<{tag}>` (" in table, table
     assert "after chain RL" not in table  # not run without --compare-chain
-    # the self-check tables: every greedy chain of the 3 questions is counted once per model
+    # the self-check tables: per model the 3 greedy chains, the 3 x 16 sampled chains of self-consistency,
+    # and a row of the search's <verify> read-out for the evaluation's trees and for the test-time trees
     checks = table.split("## Self-checks", 1)[1]
     for label in ("after SFT", "after tree RL"):
-        assert f"| {label} | 3 | " in checks and checks.count(f"| {label} | ") == 2, checks
+        assert f"| {label}, greedy | 3 | " in checks and f"| {label}, sampled (SC) | 48 | " in checks, checks
+        assert checks.count(f"| {label} | ") == 1 and checks.count(f"| {label}, test-time tree | ") == 1, checks

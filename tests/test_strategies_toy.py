@@ -230,5 +230,15 @@ def test_self_check_table_counts_a_chain_run(tmp_path):
             {"id": "c", "gold": "5", "acc": False, "response": plain},
             {"id": "d", "gold": "4", "acc": True, "response": plain}]
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # 4 chains, 1 checked (25.0%): fixed 1 / kept 0, 0 after a right attempt, 1 wrong and never checked
-    assert "| m | 4 | 1 (25.0%) | 1 / 0 | 0 | 1 |" in self_check_table({"m": run})
+    # wrong attempts: a (checked, fixed) and c (never checked); right attempts: b and d, never checked
+    assert "| m | 4 | 1 / 2 (50.0%) | 1 / 1 (100.0%) | 0 / 2 (0.0%) |" in self_check_table({"m": run})
+    # a self-consistency run: every sampled chain counts, graded by its leaf
+    sc = tmp_path / "sc"
+    sc.mkdir()
+    kept = "<next_step>\n2 + 2 = 5\n</next_step>\n<verify>\nfine\n</verify>\n<output>\n\\boxed{5}\n</output>"
+    checked_right = "<next_step>\n2 + 2 = 4\n</next_step>\n<verify>\nfine\n</verify>\n<output>\n\\boxed{4}\n</output>"
+    row = {"id": "a", "gold": "4", "responses": [fixed, kept, checked_right, plain],
+           "leaves": [{"acc": True}, {"acc": False}, {"acc": True}, {"acc": True}]}
+    (sc / "records.jsonl").write_text(json.dumps(row) + "\n")
+    # wrong attempts: fixed, kept (both checked); right: checked_right (checked), plain (not)
+    assert "| s | 4 | 2 / 2 (100.0%) | 1 / 2 (50.0%) | 1 / 2 (50.0%) |" in self_check_table({"s": sc})

@@ -492,7 +492,9 @@ class Quickstart:
         labels = (("sft", "after SFT"), ("rl", "after tree RL"), ("rl_chain", "after chain RL"))
         trees = {label: self.out / f"eval_{name}" / "tree" for name, label in labels}
         trees = {k: v for k, v in trees.items() if (v / "records.jsonl").is_file()}
-        chains = {label: self.out / f"eval_{name}" / "chain" for name, label in labels}
+        chains = {f"{label}, greedy": self.out / f"eval_{name}" / "chain" for name, label in labels}
+        # self-consistency's chains are sampled (--test-time): the slips a check is for happen there
+        chains.update({f"{label}, sampled (SC)": self.out / f"testtime_{name}" / "sc" for name, label in labels[:2]})
         chains = {k: v for k, v in chains.items() if (v / "records.jsonl").is_file()}
         # the test-time searches (16 iterations, --test-time) go deeper into <verify> branches than the evaluation's
         searched = {f"{label}, test-time tree": self.out / f"testtime_{name}" / "tree" for name, label in labels[:2]}
@@ -503,8 +505,9 @@ class Quickstart:
             "Share: the policy's probability of the opening, mean over the held-out questions. Right: the "
             "policy's own continuation after that opening (the search's first leaf under it).\n\n" + table + "\n\n"
             "## Self-checks: does `<verify>` follow the policy's own wrong steps?\n\n"
-            "Greedy chains (an attempt is wrong before its first `<verify>` when an equation in it is false or its "
-            "last result is not the answer; rftt_plugin.demo.strategies.self_check_kind):\n\n"
+            "Greedy chains, and with --test-time the self-consistency run's sampled chains (an attempt is wrong before "
+            "its first `<verify>` when an equation in it is false or its last result is not the answer; "
+            "rftt_plugin.demo.strategies.self_check_kind):\n\n"
             + self_check_table(chains) + "\n\n"
             "The policy's probability of `<verify>` where the sum is complete (where it chooses between `<output>` "
             "and `<verify>`), over the search trees' nodes, after a false equation and after right steps. A "

@@ -145,24 +145,36 @@ def self_check_kind(response: str, gold: str, right: bool) -> str:
 
 
 def self_check_counts(records: list[dict]) -> dict[str, int]:
-    """:func:`self_check_kind` counted over a chain-mode run's records."""
+    """:func:`self_check_kind` counted over a run's chains: one per record of a chain-mode run, every
+    sampled chain (``responses``, graded in ``leaves``) of a self-consistency run."""
     counts = dict.fromkeys(SELF_CHECK_KINDS, 0)
     for r in records:
-        counts[self_check_kind(r.get("response") or "", str(r.get("gold", "")), bool(r.get("acc")))] += 1
+        gold = str(r.get("gold", ""))
+        if "responses" in r:
+            chains = [(text or "", bool(leaf.get("acc"))) for text, leaf in zip(r["responses"], r.get("leaves") or [])]
+        else:
+            chains = [(r.get("response") or "", bool(r.get("acc")))]
+        for text, right in chains:
+            counts[self_check_kind(text, gold, right)] += 1
     return counts
 
 
 def self_check_table(runs: dict[str, Path]) -> str:
-    """A markdown table per model (``runs``: label -> chain-mode ``rftt eval`` folder): how often the
-    greedy chain checks itself, after a wrong or a right attempt, and how often the check fixes it."""
-    lines = ["| model | chains | with `<verify>` | after a wrong attempt: fixed / kept wrong | after a right attempt "
-             "| wrong, never checked |", "|---|---|---|---|---|---|"]
+    """A markdown table per model (``runs``: label -> chain- or sc-mode ``rftt eval`` folder): how often
+    a chain checks itself after a wrong attempt and after a right one, and how often the check fixes it."""
+    lines = ["| model | chains | wrong attempts: `<verify>` follows | of those checks: fixed | right attempts: "
+             "`<verify>` follows |", "|---|---|---|---|---|"]
+
+    def share(k: int, n: int) -> str:
+        return f"{k} / {n} ({k / n:.1%})" if n else "0 / 0"
+
     for label, run in runs.items():
         c = self_check_counts(load_records(Path(run)))
-        n = sum(c.values())
-        checked = c["checked_wrong_fixed"] + c["checked_wrong_kept"] + c["checked_right"]
-        lines.append(f"| {label} | {n} | {checked} ({checked / n:.1%}) | {c['checked_wrong_fixed']} / "
-                     f"{c['checked_wrong_kept']} | {c['checked_right']} | {c['unchecked_wrong']} |")
+        checked_wrong = c["checked_wrong_fixed"] + c["checked_wrong_kept"]
+        wrong = checked_wrong + c["unchecked_wrong"]
+        right = c["checked_right"] + c["unchecked_right"]
+        lines.append(f"| {label} | {sum(c.values())} | {share(checked_wrong, wrong)} | "
+                     f"{share(c['checked_wrong_fixed'], checked_wrong)} | {share(c['checked_right'], right)} |")
     return "\n".join(lines)
 
 
