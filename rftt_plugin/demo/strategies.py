@@ -115,7 +115,7 @@ SELF_CHECK_KINDS = ("checked_wrong_fixed", "checked_wrong_kept", "checked_right"
 
 
 def self_check_kind(response: str, gold: str, right: bool) -> str:
-    """Where one greedy chain stands on self-correction (``SELF_CHECK_KINDS``).
+    """Where one chain (greedy or sampled) stands on self-correction (``SELF_CHECK_KINDS``).
 
     The attempt before the first ``<verify>`` is *wrong* when one of its equations is false (the toy's
     step checker, :func:`rftt_plugin.demo.toy_prm.score_toy_steps`) or the last result it states is
