@@ -52,7 +52,7 @@ def _add_study_flags(parser) -> None:
     parser.add_argument("--test-time", action="store_true",
                         help="also test-time scaling on the SFT and the RL model with rftt eval's default settings: "
                              "greedy chain, self-consistency and tree search at budgets 1-16, question by question "
-                             "(OUT/testtime_{sft,rl}/compare.md and accuracy_vs_tokens.png; about 3 min per model here)")
+                             "(OUT/testtime_{sft,rl}/compare.md and accuracy_vs_tokens.png; about 5 min per model here)")
     parser.add_argument("--compare-chain", action="store_true",
                         help="also run chain RL with the same budget (verl's single_turn_agent + GRPO) and evaluate it")
     parser.add_argument("--ablations", action="store_true",
