@@ -176,23 +176,35 @@ def test_several_modes_load_an_hf_model_once_and_answer_as_separate_runs(prepare
     import rftt_plugin.backends.engine as engine_mod
     from rftt_plugin.cli import main
 
-    built, real = [], engine_mod.make_engine
+    built, closes, real = [], [], engine_mod.make_engine
 
     def counting(*args, **kwargs):
-        built.append(real(*args, **kwargs))
-        return built[-1]
+        engine = real(*args, **kwargs)
+        aclose = engine.backend.aclose
+
+        async def counted_aclose():  # which modes had written answers when the engine was closed
+            closes.append({m for m in ("chain", "sc", "tree") if (tmp_path / "all" / m / "records.jsonl").is_file()})
+            await aclose()
+
+        engine.backend.aclose = counted_aclose
+        built.append(engine)
+        return engine
 
     monkeypatch.setattr(engine_mod, "make_engine", counting)
+    # one question in flight: every batch holds one request, so logits cannot depend on the batch's make-up
     common = ["eval", "--model", str(prepared_model_dir), "--benchmarks", "gsm8k", "--limit", "2",
               "--iterations", "1,2", "--max-tokens", "6", "--step-max-tokens", "4", "--data-dir", bench_data_dir,
-              "--quiet", "--concurrency", "2"]
+              "--quiet", "--concurrency", "1"]
     assert main(common + ["--mode", "chain,sc,tree", "--out", str(tmp_path / "all")]) == 0
-    assert len(built) == 1
-    assert built[0].backend.batcher._executor._shutdown  # closed after the last mode
+    assert len(built) == 1  # one engine for the three modes ...
+    assert closes and all(c == {"chain", "sc", "tree"} for c in closes)  # ... closed only after the last one
+    assert len((tmp_path / "all" / "tree" / "records.jsonl").read_text().splitlines()) == 2
 
     def answers(path):
+        """Per question: the chain's text, the sampled chains' texts, and each leaf's answer, tokens and path."""
         rows = [json.loads(x) for x in path.read_text().splitlines()]
-        return {r["id"]: r.get("response") or [lf.get("text") or lf.get("pred") for lf in r.get("leaves") or []]
+        return {r["id"]: (r.get("response"), r.get("responses"),
+                          [(lf.get("pred"), lf.get("new_tokens"), lf.get("node_ids")) for lf in r.get("leaves") or []])
                 for r in rows}
 
     for mode in ("chain", "sc", "tree"):

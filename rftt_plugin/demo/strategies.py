@@ -144,6 +144,11 @@ def self_check_kind(response: str, gold: str, right: bool) -> str:
     return "checked_wrong_fixed" if right else "checked_wrong_kept"
 
 
+def _share(k: int, n: int, fmt: str = ".1%") -> str:
+    """``k / n (percent)``; ``0 / 0`` when there is nothing to count."""
+    return f"{k} / {n} ({k / n:{fmt}})" if n else "0 / 0"
+
+
 def self_check_counts(records: list[dict]) -> dict[str, int]:
     """:func:`self_check_kind` counted over a run's chains: one per record of a chain-mode run, every
     sampled chain (``responses``, graded in ``leaves``) of a self-consistency run."""
@@ -165,16 +170,13 @@ def self_check_table(runs: dict[str, Path]) -> str:
     lines = ["| model | chains | wrong attempts: `<verify>` follows | of those checks: fixed | right attempts: "
              "`<verify>` follows |", "|---|---|---|---|---|"]
 
-    def share(k: int, n: int) -> str:
-        return f"{k} / {n} ({k / n:.1%})" if n else "0 / 0"
-
     for label, run in runs.items():
         c = self_check_counts(load_records(Path(run)))
         checked_wrong = c["checked_wrong_fixed"] + c["checked_wrong_kept"]
         wrong = checked_wrong + c["unchecked_wrong"]
         right = c["checked_right"] + c["unchecked_right"]
-        lines.append(f"| {label} | {sum(c.values())} | {share(checked_wrong, wrong)} | "
-                     f"{share(c['checked_wrong_fixed'], checked_wrong)} | {share(c['checked_right'], right)} |")
+        lines.append(f"| {label} | {sum(c.values())} | {_share(checked_wrong, wrong)} | "
+                     f"{_share(c['checked_wrong_fixed'], checked_wrong)} | {_share(c['checked_right'], right)} |")
     return "\n".join(lines)
 
 
@@ -258,10 +260,7 @@ def verify_prior_table(runs: dict[str, Path]) -> str:
         def cell(xs: list[float]) -> str:
             return f"{len(xs)}, {sum(xs) / len(xs):.3f}" if xs else "0, -"
 
-        def share(n_right: list[int]) -> str:
-            n, right = n_right
-            return f"{right} / {n} ({right / n:.0%})" if n else "0 / 0"
-
-        lines.append(f"| {label} | {cell(p.after_false)} | {cell(p.after_true)} | {share(leaves['after_false'])} "
-                     f"| {share(leaves['after_true'])} |")
+        (n_false, right_false), (n_true, right_true) = leaves["after_false"], leaves["after_true"]
+        lines.append(f"| {label} | {cell(p.after_false)} | {cell(p.after_true)} | {_share(right_false, n_false, '.0%')} "
+                     f"| {_share(right_true, n_true, '.0%')} |")
     return "\n".join(lines)
